@@ -1,0 +1,272 @@
+"""Every environment variable the worker reads, declared once.
+
+Each setting has a name, a default, a parser and a one-line doc. Read a value at
+call time (``config.JOB_TIMEOUT_S.get()``), never at import, so tests and
+subprocesses can change the environment. ``python -m config`` prints the table
+that README.md's "Configuration" section carries (a test keeps them in sync).
+
+Derived paths come from :func:`resolve_paths`, a pure function of the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"expected one of {sorted(_TRUE | _FALSE - {''})}, got {raw!r}")
+
+
+def parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _positive(parse: Callable[[str], T]) -> Callable[[str], T]:
+    def parse_positive(raw: str) -> T:
+        value = parse(raw)
+        if value <= 0:  # type: ignore[operator]
+            raise ValueError(f"must be > 0, got {raw!r}")
+        return value
+
+    return parse_positive
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value its parser rejects."""
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T]):
+    name: str
+    default: T
+    parse: Callable[[str], T]
+    doc: str
+    secret: bool = False
+
+    def get(self, env: Mapping[str, str] | None = None) -> T:
+        """The value from ``env`` (default ``os.environ``), else the default.
+
+        Raises:
+            ConfigError: the variable is set to something the parser rejects.
+        """
+        env = os.environ if env is None else env
+        raw = env.get(self.name)
+        if raw is None or (raw.strip() == "" and self.parse is not str):
+            return self.default
+        try:
+            return self.parse(raw)
+        except (ValueError, TypeError) as exc:
+            shown = "<redacted>" if self.secret else repr(raw)
+            raise ConfigError(f"{self.name}={shown} is invalid: {exc}") from None
+
+
+SETTINGS: list[Setting[Any]] = []
+
+
+def _declare(
+    name: str, default: T, parse: Callable[[str], T], doc: str, *, secret: bool = False
+) -> Setting[T]:
+    setting = Setting(name, default, parse, doc, secret)
+    SETTINGS.append(setting)
+    return setting
+
+
+# --- Volume and local disk -------------------------------------------------------
+HOME = _declare(
+    "MEDIA_WORKER_HOME",
+    "",
+    str,
+    "Worker state root. Default: /runpod-volume/media-worker when /runpod-volume is "
+    "mounted, else ~/.cache/media-worker.",
+)
+ENVS_DIR = _declare(
+    "MEDIA_WORKER_ENVS_DIR",
+    "",
+    str,
+    "Local-disk directory for unpacked profile environments. Default: "
+    "/opt/media-worker/envs when writable, else <home>/local-envs.",
+)
+OUTPUT_DIR = _declare(
+    "MEDIA_WORKER_OUTPUT_DIR",
+    "",
+    str,
+    "Local output store (used when no S3 bucket is configured). Default: <home>/outputs "
+    "on a volume, else ./outputs.",
+)
+SCRATCH_DIR = _declare(
+    "MEDIA_WORKER_SCRATCH_DIR",
+    "",
+    str,
+    "Where per-job scratch directories are made (removed when the job ends). "
+    "Default: the system temp dir.",
+)
+PREPARE_PROFILES = _declare(
+    "MEDIA_WORKER_PREPARE",
+    (),
+    parse_list,
+    "Comma-separated profiles to prepare in the background right after start.",
+)
+
+# --- Jobs and runners --------------------------------------------------------------
+DEFAULT_TTS_MODEL = _declare(
+    "MEDIA_WORKER_DEFAULT_TTS_MODEL", "piper", str, "Model used when a tts job names none."
+)
+JOB_TIMEOUT_S = _declare(
+    "MEDIA_WORKER_JOB_TIMEOUT_S",
+    600.0,
+    _positive(float),
+    "Longest one job may run inside a runner before it is killed (seconds).",
+)
+RUNNER_START_TIMEOUT_S = _declare(
+    "MEDIA_WORKER_RUNNER_START_TIMEOUT_S",
+    300.0,
+    _positive(float),
+    "Longest a runner may take to start and load its model (seconds).",
+)
+MAX_RUNNERS = _declare(
+    "MEDIA_WORKER_MAX_RUNNERS",
+    2,
+    _positive(int),
+    "Most runner processes kept alive; the least recently used is stopped first.",
+)
+
+# --- Inputs -------------------------------------------------------------------------
+MAX_MEDIA_BYTES = _declare(
+    "MEDIA_WORKER_MAX_MEDIA_BYTES",
+    200 * 1024 * 1024,
+    _positive(int),
+    "Largest input media accepted from a URL, s3:// object or data: URI (bytes).",
+)
+FETCH_TIMEOUT_S = _declare(
+    "MEDIA_WORKER_FETCH_TIMEOUT_S",
+    30.0,
+    _positive(float),
+    "Connect/read timeout for fetching input URLs (seconds).",
+)
+
+# --- Output storage (RunPod's BUCKET_* convention) -------------------------------
+BUCKET_ENDPOINT_URL = _declare(
+    "BUCKET_ENDPOINT_URL",
+    "",
+    str,
+    "S3-compatible endpoint, e.g. https://s3.us-east-1.amazonaws.com. Unset: local store.",
+)
+BUCKET_ACCESS_KEY_ID = _declare("BUCKET_ACCESS_KEY_ID", "", str, "S3 access key id.")
+BUCKET_SECRET_ACCESS_KEY = _declare(
+    "BUCKET_SECRET_ACCESS_KEY", "", str, "S3 secret key (never logged).", secret=True
+)
+BUCKET_NAME = _declare("BUCKET_NAME", "", str, "Bucket that receives outputs.")
+BUCKET_REGION = _declare(
+    "BUCKET_REGION",
+    "us-east-1",
+    str,
+    "Region used for signing (R2: auto; B2: e.g. us-west-004).",
+)
+BUCKET_ADDRESSING_STYLE = _declare(
+    "BUCKET_ADDRESSING_STYLE",
+    "path",
+    str,
+    "S3 addressing style: path, virtual or auto.",
+)
+PRESIGN_SECONDS = _declare(
+    "MEDIA_WORKER_PRESIGN_SECONDS",
+    3600,
+    _positive(int),
+    "Default lifetime of presigned output URLs (seconds, 60..604800).",
+)
+
+# --- Hugging Face ---------------------------------------------------------------------
+HF_TOKEN = _declare(
+    "HF_TOKEN", "", str, "Token for gated Hugging Face repos (never logged).", secret=True
+)
+
+# --- Logging ------------------------------------------------------------------------
+LOG_LEVEL = _declare("MEDIA_WORKER_LOG_LEVEL", "INFO", str, "Log level of the worker's logs.")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the worker keeps its state; see :func:`resolve_paths`."""
+
+    home: Path
+    envs: Path
+    outputs: Path
+    on_volume: bool
+
+
+RUNPOD_VOLUME = Path("/runpod-volume")
+IMAGE_ENVS_DIR = Path("/opt/media-worker/envs")
+
+
+def resolve_paths(
+    env: Mapping[str, str] | None = None,
+    *,
+    volume_mounted: bool | None = None,
+    image_envs_writable: bool | None = None,
+) -> Paths:
+    """Resolve the worker's directories. Later wins:
+
+    1. built-in: ``~/.cache/media-worker``, ``./outputs``;
+    2. a mounted RunPod volume: ``/runpod-volume/media-worker`` and its ``outputs/``;
+    3. ``MEDIA_WORKER_HOME`` / ``MEDIA_WORKER_ENVS_DIR`` / ``MEDIA_WORKER_OUTPUT_DIR``.
+
+    ``volume_mounted`` and ``image_envs_writable`` default to looking at the disk;
+    tests pass them to keep this pure.
+    """
+    env = os.environ if env is None else env
+    if volume_mounted is None:
+        volume_mounted = RUNPOD_VOLUME.is_dir()
+    if image_envs_writable is None:
+        image_envs_writable = os.access(IMAGE_ENVS_DIR, os.W_OK)
+
+    home = Path("~/.cache/media-worker").expanduser()
+    outputs = Path.cwd() / "outputs"
+    on_volume = False
+    if volume_mounted:
+        home = RUNPOD_VOLUME / "media-worker"
+        outputs = home / "outputs"
+        on_volume = True
+    if explicit_home := HOME.get(env):
+        home = Path(explicit_home).expanduser()
+        outputs = home / "outputs"
+        on_volume = True
+    envs = IMAGE_ENVS_DIR if image_envs_writable else home / "local-envs"
+    if explicit_envs := ENVS_DIR.get(env):
+        envs = Path(explicit_envs).expanduser()
+    if explicit_outputs := OUTPUT_DIR.get(env):
+        outputs = Path(explicit_outputs).expanduser()
+    return Paths(home=home, envs=envs, outputs=outputs, on_volume=on_volume)
+
+
+def secret_values(env: Mapping[str, str] | None = None) -> list[str]:
+    """Values of the secret settings that are set, for log redaction."""
+    env = os.environ if env is None else env
+    return [value for s in SETTINGS if s.secret and (value := env.get(s.name, ""))]
+
+
+def markdown_table() -> str:
+    """The configuration table as README.md carries it."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for s in SETTINGS:
+        default = ",".join(s.default) if isinstance(s.default, tuple) else s.default
+        shown = f"`{default}`" if default not in ("", ()) else "(unset)"
+        rows.append(f"| `{s.name}` | {shown} | {s.doc} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

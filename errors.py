@@ -1,0 +1,94 @@
+"""The worker's errors: one class per contract error code.
+
+::
+
+    WorkerError                      code            raised when
+    ├── InvalidInput (ValueError)    invalid_input   a job field is missing, mistyped or out of range
+    ├── FetchFailed                  fetch_failed    an input could not be fetched (refused, 404, too big)
+    ├── UnsupportedMedia (ValueError) unsupported_media  an input is not audio/video we can read
+    ├── ModelUnavailable             model_unavailable   no runner serves this task/model here
+    ├── BootstrapFailed              bootstrap_failed    a profile environment or weights could not be prepared
+    ├── RunnerCrashed                runner_crashed  the runner process died or failed mid-job
+    ├── JobTimeout (TimeoutError)    timeout         the job ran past its time limit
+    └── StorageFailed                storage_failed  an output could not be published
+
+Only ``handler.py`` turns these into the contract's error envelope; anything else
+becomes ``internal`` there, with the traceback logged and never returned.
+Messages say what failed, for which item, why, and what to do next; they never
+contain a secret.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class WorkerError(Exception):
+    """Root of every error the caller may see.
+
+    Args:
+        message: one human-readable line (no traceback, no secret).
+        field: the job input field at fault, when there is one.
+        details: structured detail for the envelope's ``details`` list.
+    """
+
+    code: ClassVar[str] = "internal"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        if details is None:
+            details = [{"field": field, "message": message}] if field else []
+        self.details = details
+
+
+class InvalidInput(WorkerError, ValueError):
+    code = "invalid_input"
+
+
+class FetchFailed(WorkerError):
+    code = "fetch_failed"
+
+
+class UnsupportedMedia(WorkerError, ValueError):
+    code = "unsupported_media"
+
+
+class ModelUnavailable(WorkerError):
+    code = "model_unavailable"
+
+
+class BootstrapFailed(WorkerError):
+    code = "bootstrap_failed"
+
+
+class RunnerCrashed(WorkerError):
+    code = "runner_crashed"
+
+
+class JobTimeout(WorkerError, TimeoutError):
+    code = "timeout"
+
+
+class StorageFailed(WorkerError):
+    code = "storage_failed"
+
+
+ALL_CODES: tuple[str, ...] = (
+    InvalidInput.code,
+    FetchFailed.code,
+    UnsupportedMedia.code,
+    ModelUnavailable.code,
+    BootstrapFailed.code,
+    RunnerCrashed.code,
+    JobTimeout.code,
+    StorageFailed.code,
+    WorkerError.code,
+)

@@ -1,0 +1,33 @@
+"""Suite-wide fixtures.
+
+Tiers (see docs/conventions.md): unmarked tests are fast and pure; tests marked
+``slow`` start real parts (SeaweedFS, a local HF hub, runner subprocesses, uv builds).
+Run the fast tier alone with ``pytest -m "not slow"``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import config
+
+pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.hub"]
+
+# Variables the worker, the runpod SDK or the HF client read. Each test starts
+# without them, so a developer's shell or a CI secret never leaks into a result.
+_SCRUBBED_PREFIXES = ("MEDIA_WORKER_", "BUCKET_", "RUNPOD_", "HF_", "AWS_")
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
+    for name in list(os.environ):
+        if name.startswith(_SCRUBBED_PREFIXES) or name in {s.name for s in config.SETTINGS}:
+            monkeypatch.delenv(name, raising=False)
+    # Never let a test touch the developer's real cache or a real volume.
+    home = tmp_path_factory.mktemp("mw-home")
+    monkeypatch.setenv("MEDIA_WORKER_HOME", str(home))
+    monkeypatch.setenv("MEDIA_WORKER_ENVS_DIR", str(home / "local-envs"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("RUNPOD_LOG_LEVEL", "INFO")
