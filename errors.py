@@ -2,15 +2,15 @@
 
 ::
 
-    WorkerError                      code            raised when
-    ├── InvalidInput (ValueError)    invalid_input   a job field is missing, mistyped or out of range
-    ├── FetchFailed                  fetch_failed    an input could not be fetched (refused, 404, too big)
-    ├── UnsupportedMedia (ValueError) unsupported_media  an input is not audio/video we can read
-    ├── ModelUnavailable             model_unavailable   no runner serves this task/model here
-    ├── BootstrapFailed              bootstrap_failed    a profile environment or weights could not be prepared
-    ├── RunnerCrashed                runner_crashed  the runner process died or failed mid-job
-    ├── JobTimeout (TimeoutError)    timeout         the job ran past its time limit
-    └── StorageFailed                storage_failed  an output could not be published
+    WorkerError                        code: raised when
+    ├── InvalidInput (ValueError)      invalid_input: a job field is missing, wrong or out of range
+    ├── FetchFailed                    fetch_failed: an input could not be fetched
+    ├── UnsupportedMedia (ValueError)  unsupported_media: an input is not media we can read
+    ├── ModelUnavailable               model_unavailable: no runner serves this task/model here
+    ├── BootstrapFailed                bootstrap_failed: an environment or weights not prepared
+    ├── RunnerCrashed                  runner_crashed: the runner process died or failed mid-job
+    ├── JobTimeout (TimeoutError)      timeout: the job ran past its time limit
+    └── StorageFailed                  storage_failed: an output could not be published
 
 Only ``handler.py`` turns these into the contract's error envelope; anything else
 becomes ``internal`` there, with the traceback logged and never returned.

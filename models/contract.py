@@ -1,0 +1,304 @@
+"""The job contract, version 1: what a caller sends and gets back.
+
+The pydantic models here are the reference; ``python -m models schema`` prints
+their JSON Schema and ``models/schema.json`` is the committed copy (a test keeps
+it in sync). Unknown fields are rejected everywhere so a typo never passes
+silently. Only pure validation lives here: nothing is fetched or run.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+
+from errors import InvalidInput
+
+CONTRACT_VERSION = 1
+
+AUDIO_FORMATS = ("wav", "flac", "ogg", "mp3")
+VIDEO_FORMATS = ("mp4",)
+MIN_PRESIGN_S, MAX_PRESIGN_S = 60, 604_800
+MAX_TEXT_CHARS = 20_000
+_MEDIA_SCHEMES = ("https://", "s3://", "data:")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+def _check_media_ref(value: str) -> str:
+    if not value.startswith(_MEDIA_SCHEMES):
+        raise ValueError("must be an https:// URL, an s3://bucket/key reference or a data: URI")
+    return value
+
+
+MediaRefField = Annotated[
+    str,
+    Field(
+        min_length=1,
+        description="An https:// URL (fetched with SSRF protection and a size cap), "
+        "s3://bucket/key (read with the configured credentials) or a base64 data: URI.",
+        examples=["https://example.com/voice.wav", "s3://my-bucket/refs/voice.wav"],
+    ),
+]
+
+
+class OutputOptions(_Strict):
+    """Where and how outputs are published."""
+
+    prefix: str | None = Field(
+        default=None,
+        max_length=512,
+        description="Key prefix in front of jobs/<job-id>/. No '..', no leading '/'.",
+    )
+    presign_seconds: int | None = Field(
+        default=None,
+        ge=MIN_PRESIGN_S,
+        le=MAX_PRESIGN_S,
+        description="Lifetime of presigned URLs in seconds.",
+    )
+
+
+class _JobBase(_Strict):
+    model: str | None = Field(
+        default=None, min_length=1, description="The task's default model when absent."
+    )
+    output: OutputOptions = Field(default_factory=OutputOptions)
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+
+
+class _SpeechBase(_JobBase):
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    format: Literal["wav", "flac", "ogg", "mp3"] = "wav"
+    sample_rate: int | None = Field(
+        default=None, ge=8_000, le=48_000, description="Resample the output to this rate (Hz)."
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must contain something to say, not only whitespace")
+        return value
+
+
+class TtsJob(_SpeechBase):
+    """Text to speech."""
+
+    task: Literal["tts"]
+    voice: str | None = Field(
+        default=None, min_length=1, max_length=128, description="Model-specific voice name."
+    )
+    speed: float = Field(default=1.0, ge=0.5, le=2.0)
+
+
+class CloneJob(_SpeechBase):
+    """Zero-shot voice cloning from a reference recording."""
+
+    task: Literal["clone"]
+    reference_audio: MediaRefField
+    reference_text: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
+    speed: float = Field(default=1.0, ge=0.5, le=2.0)
+    exaggeration: float | None = Field(default=None, ge=0.0, le=2.0, description="chatterbox")
+    cfg_weight: float | None = Field(default=None, ge=0.0, le=1.0, description="chatterbox")
+    nfe_step: int | None = Field(default=None, ge=4, le=128, description="f5tts")
+
+    @field_validator("reference_audio")
+    @classmethod
+    def _media_ref(cls, value: str) -> str:
+        return _check_media_ref(value)
+
+
+class RestoreJob(_JobBase):
+    """Video restoration / upscaling."""
+
+    task: Literal["restore"]
+    video: MediaRefField
+    format: Literal["mp4"] = "mp4"
+    resolution: int | None = Field(
+        default=None, ge=144, le=4320, description="Target short side in pixels."
+    )
+    batch_size: int | None = Field(default=None, ge=1, le=256, description="SeedVR2")
+    color_correction: Literal["none", "wavelet", "adain"] | None = None
+
+    @field_validator("video")
+    @classmethod
+    def _media_ref(cls, value: str) -> str:
+        return _check_media_ref(value)
+
+
+Job = Annotated[TtsJob | CloneJob | RestoreJob, Field(discriminator="task")]
+_JOB_ADAPTER: TypeAdapter[TtsJob | CloneJob | RestoreJob] = TypeAdapter(Job)
+
+
+class S3Config(BaseModel):
+    """Per-request storage credentials, RunPod's ``s3Config`` next to ``input``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # RunPod's camelCase spelling, kept as-is.
+    accessId: str = Field(min_length=1)
+    accessSecret: SecretStr
+    bucketName: str = Field(min_length=1)
+    endpointUrl: str = Field(min_length=1, pattern=r"^https?://")
+    region: str | None = None
+
+
+# --- Results -------------------------------------------------------------------------
+
+
+class Output(BaseModel):
+    url: str = Field(description="Presigned https URL, or file:// for the local store.")
+    key: str
+    content_type: str
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    duration_s: float | None = None
+
+
+class Timings(BaseModel):
+    bootstrap_s: float = 0.0
+    fetch_s: float = 0.0
+    load_s: float = 0.0
+    infer_s: float = 0.0
+    publish_s: float = 0.0
+    total_s: float = 0.0
+
+
+class JobResult(BaseModel):
+    """What a successful job returns."""
+
+    task: Literal["tts", "clone", "restore"]
+    model: str
+    outputs: list[Output]
+    timings: Timings
+    cold: bool = Field(description="True when this job started the runner process.")
+
+
+ErrorCode = Literal[
+    "invalid_input",
+    "fetch_failed",
+    "unsupported_media",
+    "model_unavailable",
+    "bootstrap_failed",
+    "runner_crashed",
+    "timeout",
+    "storage_failed",
+    "internal",
+]
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    field: str | None = None
+    message: str
+
+
+class ErrorEnvelope(BaseModel):
+    """What a failed job returns: ``error`` is ``"<code>: <message>"``, one line."""
+
+    error: str
+    error_code: ErrorCode
+    details: list[ErrorDetail] = Field(default_factory=list)
+
+
+# --- Parsing ---------------------------------------------------------------------------
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    # The discriminated union puts the tag ("tts") first in the location; the
+    # caller knows the job by its fields, not by pydantic's union branch.
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("tts", "clone", "restore"):
+        parts = parts[1:]
+    return ".".join(parts) or "input"
+
+
+def _details(exc: ValidationError) -> list[dict[str, str]]:
+    details = []
+    for err in exc.errors(include_url=False, include_input=False):
+        field = _field_path(err["loc"])
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling; see the job contract)"
+        elif err["type"] == "union_tag_invalid":
+            field, message = "task", "must be one of 'tts', 'clone', 'restore'"
+        elif err["type"] == "union_tag_not_found":
+            field, message = "task", "is required: one of 'tts', 'clone', 'restore'"
+        details.append({"field": field, "message": message.removeprefix("Value error, ")})
+    return details
+
+
+def _invalid(details: list[dict[str, str]]) -> InvalidInput:
+    first = details[0]
+    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+    return InvalidInput(
+        f"{first['field']}: {first['message']}{more}", field=first["field"], details=details
+    )
+
+
+def parse_job(raw: Any) -> TtsJob | CloneJob | RestoreJob:
+    """Validate a job's ``input`` object.
+
+    Raises:
+        InvalidInput: the input is not an object, or a field is missing, unknown,
+            mistyped or out of range. ``details`` lists every problem by field.
+    """
+    if not isinstance(raw, dict):
+        raise InvalidInput("input: must be a JSON object", field="input")
+    try:
+        return _JOB_ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        raise _invalid(_details(exc)) from None
+
+
+def parse_s3_config(raw: Any) -> S3Config | None:
+    """Validate RunPod's per-request ``s3Config``; ``None`` when absent.
+
+    Raises:
+        InvalidInput: a key is missing or malformed (field ``s3Config.<key>``);
+            the secret is never part of the message.
+    """
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise InvalidInput("s3Config: must be a JSON object", field="s3Config")
+    try:
+        return S3Config.model_validate(raw)
+    except ValidationError as exc:
+        details = [
+            {"field": f"s3Config.{d['field']}", "message": d["message"]} for d in _details(exc)
+        ]
+        raise _invalid(details) from None
+
+
+def json_schema() -> dict[str, Any]:
+    """The contract as one JSON Schema document (request, result, error)."""
+    request = _JOB_ADAPTER.json_schema(ref_template="#/$defs/{model}")
+    defs = request.pop("$defs", {})
+    for model in (JobResult, ErrorEnvelope):
+        schema = model.model_json_schema(ref_template="#/$defs/{model}")
+        defs.update(schema.pop("$defs", {}))
+        defs[model.__name__] = schema
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": f"media-worker job contract v{CONTRACT_VERSION}",
+        "description": "`input` of a job request; results are JobResult or ErrorEnvelope.",
+        **request,
+        "$defs": dict(sorted(defs.items())),
+    }
+
+
+def json_schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=False) + "\n"

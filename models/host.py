@@ -1,0 +1,336 @@
+"""The runner host: one subprocess per runner, started lazily, kept warm.
+
+A runner process runs ``python -m models._child`` with its profile's interpreter
+and talks to the host over two pipes (see ``models.protocol``). A crash, OOM
+kill or hang inside a model never takes the handler down: the job fails with
+``runner_crashed`` or ``timeout``, the process is killed (which is also how GPU
+memory is given back) and the next job starts a fresh one. At most
+``max_runners`` processes live at once; the least recently used is stopped first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import config
+from errors import JobTimeout, RunnerCrashed, WorkerError
+from models import protocol as p
+
+logger = logging.getLogger(__name__)
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+_SHUTDOWN_GRACE_S = 5.0
+
+ProgressFn = Callable[[str, float | None], None]
+
+
+class RunnerState(enum.Enum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What one job got from its runner."""
+
+    outputs: list[p.OutputFile]
+    load_s: float
+    infer_s: float
+    cold: bool
+
+
+def pick_runners_to_evict(last_used: Mapping[str, float], keep: str, max_live: int) -> list[str]:
+    """Names of the runners to stop so that ``keep`` can live within ``max_live``.
+
+    ``last_used`` maps each live runner to its last-use time (``keep`` may or may
+    not be among them). Least recently used go first; ``keep`` never goes.
+    """
+    others = sorted((t, name) for name, t in last_used.items() if name != keep)
+    excess = len(others) + 1 - max_live
+    return [name for _, name in others[: max(excess, 0)]]
+
+
+def describe_exit(returncode: int | None) -> str:
+    """Say in words why a runner process ended."""
+    if returncode is None:
+        return "is not responding"
+    if returncode < 0:
+        sig = signal.Signals(-returncode)
+        hint = " (often the kernel's out-of-memory killer)" if sig == signal.SIGKILL else ""
+        return f"was killed by {sig.name}{hint}"
+    return f"exited with code {returncode}"
+
+
+class RunnerProcess:
+    """One live runner subprocess and the two pipe ends that reach it."""
+
+    def __init__(self, name: str, python: Path, runner_ref: str) -> None:
+        self.name = name
+        self.python = python
+        self.runner_ref = runner_ref
+        self.state = RunnerState.STARTING
+        self.last_used = time.monotonic()
+        self.load_s = 0.0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._inbox: Connection | None = None  # messages from the runner
+        self._outbox: Connection | None = None  # messages to the runner
+
+    def _assert_state(self, *expected: RunnerState) -> None:
+        if self.state not in expected:
+            raise RuntimeError(f"runner {self.name} is {self.state.value}, expected {expected}")
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self, *, weights: dict[str, str], timeout_s: float, job_id: str) -> None:
+        """Start the process and wait for it to load its model.
+
+        Raises:
+            RunnerCrashed: the process died or reported ``Fatal`` while starting.
+            JobTimeout: it did not become ready within ``timeout_s``.
+        """
+        self._assert_state(RunnerState.STARTING)
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            x for x in (str(_REPO_ROOT), env.get("PYTHONPATH", "")) if x
+        )
+        env["HF_HUB_OFFLINE"] = "1"  # weights were resolved to local paths beforehand
+        env["PYTHONUNBUFFERED"] = "1"
+        try:
+            self._proc = subprocess.Popen(
+                [str(self.python), "-m", "models._child", "--fds", f"{to_child_r},{from_child_w}"],
+                pass_fds=(to_child_r, from_child_w),
+                stdin=subprocess.DEVNULL,
+                stdout=sys.stderr.fileno(),  # logs go to stderr, never into the protocol
+                cwd=_REPO_ROOT,
+                env=env,
+                start_new_session=True,  # so a kill reaches the runner's own children
+            )
+        finally:
+            os.close(to_child_r)
+            os.close(from_child_w)
+        self._outbox = Connection(to_child_w, readable=False)
+        self._inbox = Connection(from_child_r, writable=False)
+        logger.info("job=%s runner %s starting pid=%s", job_id, self.name, self._proc.pid)
+        self._send(p.Setup(p.PROTOCOL_VERSION, self.runner_ref, weights))
+        ready = self._receive(timeout_s, job_id, what="start")
+        if isinstance(ready, p.Fatal):
+            self.kill()
+            raise RunnerCrashed(f"runner {self.name} could not start: {ready.reason}")
+        if not isinstance(ready, p.Ready) or ready.protocol != p.PROTOCOL_VERSION:
+            self.kill()
+            raise RunnerCrashed(f"runner {self.name} answered {ready!r} instead of Ready")
+        self.load_s = ready.load_s
+        self.state = RunnerState.IDLE
+        logger.info("job=%s runner %s ready load_s=%.2f", job_id, self.name, ready.load_s)
+
+    def run(
+        self,
+        *,
+        job_id: str,
+        payload: dict[str, Any],
+        scratch: Path,
+        timeout_s: float,
+        on_progress: ProgressFn,
+    ) -> p.Done:
+        """Send one job and wait for its end, relaying progress.
+
+        Raises:
+            WorkerError: the runner reported ``Failed`` with this code.
+            RunnerCrashed: the process died, or reported ``Fatal``.
+            JobTimeout: no result within ``timeout_s``; the process is killed.
+        """
+        self._assert_state(RunnerState.IDLE)
+        self.state = RunnerState.BUSY
+        self.last_used = time.monotonic()
+        deadline = time.monotonic() + timeout_s
+        self._send(p.Run(job_id, payload, str(scratch)))
+        while True:
+            message = self._receive(deadline - time.monotonic(), job_id, what="job")
+            if isinstance(message, p.Progress):
+                on_progress(message.message, message.fraction)
+                continue
+            self.last_used = time.monotonic()
+            if isinstance(message, p.Done) and message.job_id == job_id:
+                self.state = RunnerState.IDLE
+                return message
+            if isinstance(message, p.Failed) and message.job_id == job_id:
+                self.state = RunnerState.IDLE
+                raise _failed_to_error(self.name, message)
+            if isinstance(message, p.Fatal):
+                self.kill()
+                raise RunnerCrashed(f"runner {self.name} failed and was stopped: {message.reason}")
+            self.kill()
+            raise RunnerCrashed(f"runner {self.name} sent {message!r} during job {job_id}")
+
+    def _send(self, message: p.Message) -> None:
+        assert self._outbox is not None
+        try:
+            self._outbox.send_bytes(p.encode(message))
+        except (BrokenPipeError, OSError):
+            self._raise_dead("before it received its work")
+
+    def _receive(self, timeout_s: float, job_id: str, *, what: str) -> p.Message:
+        assert self._inbox is not None
+        try:
+            ready = self._inbox.poll(max(timeout_s, 0.0))
+        except OSError:
+            ready = True  # a closed pipe: recv below reports the exit
+        if not ready:
+            self.kill()
+            verb = "start" if what == "start" else "finish the job"
+            raise JobTimeout(
+                f"runner {self.name} did not {verb} within {timeout_s:.0f} s; it was stopped "
+                f"and the next job starts a fresh one",
+                details=[{"field": None, "message": f"timeout_s={timeout_s:.0f}"}],
+            )
+        try:
+            return p.decode(self._inbox.recv_bytes())
+        except (EOFError, OSError):
+            self._raise_dead(f"during the {what} of job {job_id}")
+        except p.ProtocolError as exc:
+            self.kill()
+            raise RunnerCrashed(f"runner {self.name} broke the protocol: {exc}") from None
+
+    def _raise_dead(self, when: str) -> None:
+        returncode = self._wait_exit(2.0)
+        self.kill()
+        raise RunnerCrashed(
+            f"runner {self.name} {describe_exit(returncode)} {when}; "
+            "it will be restarted for the next job"
+        )
+
+    def _wait_exit(self, timeout_s: float) -> int | None:
+        assert self._proc is not None
+        try:
+            return self._proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self) -> None:
+        """Ask the runner to exit; kill it if it does not within a grace period."""
+        if self.state is RunnerState.DEAD:
+            return
+        try:
+            if self._outbox is not None:
+                self._outbox.send_bytes(p.encode(p.Shutdown()))
+        except OSError:
+            pass
+        if self._wait_exit(_SHUTDOWN_GRACE_S) is None:
+            logger.warning("runner %s ignored shutdown; killing pid=%s", self.name, self.pid)
+        self.kill()
+
+    def kill(self) -> None:
+        """Kill the process group and close the pipes. Idempotent."""
+        if self._proc is not None and self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+        for conn in (self._inbox, self._outbox):
+            if conn is not None and not conn.closed:
+                conn.close()
+        self.state = RunnerState.DEAD
+
+
+def _failed_to_error(name: str, failed: p.Failed) -> WorkerError:
+    for cls in WorkerError.__subclasses__():
+        if cls.code == failed.code and cls is not RunnerCrashed:
+            return cls(failed.message, field=failed.field)
+    return RunnerCrashed(f"runner {name} failed on this job: {failed.message}")
+
+
+class RunnerHost:
+    """Keeps runner processes warm and routes jobs to them. Thread-safe."""
+
+    def __init__(self, *, max_runners: int | None = None) -> None:
+        self._max_runners = max_runners
+        self._runners: dict[str, RunnerProcess] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def live(self) -> dict[str, int | None]:
+        """Live runner names and their pids."""
+        return {n: r.pid for n, r in self._runners.items() if r.state is not RunnerState.DEAD}
+
+    def run(
+        self,
+        *,
+        name: str,
+        python: Path,
+        runner_ref: str,
+        job_id: str,
+        payload: dict[str, Any],
+        scratch: Path,
+        weights: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+        on_progress: ProgressFn | None = None,
+    ) -> RunOutcome:
+        """Run one job on runner ``name``, starting it (and evicting others) if needed.
+
+        Raises:
+            WorkerError: whatever the runner reported for this job.
+            RunnerCrashed: the runner died or could not start.
+            JobTimeout: start or job exceeded its limit; the runner was killed.
+        """
+        timeout_s = config.JOB_TIMEOUT_S.get() if timeout_s is None else timeout_s
+        on_progress = on_progress or (lambda message, fraction: None)
+        with self._lock:
+            runner = self._runners.get(name)
+            if runner is not None and (runner.state is RunnerState.DEAD or runner.python != python):
+                runner.kill()
+                runner = None
+            cold = runner is None
+            if runner is None:
+                self._evict_for(name, job_id)
+                runner = RunnerProcess(name, python, runner_ref)
+                self._runners[name] = runner
+                runner.start(
+                    weights=weights or {},
+                    timeout_s=config.RUNNER_START_TIMEOUT_S.get(),
+                    job_id=job_id,
+                )
+            done = runner.run(
+                job_id=job_id,
+                payload=payload,
+                scratch=scratch,
+                timeout_s=timeout_s,
+                on_progress=on_progress,
+            )
+        return RunOutcome(
+            outputs=done.outputs,
+            load_s=runner.load_s if cold else 0.0,
+            infer_s=done.infer_s,
+            cold=cold,
+        )
+
+    def _evict_for(self, name: str, job_id: str) -> None:
+        max_live = self._max_runners or config.MAX_RUNNERS.get()
+        live = {n: r.last_used for n, r in self._runners.items() if r.state is not RunnerState.DEAD}
+        for victim in pick_runners_to_evict(live, name, max_live):
+            logger.info("job=%s stopping runner %s to make room (max=%d)", job_id, victim, max_live)
+            self._runners.pop(victim).stop()
+
+    def shutdown(self) -> None:
+        """Stop every runner (at exit)."""
+        with self._lock:
+            for runner in self._runners.values():
+                runner.stop()
+            self._runners.clear()
