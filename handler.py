@@ -1,0 +1,195 @@
+"""RunPod entry point: job -> validate -> fetch -> ensure -> run -> publish -> result.
+
+The one rule of this file: it imports no torch and no model library, so
+``runpod.serverless.start()`` is reached within moments of process start. Models
+run in runner processes (``models.host``); their environments are prepared by
+``bootstrap`` after start, on the first job that needs them (or in the
+background for the profiles named in ``MEDIA_WORKER_PREPARE``).
+
+Works in every mode of the runpod SDK: the platform, ``python handler.py``
+(reads ``test_input.json``), ``python handler.py --test_input '{...}'`` and
+``python handler.py --rp_serve_api``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+# The SDK logs whole jobs (s3Config secrets included) at DEBUG, its default.
+os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
+
+import runpod
+from runpod.serverless.modules import worker_state
+
+import bootstrap
+import config
+import storage
+from errors import InvalidInput, WorkerError
+from models import contract, registry
+from models.host import RunnerHost
+from models.profiles import get_profile
+
+logger = logging.getLogger("handler")
+
+_HOST = RunnerHost()
+_ENVIRONMENTS: dict[str, bootstrap.Environment] = {}
+_ENSURE_LOCK = threading.Lock()
+# Media inputs per task: contract field -> key the runner finds the local path under.
+_MEDIA_FIELDS = {"clone": ("reference_audio",), "restore": ("video",)}
+
+
+def _progress(job: dict[str, Any], job_id: str, message: str, fraction: float | None) -> None:
+    logger.info("job=%s progress %s", job_id, message)
+    if not worker_state.IS_LOCAL_TEST:
+        update: dict[str, Any] = {"message": message}
+        if fraction is not None:
+            update["fraction"] = round(fraction, 3)
+        runpod.serverless.progress_update(job, update)
+
+
+def _ensure(profile_name: str, on_progress: Any) -> tuple[bootstrap.Environment, bool]:
+    """The profile's environment, ensured once per process; True when this call did it."""
+    with _ENSURE_LOCK:
+        if profile_name in _ENVIRONMENTS:
+            return _ENVIRONMENTS[profile_name], False
+        env = bootstrap.ensure(get_profile(profile_name), on_progress=on_progress)
+        _ENVIRONMENTS[profile_name] = env
+        return env, True
+
+
+def _run_job(job: dict[str, Any], job_id: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    request = contract.parse_job(job.get("input"))
+    contract.parse_s3_config(job.get("s3Config"))
+    spec = registry.resolve(request)
+    prefix = storage.validate_prefix(request.output.prefix) if request.output.prefix else None
+    s3 = storage.s3_settings(job.get("s3Config"))
+    logger.info("job=%s accepted task=%s model=%s", job_id, request.task, spec.model)
+
+    def report(message: str, fraction: float | None = None) -> None:
+        _progress(job, job_id, message, fraction)
+
+    with storage.scratch(job_id) as scratch:
+        t = time.perf_counter()
+        payload = request.model_dump(mode="json")
+        for field in _MEDIA_FIELDS.get(request.task, ()):
+            ref = storage.parse_media_ref(getattr(request, field), field=field)
+            payload[f"{field}_path"] = str(storage.fetch(ref, scratch, s3=s3))
+        fetch_s = time.perf_counter() - t
+
+        t = time.perf_counter()
+        env, ensured_now = _ensure(spec.profile, report)
+        bootstrap_s = time.perf_counter() - t if ensured_now else 0.0
+
+        outcome = _HOST.run(
+            name=spec.model,
+            python=env.python,
+            runner_ref=spec.runner_ref,
+            job_id=job_id,
+            payload=payload,
+            scratch=scratch,
+            weights={repo: str(path) for repo, path in env.weights.items()},
+            on_progress=report,
+        )
+
+        t = time.perf_counter()
+        artifacts = [
+            storage.Artifact(Path(o.path), o.content_type, o.duration_s) for o in outcome.outputs
+        ]
+        published = storage.publish(
+            job_id,
+            artifacts,
+            s3=s3,
+            prefix=prefix,
+            presign_seconds=request.output.presign_seconds,
+        )
+        publish_s = time.perf_counter() - t
+
+    result = contract.JobResult(
+        task=request.task,
+        model=spec.model,
+        outputs=[contract.Output(**vars(o)) for o in published],
+        timings=contract.Timings(
+            bootstrap_s=round(bootstrap_s, 4),
+            fetch_s=round(fetch_s, 4),
+            load_s=round(outcome.load_s, 4),
+            infer_s=round(outcome.infer_s, 4),
+            publish_s=round(publish_s, 4),
+            total_s=round(time.perf_counter() - started, 4),
+        ),
+        cold=outcome.cold,
+    )
+    logger.info(
+        "job=%s done outputs=%d cold=%s total_s=%.3f",
+        job_id,
+        len(published),
+        result.cold,
+        result.timings.total_s,
+    )
+    return result.model_dump(mode="json")
+
+
+def error_envelope(exc: WorkerError) -> dict[str, Any]:
+    """The contract's failure shape for a WorkerError."""
+    return contract.ErrorEnvelope(
+        error=f"{exc.code}: {exc.message}",
+        error_code=exc.code,  # type: ignore[arg-type]
+        details=exc.details,  # type: ignore[arg-type]
+    ).model_dump(mode="json", exclude_none=True)
+
+
+def handler(job: dict[str, Any]) -> dict[str, Any]:
+    """Serve one RunPod job; never raises, never returns a traceback or a secret."""
+    job_id = str(job.get("id") or "local")
+    try:
+        return _run_job(job, job_id)
+    except WorkerError as exc:
+        logger.warning("job=%s failed %s: %s", job_id, exc.code, exc.message)
+        return error_envelope(exc)
+    except Exception:
+        logger.exception("job=%s internal error", job_id)
+        return error_envelope(
+            WorkerError(f"unexpected error in the worker; its log has details under job={job_id}")
+        )
+
+
+def _prepare_in_background(profiles: tuple[str, ...]) -> None:
+    def prepare() -> None:
+        for name in profiles:
+            try:
+                _ensure(name, lambda message, fraction=None: None)
+                logger.info("prepared profile %s in the background", name)
+            except WorkerError as exc:
+                logger.error("background prepare of %s failed: %s", name, exc.message)
+
+    threading.Thread(target=prepare, name="prepare-profiles", daemon=True).start()
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=config.LOG_LEVEL.get().upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    atexit.register(_HOST.shutdown)
+    try:
+        for name in config.PREPARE_PROFILES.get():
+            get_profile(name)
+        profiles = config.PREPARE_PROFILES.get()
+    except (config.ConfigError, InvalidInput) as exc:
+        logger.error("configuration: %s", exc)
+        sys.exit(2)
+    if profiles:
+        _prepare_in_background(profiles)
+    runpod.serverless.start({"handler": handler})
+
+
+if __name__ == "__main__":
+    main()
