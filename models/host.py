@@ -294,8 +294,11 @@ class RunnerHost:
         on_progress = on_progress or (lambda message, fraction: None)
         with self._lock:
             runner = self._runners.get(name)
-            if runner is not None and (runner.state is RunnerState.DEAD or runner.python != python):
-                runner.kill()
+            if runner is not None and (
+                runner.state is RunnerState.DEAD
+                or (runner.python, runner.runner_ref) != (python, runner_ref)
+            ):
+                runner.stop()
                 runner = None
             cold = runner is None
             if runner is None:

@@ -1,0 +1,66 @@
+"""One small runner per behaviour, loaded by reference inside real runner processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from errors import InvalidInput
+from models.protocol import OutputFile
+from models.runners.base import Runner
+
+
+class EchoRunner(Runner):
+    """Writes the text to a file; reports its pid so tests can kill it."""
+
+    def setup(self, weights):
+        self.weights = weights
+        print("stdout noise from a model library", flush=True)  # must not break the protocol
+
+    def run(self, job, ctx):
+        if job.get("text") == "reject":
+            raise InvalidInput("text: this runner rejects 'reject'", field="text")
+        ctx.progress("halfway", 0.5)
+        out = Path(ctx.scratch) / "echo.txt"
+        out.write_text(f"{os.getpid()} {job['text']} {sorted(self.weights)}")
+        return [OutputFile(str(out), "text/plain")]
+
+
+class SleepRunner(Runner):
+    """Sleeps for job['seconds'] (a hang, as far as the host can tell)."""
+
+    def run(self, job, ctx):
+        Path(ctx.scratch, "pid").write_text(str(os.getpid()))
+        time.sleep(float(job["seconds"]))
+        return []
+
+
+class ExcInSetup(Runner):
+    def setup(self, weights):
+        raise RuntimeError("weights file is corrupt")
+
+
+class ExitInRun(Runner):
+    def run(self, job, ctx):
+        sys.stdout.flush()
+        os._exit(3)
+
+
+class KilledInRun(Runner):
+    """SIGKILLs itself, as the OOM killer would."""
+
+    def run(self, job, ctx):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class ExcInRun(Runner):
+    def run(self, job, ctx):
+        raise ZeroDivisionError("division by zero in the model")
+
+
+class MemoryErrorInRun(Runner):
+    def run(self, job, ctx):
+        raise MemoryError

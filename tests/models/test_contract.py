@@ -1,0 +1,146 @@
+"""The job contract: every field validated, errors name the field, schema in sync."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from errors import InvalidInput
+from models import contract
+
+ROOT = Path(__file__).resolve().parents[2]
+TTS = {"task": "tts", "text": "Hello there."}
+
+
+def test_minimal_tts_gets_documented_defaults():
+    job = contract.parse_job(dict(TTS))
+    assert (job.task, job.model, job.format, job.speed, job.voice) == (
+        "tts",
+        None,
+        "wav",
+        1.0,
+        None,
+    )
+    assert job.output.prefix is None and job.output.presign_seconds is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "fragment"),
+    [
+        ({"text": "hi"}, "task", "required"),
+        ({"task": "sing", "text": "hi"}, "task", "one of"),
+        ({"task": 3, "text": "hi"}, "task", "one of"),
+        ({"task": "tts"}, "text", "Field required"),
+        ({"task": "tts", "text": ""}, "text", "at least 1 character"),
+        ({"task": "tts", "text": "   "}, "text", "only whitespace"),
+        ({"task": "tts", "text": "x" * 20_001}, "text", "at most 20000"),
+        ({"task": "tts", "text": 5}, "text", "valid string"),
+        ({**TTS, "speed": 0.4}, "speed", "greater than or equal to 0.5"),
+        ({**TTS, "speed": 2.5}, "speed", "less than or equal to 2"),
+        ({**TTS, "speed": "fast"}, "speed", "valid number"),
+        ({**TTS, "format": "aac"}, "format", "'wav', 'flac', 'ogg' or 'mp3'"),
+        ({**TTS, "format": "mp4"}, "format", "'wav'"),
+        ({**TTS, "sample_rate": 1000}, "sample_rate", "greater than or equal to 8000"),
+        ({**TTS, "seed": -1}, "seed", "greater than or equal to 0"),
+        ({**TTS, "voice": ""}, "voice", "at least 1 character"),
+        ({**TTS, "model": ""}, "model", "at least 1 character"),
+        ({**TTS, "colour": "red"}, "colour", "unknown field"),
+        (
+            {**TTS, "output": {"presign_seconds": 59}},
+            "output.presign_seconds",
+            "greater than or equal to 60",
+        ),
+        ({**TTS, "output": {"presign_seconds": 604_801}}, "output.presign_seconds", "604800"),
+        ({**TTS, "output": {"bucket": "x"}}, "output.bucket", "unknown field"),
+        ({**TTS, "output": "x"}, "output", "valid dictionary"),
+        ({"task": "clone", "text": "hi"}, "reference_audio", "Field required"),
+        (
+            {"task": "clone", "text": "hi", "reference_audio": "http://x/a.wav"},
+            "reference_audio",
+            "https:// URL",
+        ),
+        (
+            {"task": "clone", "text": "hi", "reference_audio": "file:///etc/passwd"},
+            "reference_audio",
+            "https:// URL",
+        ),
+        (
+            {"task": "clone", "text": "hi", "reference_audio": "s3://b/k", "cfg_weight": 2},
+            "cfg_weight",
+            "less than or equal to 1",
+        ),
+        ({"task": "restore"}, "video", "Field required"),
+        ({"task": "restore", "video": "s3://b/v.mp4", "format": "wav"}, "format", "'mp4'"),
+        ({"task": "restore", "video": "s3://b/v.mp4", "resolution": 10}, "resolution", "144"),
+        ({"task": "restore", "video": "s3://b/v.mp4", "text": "x"}, "text", "unknown field"),
+    ],
+)
+def test_bad_input_names_the_field(raw, field, fragment):
+    with pytest.raises(InvalidInput) as info:
+        contract.parse_job(raw)
+    err = info.value
+    assert err.field == field
+    assert err.message.startswith(f"{field}: ")
+    assert fragment in err.message
+    assert err.details[0]["field"] == field
+
+
+def test_every_problem_is_listed_in_details():
+    with pytest.raises(InvalidInput) as info:
+        contract.parse_job({"task": "tts", "text": "", "speed": 9, "extra": 1})
+    fields = sorted(d["field"] for d in info.value.details)
+    assert fields == ["extra", "speed", "text"]
+    assert "(and 2 more)" in info.value.message
+
+
+@pytest.mark.parametrize("raw", [None, [], "tts", 3])
+def test_input_must_be_an_object(raw):
+    with pytest.raises(InvalidInput, match=r"^input: must be a JSON object$"):
+        contract.parse_job(raw)
+
+
+def test_s3_config_missing_key_names_it_and_hides_the_secret():
+    secret = "s3cr3t-value-never-shown"
+    with pytest.raises(InvalidInput) as info:
+        contract.parse_s3_config(
+            {"accessId": "a", "accessSecret": secret, "endpointUrl": "https://x"}
+        )
+    assert info.value.field == "s3Config.bucketName"
+    assert secret not in str(info.value) and secret not in repr(info.value.details)
+    parsed = contract.parse_s3_config(
+        {"accessId": "a", "accessSecret": secret, "bucketName": "b", "endpointUrl": "https://x"}
+    )
+    assert secret not in repr(parsed) and parsed.accessSecret.get_secret_value() == secret
+    assert contract.parse_s3_config(None) is None
+
+
+def test_committed_schema_matches_the_models():
+    committed = (ROOT / "models" / "schema.json").read_text()
+    assert committed == contract.json_schema_text(), (
+        "models/schema.json is stale: run `python -m models schema > models/schema.json`"
+    )
+
+
+def test_schema_cli_prints_a_valid_draft_2020_schema():
+    from jsonschema import Draft202012Validator
+
+    out = subprocess.run(
+        [sys.executable, "-m", "models", "schema"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    schema = json.loads(out)
+    Draft202012Validator.check_schema(schema)
+    validator = Draft202012Validator(schema)
+    assert validator.is_valid({"task": "tts", "text": "Hello."})
+    assert not validator.is_valid({"task": "tts", "text": "Hello.", "bogus": 1})
+    assert not validator.is_valid({"task": "clone", "text": "x"})
+    assert set(schema["$defs"]) >= {
+        "TtsJob",
+        "CloneJob",
+        "RestoreJob",
+        "JobResult",
+        "ErrorEnvelope",
+    }
