@@ -1,0 +1,244 @@
+"""Outputs out: upload to S3 with presigned URLs, or copy into the local store.
+
+Object keys: ``[<prefix>/]jobs/<job id>/<file name>``, the same in S3 and in the
+local store. If an S3 upload still fails after botocore's retries, every artifact
+of the job is copied to the local store and :class:`errors.StorageFailed` names where
+each one is: nothing the worker produced is lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import config
+from errors import InvalidInput, StorageFailed
+
+from . import _local, _s3
+from ._refs import validate_prefix
+from ._s3 import S3Settings
+from ._scratch import safe_job_id
+
+logger = logging.getLogger(__name__)
+
+MIN_PRESIGN_SECONDS = 60
+MAX_PRESIGN_SECONDS = 604800
+"""SigV4 presigned URLs live at most 7 days."""
+
+
+@dataclass
+class Artifact:
+    """A file a runner produced, to be published."""
+
+    path: Path
+    content_type: str
+    duration_s: float | None = None
+
+
+@dataclass
+class PublishedOutput:
+    """One published output, as the job result lists it."""
+
+    url: str
+    key: str
+    content_type: str
+    bytes: int
+    sha256: str
+    duration_s: float | None
+
+
+def publish(
+    job_id: str,
+    artifacts: list[Artifact],
+    *,
+    s3: S3Settings | None,
+    prefix: str | None = None,
+    presign_seconds: int | None = None,
+) -> list[PublishedOutput]:
+    """Publish a job's output files.
+
+    Args:
+        job_id: the job's id (untrusted; sanitised for the key).
+        artifacts: the files, each with its content type; file names must differ.
+        s3: the bucket (:func:`storage.s3_settings`), or ``None`` for the local store.
+        prefix: optional key prefix (``output.prefix``), checked by :func:`validate_prefix`.
+        presign_seconds: presigned URL lifetime, 60..604800; default
+            ``config.PRESIGN_SECONDS`` (read now).
+
+    Returns:
+        One :class:`PublishedOutput` per artifact, in order: a presigned https URL
+        (S3) or a ``file://`` URI (local store).
+
+    Raises:
+        InvalidInput: a bad ``output.prefix`` or ``output.presign_seconds``.
+        StorageFailed: the S3 upload failed after retries (the outputs were kept in
+            the local store; ``details`` give each ``local_path``), or the local store
+            could not be written.
+    """
+    clean_prefix = validate_prefix(prefix) if prefix else ""
+    lifetime = _checked_presign_seconds(presign_seconds)
+    base = "/".join(p for p in (clean_prefix, "jobs", safe_job_id(job_id)) if p)
+    items = [(artifact, f"{base}/{_file_name(artifact, artifacts)}") for artifact in artifacts]
+    start = time.monotonic()
+    sums = {key: _size_and_sha256(artifact.path) for artifact, key in items}
+    if s3 is None:
+        outputs = _publish_local(items, sums, job_id=job_id)
+        store = "local"
+    else:
+        outputs = _publish_s3(items, sums, job_id=job_id, settings=s3, lifetime=lifetime)
+        store = "s3"
+    logger.info(
+        "job=%s publish ok store=%s files=%d bytes=%d s=%.2f",
+        job_id,
+        store,
+        len(outputs),
+        sum(o.bytes for o in outputs),
+        time.monotonic() - start,
+    )
+    return outputs
+
+
+def _publish_local(
+    items: list[tuple[Artifact, str]], sums: dict[str, tuple[int, str]], *, job_id: str
+) -> list[PublishedOutput]:
+    outputs = []
+    for artifact, key in items:
+        try:
+            path = _local.store_copy(artifact.path, key)
+        except OSError as exc:
+            raise StorageFailed(
+                f"could not write output {key!r} to the local store "
+                f"{_local.outputs_root()}: {exc.strerror or exc}",
+                field="output",
+            ) from None
+        outputs.append(_output(artifact, key, sums[key], url=path.as_uri()))
+    return outputs
+
+
+def _publish_s3(
+    items: list[tuple[Artifact, str]],
+    sums: dict[str, tuple[int, str]],
+    *,
+    job_id: str,
+    settings: S3Settings,
+    lifetime: int,
+) -> list[PublishedOutput]:
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = _s3.make_client(settings)
+    transfer = _s3.transfer_config()
+    outputs = []
+    for artifact, key in items:
+        size, sha256 = sums[key]
+        try:
+            client.upload_file(
+                str(artifact.path),
+                settings.bucket,
+                key,
+                ExtraArgs={"ContentType": artifact.content_type, "Metadata": {"sha256": sha256}},
+                Config=transfer,
+            )
+        except (ClientError, BotoCoreError, Boto3Error) as exc:
+            _keep_locally_and_raise(items, job_id=job_id, settings=settings, exc=exc, key=key)
+        url = client.generate_presigned_url(
+            "get_object", Params={"Bucket": settings.bucket, "Key": key}, ExpiresIn=lifetime
+        )
+        logger.debug("job=%s upload ok key=%s bytes=%d", job_id, key, size)
+        outputs.append(_output(artifact, key, sums[key], url=url))
+    return outputs
+
+
+def _keep_locally_and_raise(
+    items: list[tuple[Artifact, str]],
+    *,
+    job_id: str,
+    settings: S3Settings,
+    exc: BaseException,
+    key: str,
+) -> None:
+    code = _s3.error_code(exc)
+    where = f"bucket {settings.bucket!r} at {settings.endpoint_host}"
+    logger.warning(
+        "job=%s upload failed key=%s %s code=%s; keeping outputs locally",
+        job_id,
+        key,
+        where,
+        code,
+    )
+    details = []
+    kept = 0
+    for artifact, item_key in items:
+        try:
+            local = _local.store_copy(artifact.path, item_key)
+        except (OSError, ValueError) as copy_exc:
+            message = f"upload failed ({code}) and the local copy failed too: {copy_exc}"
+            details.append({"field": "output", "message": message, "local_path": None})
+            continue
+        kept += 1
+        message = f"upload to {where} failed ({code}); kept at {local}"
+        details.append({"field": "output", "message": message, "local_path": str(local)})
+    root = _local.outputs_root()
+    raise StorageFailed(
+        f"upload of {key!r} to {where} failed after {_s3.MAX_ATTEMPTS} attempts ({code}); "
+        f"kept {kept} of {len(items)} output(s) in the local store {root}. "
+        "Check the endpoint, bucket and credentials (s3Config or BUCKET_*).",
+        field="output",
+        details=details,
+    ) from None
+
+
+def _checked_presign_seconds(value: int | None) -> int:
+    if value is None:
+        value = config.PRESIGN_SECONDS.get()
+        if not MIN_PRESIGN_SECONDS <= value <= MAX_PRESIGN_SECONDS:
+            raise StorageFailed(
+                f"{config.PRESIGN_SECONDS.name}={value} is out of range "
+                f"{MIN_PRESIGN_SECONDS}..{MAX_PRESIGN_SECONDS}"
+            )
+        return value
+    field = "output.presign_seconds"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{field}: expected an integer number of seconds", field=field)
+    if not MIN_PRESIGN_SECONDS <= value <= MAX_PRESIGN_SECONDS:
+        raise InvalidInput(
+            f"{field}: {value} is out of range {MIN_PRESIGN_SECONDS}..{MAX_PRESIGN_SECONDS} "
+            "(presigned URLs live at most 7 days)",
+            field=field,
+        )
+    return value
+
+
+def _file_name(artifact: Artifact, artifacts: list[Artifact]) -> str:
+    name = Path(artifact.path).name
+    if name in ("", ".", "..") or any(ord(c) < 32 or c == "\\" for c in name):
+        raise ValueError(f"artifact file name {name!r} cannot be an output key")
+    if sum(1 for other in artifacts if Path(other.path).name == name) > 1:
+        raise ValueError(f"two artifacts are named {name!r}; output names must differ")
+    return name
+
+
+def _size_and_sha256(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1024 * 1024):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _output(
+    artifact: Artifact, key: str, size_sha: tuple[int, str], *, url: str
+) -> PublishedOutput:
+    return PublishedOutput(
+        url=url,
+        key=key,
+        content_type=artifact.content_type,
+        bytes=size_sha[0],
+        sha256=size_sha[1],
+        duration_s=artifact.duration_s,
+    )
