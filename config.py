@@ -70,8 +70,9 @@ class Setting(Generic[T]):
         try:
             return self.parse(raw)
         except (ValueError, TypeError) as exc:
-            shown = "<redacted>" if self.secret else repr(raw)
-            raise ConfigError(f"{self.name}={shown} is invalid: {exc}") from None
+            if self.secret:  # the parser's message may quote the value
+                raise ConfigError(f"{self.name}=<redacted> is invalid") from None
+            raise ConfigError(f"{self.name}={raw!r} is invalid: {exc}") from None
 
 
 SETTINGS: list[Setting[Any]] = []

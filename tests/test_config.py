@@ -1,0 +1,100 @@
+"""config.py: parsing, path precedence, and the README table kept in sync."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_configuration_table_is_generated_from_config():
+    assert config.markdown_table() in (ROOT / "README.md").read_text(), (
+        "README.md's Configuration table is stale: paste `python -m config` into it"
+    )
+
+
+def test_every_setting_is_documented_once():
+    names = [s.name for s in config.SETTINGS]
+    assert len(names) == len(set(names))
+    assert all(s.doc.strip() for s in config.SETTINGS)
+
+
+@pytest.mark.parametrize(
+    ("setting", "raw", "value"),
+    [
+        (config.JOB_TIMEOUT_S, "12.5", 12.5),
+        (config.JOB_TIMEOUT_S, "", 600.0),
+        (config.MAX_RUNNERS, "3", 3),
+        (config.PREPARE_PROFILES, "piper, kokoro,", ("piper", "kokoro")),
+        (config.PREPARE_PROFILES, "", ()),
+        (config.BUCKET_REGION, "auto", "auto"),
+    ],
+)
+def test_settings_parse(setting, raw, value):
+    assert setting.get({setting.name: raw}) == value
+
+
+@pytest.mark.parametrize(
+    ("setting", "raw"),
+    [(config.JOB_TIMEOUT_S, "soon"), (config.MAX_RUNNERS, "0"), (config.MAX_RUNNERS, "-2")],
+)
+def test_bad_values_name_the_variable(setting, raw):
+    with pytest.raises(config.ConfigError, match=rf"^{setting.name}='{raw}' is invalid"):
+        setting.get({setting.name: raw})
+
+
+def test_secret_values_are_redacted_in_errors():
+    secret = config.Setting("X_SECRET", 0, int, "test", secret=True)
+    with pytest.raises(config.ConfigError) as info:
+        secret.get({"X_SECRET": "hunter2"})
+    assert "hunter2" not in str(info.value) and "<redacted>" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "mounted", "image_envs", "home", "envs", "outputs"),
+    [
+        (
+            {},
+            False,
+            False,
+            "~/.cache/media-worker",
+            "~/.cache/media-worker/local-envs",
+            "CWD/outputs",
+        ),
+        (
+            {},
+            True,
+            True,
+            "/runpod-volume/media-worker",
+            "/opt/media-worker/envs",
+            "/runpod-volume/media-worker/outputs",
+        ),
+        (
+            {"MEDIA_WORKER_HOME": "/workspace/mw"},
+            True,
+            True,
+            "/workspace/mw",
+            "/opt/media-worker/envs",
+            "/workspace/mw/outputs",
+        ),
+        (
+            {"MEDIA_WORKER_ENVS_DIR": "/fast", "MEDIA_WORKER_OUTPUT_DIR": "/out"},
+            True,
+            False,
+            "/runpod-volume/media-worker",
+            "/fast",
+            "/out",
+        ),
+    ],
+)
+def test_resolve_paths_precedence(env, mounted, image_envs, home, envs, outputs):
+    paths = config.resolve_paths(env, volume_mounted=mounted, image_envs_writable=image_envs)
+
+    def expand(text: str) -> Path:
+        return Path(text.replace("CWD", str(Path.cwd()))).expanduser()
+
+    assert (paths.home, paths.envs, paths.outputs) == (expand(home), expand(envs), expand(outputs))
