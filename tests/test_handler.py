@@ -1,0 +1,324 @@
+"""The handler end to end: real contract, real Piper runner process, real stores.
+
+In-process tests call ``handler.handler(job)``; subprocess tests drive the runpod
+SDK itself (``python handler.py`` with test_input.json, ``--test_input``, and the
+``--rp_serve_api`` server's ``/runsync``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+import requests
+import soundfile
+
+import handler
+from models import contract
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _job(job_id: str = "t1", **fields) -> dict:
+    return {"id": job_id, "input": {"task": "tts", "text": "Hello there.", **fields}}
+
+
+def _local_file(output: dict) -> Path:
+    url = urlparse(output["url"])
+    assert url.scheme == "file"
+    return Path(urllib.request.url2pathname(url.path))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_runners():
+    yield
+    handler._HOST.shutdown()
+
+
+# --- Errors before any work: fast --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("job", "code", "field", "fragment"),
+    [
+        ({"id": "e1"}, "invalid_input", "input", "must be a JSON object"),
+        (_job(text=""), "invalid_input", "text", "at least 1 character"),
+        (_job(speed=3), "invalid_input", "speed", "less than or equal to 2"),
+        (_job(format="aac"), "invalid_input", "format", "'wav'"),
+        (_job(model="nope"), "invalid_input", "model", "unknown model 'nope'"),
+        (_job(voice="../../etc/passwd"), "invalid_input", "voice", "not a valid voice name"),
+        (_job(voice="amy"), "invalid_input", "voice", "unknown Piper voice 'amy'"),
+        (_job(model="kokoro"), "model_unavailable", "model", "not available in this worker"),
+        (
+            {"id": "e2", "input": {"task": "clone", "text": "x", "reference_audio": "s3://b/k"}},
+            "model_unavailable",
+            "task",
+            "task 'clone' is not available",
+        ),
+        (
+            {"id": "e3", "input": {"task": "restore", "video": "https://example.com/v.mp4"}},
+            "model_unavailable",
+            "task",
+            "task 'restore'",
+        ),
+        (_job(output={"prefix": "../escape"}), "invalid_input", "output.prefix", ".."),
+        (_job(output={"prefix": "/abs"}), "invalid_input", "output.prefix", ""),
+        (
+            {
+                **_job(),
+                "s3Config": {
+                    "accessId": "a",
+                    "accessSecret": "zz-secret",
+                    "endpointUrl": "https://x",
+                },
+            },
+            "invalid_input",
+            "s3Config.bucketName",
+            "Field required",
+        ),
+    ],
+)
+def test_bad_jobs_get_the_contract_error_envelope(job, code, field, fragment):
+    result = handler.handler(job)
+    envelope = contract.ErrorEnvelope.model_validate(result)
+    assert envelope.error_code == code
+    assert envelope.error.startswith(f"{code}: ")
+    assert "\n" not in envelope.error and "Traceback" not in envelope.error
+    assert fragment in envelope.error
+    assert any(d.field == field for d in envelope.details) or field in envelope.error
+    assert "zz-secret" not in json.dumps(result)
+
+
+def test_unexpected_exception_is_internal_without_traceback(monkeypatch, caplog):
+    def explode(job):
+        raise RuntimeError("registry exploded at /secret/path")
+
+    monkeypatch.setattr(handler.registry, "resolve", explode)
+    result = handler.handler(_job("boom-1"))
+    assert result["error_code"] == "internal"
+    assert "job=boom-1" in result["error"]
+    assert "exploded" not in json.dumps(result)
+    logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    assert "job=boom-1 internal error" in logged
+
+
+# --- Real synthesis ------------------------------------------------------------------
+
+
+def _synthesize(tmp_path, job_id: str, **fields) -> tuple[dict, np.ndarray, int]:
+    result = handler.handler(_job(job_id, **fields))
+    assert "error" not in result, result
+    contract.JobResult.model_validate(result)
+    audio, rate = soundfile.read(_local_file(result["outputs"][0]), dtype="float32")
+    return result, audio, rate
+
+
+@pytest.mark.slow
+def test_tts_job_publishes_real_speech_to_the_local_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDIA_WORKER_OUTPUT_DIR", str(tmp_path / "out"))
+    result, audio, rate = _synthesize(tmp_path, "speech-1")
+    (output,) = result["outputs"]
+    path = _local_file(output)
+    assert path.is_relative_to(tmp_path / "out")
+    assert output["key"] == "jobs/speech-1/speech.wav" and output["content_type"] == "audio/wav"
+    assert output["bytes"] == path.stat().st_size
+    assert output["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert output["duration_s"] == pytest.approx(len(audio) / rate, abs=0.01)
+    assert float(np.sqrt(np.mean(audio**2))) > 0.02, "speech is not silence"
+    assert result["model"] == "piper" and result["task"] == "tts"
+    timings = result["timings"]
+    assert timings["infer_s"] > 0 and timings["total_s"] >= timings["infer_s"]
+
+
+@pytest.mark.slow
+def test_runner_is_warm_for_the_second_job(tmp_path):
+    _synthesize(tmp_path, "warm-1")
+    second, _, _ = _synthesize(tmp_path, "warm-2")
+    assert second["cold"] is False
+    assert second["timings"]["load_s"] == 0.0 and second["timings"]["bootstrap_s"] == 0.0
+
+
+@pytest.mark.slow
+def test_duration_grows_with_text_and_shrinks_with_speed(tmp_path):
+    short, _, _ = _synthesize(tmp_path, "len-1", text="Hello.")
+    long, _, _ = _synthesize(
+        tmp_path, "len-2", text="Hello. This is a much longer sentence, said at an even pace."
+    )
+    fast, _, _ = _synthesize(
+        tmp_path,
+        "len-3",
+        text="Hello. This is a much longer sentence, said at an even pace.",
+        speed=2.0,
+    )
+    d = [r["outputs"][0]["duration_s"] for r in (short, long, fast)]
+    assert d[1] > 2 * d[0]
+    assert d[2] < 0.75 * d[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("fmt", "content_type", "sf_format"),
+    [
+        ("wav", "audio/wav", "WAV"),
+        ("flac", "audio/flac", "FLAC"),
+        ("ogg", "audio/ogg", "OGG"),
+        ("mp3", "audio/mpeg", "MP3"),
+    ],
+)
+def test_every_audio_format_decodes(tmp_path, fmt, content_type, sf_format):
+    result, audio, _ = _synthesize(tmp_path, f"fmt-{fmt}", format=fmt)
+    output = result["outputs"][0]
+    assert output["content_type"] == content_type and output["key"].endswith(f"speech.{fmt}")
+    assert soundfile.info(_local_file(output)).format == sf_format
+    assert float(np.sqrt(np.mean(audio**2))) > 0.02
+
+
+@pytest.mark.slow
+def test_sample_rate_resamples(tmp_path):
+    result, audio, rate = _synthesize(tmp_path, "sr-1", sample_rate=16_000)
+    assert rate == 16_000
+    assert result["outputs"][0]["duration_s"] == pytest.approx(len(audio) / 16_000, abs=0.01)
+
+
+@pytest.mark.slow
+def test_per_request_s3_config_publishes_a_presigned_url(s3_server, tmp_path):
+    bucket = "handler-" + os.urandom(4).hex()
+    s3_server.client().create_bucket(Bucket=bucket)
+    job = _job("s3-1", output={"prefix": "tenant-a", "presign_seconds": 120})
+    job["s3Config"] = {
+        "accessId": s3_server.access_key,
+        "accessSecret": s3_server.secret_key,
+        "bucketName": bucket,
+        "endpointUrl": s3_server.endpoint_url,
+    }
+    result = handler.handler(job)
+    assert "error" not in result, result
+    (output,) = result["outputs"]
+    assert output["key"] == "tenant-a/jobs/s3-1/speech.wav"
+    body = requests.get(output["url"], timeout=10)
+    assert body.status_code == 200
+    assert hashlib.sha256(body.content).hexdigest() == output["sha256"]
+    stored = s3_server.client().get_object(Bucket=bucket, Key=output["key"])
+    assert stored["ContentType"] == "audio/wav"
+    assert s3_server.secret_key not in json.dumps(result)
+
+
+# --- The runpod SDK's local modes, as subprocesses ----------------------------------
+
+
+def _worker_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_WEBHOOK", "BUCKET_"))}
+    env.update(MEDIA_WORKER_OUTPUT_DIR=str(tmp_path / "outputs"), **extra)
+    return env
+
+
+@pytest.mark.slow
+def test_python_handler_py_runs_test_input_json(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "handler.py"],
+        cwd=ROOT,
+        env=_worker_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    speech = tmp_path / "outputs" / "jobs" / "local_test" / "speech.wav"
+    assert soundfile.info(speech).duration > 2.0
+    assert "Job local_test completed successfully." in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_test_input_flag_reports_a_bad_job_and_exits_1(tmp_path):
+    job = {"input": {"task": "tts", "text": "hi", "speed": 9}}
+    proc = subprocess.run(
+        [sys.executable, "handler.py", "--test_input", json.dumps(job)],
+        cwd=ROOT,
+        env=_worker_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1
+    assert "invalid_input: speed: Input should be less than or equal to 2" in out
+    assert "Traceback" not in out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_rp_serve_api_runsync_with_s3_from_env(tmp_path, s3_server):
+    bucket = "api-" + os.urandom(4).hex()
+    s3_server.client().create_bucket(Bucket=bucket)
+    port = _free_port()
+    log = tmp_path / "server.log"
+    env = _worker_env(
+        tmp_path,
+        BUCKET_ENDPOINT_URL=s3_server.endpoint_url,
+        BUCKET_ACCESS_KEY_ID=s3_server.access_key,
+        BUCKET_SECRET_ACCESS_KEY=s3_server.secret_key,
+        BUCKET_NAME=bucket,
+    )
+    with log.open("w") as sink:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "handler.py",
+                "--rp_serve_api",
+                "--rp_api_host",
+                "127.0.0.1",
+                "--rp_api_port",
+                str(port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(f"{base}/docs", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert server.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "API server did not start"
+                time.sleep(0.2)
+
+        ok = requests.post(
+            f"{base}/runsync", json={"input": {"task": "tts", "text": "From the API."}}, timeout=120
+        ).json()
+        assert ok["status"] == "COMPLETED", ok
+        (output,) = ok["output"]["outputs"]
+        body = requests.get(output["url"], timeout=10).content
+        assert hashlib.sha256(body).hexdigest() == output["sha256"]
+        assert urlparse(output["url"]).path.startswith(f"/{bucket}/jobs/")
+
+        bad = requests.post(
+            f"{base}/runsync", json={"input": {"task": "tts", "text": ""}}, timeout=30
+        ).json()
+        assert bad["status"] == "FAILED"
+        assert bad["error"].startswith("invalid_input: text: ")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert s3_server.secret_key not in text
