@@ -67,7 +67,6 @@ def _ensure(profile_name: str, on_progress: Any) -> tuple[bootstrap.Environment,
 def _run_job(job: dict[str, Any], job_id: str) -> dict[str, Any]:
     started = time.perf_counter()
     request = contract.parse_job(job.get("input"))
-    contract.parse_s3_config(job.get("s3Config"))
     spec = registry.resolve(request)
     prefix = storage.validate_prefix(request.output.prefix) if request.output.prefix else None
     s3 = storage.s3_settings(job.get("s3Config"))

@@ -10,12 +10,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["JobResult", "RunnerHost", "parse_job", "parse_s3_config", "resolve"]
+__all__ = ["JobResult", "RunnerHost", "parse_job", "resolve"]
 
 _EXPORTS = {
     "JobResult": "models.contract",
     "parse_job": "models.contract",
-    "parse_s3_config": "models.contract",
     "RunnerHost": "models.host",
     "resolve": "models.registry",
 }

@@ -15,7 +15,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SecretStr,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -141,19 +140,6 @@ Job = Annotated[TtsJob | CloneJob | RestoreJob, Field(discriminator="task")]
 _JOB_ADAPTER: TypeAdapter[TtsJob | CloneJob | RestoreJob] = TypeAdapter(Job)
 
 
-class S3Config(BaseModel):
-    """Per-request storage credentials, RunPod's ``s3Config`` next to ``input``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # RunPod's camelCase spelling, kept as-is.
-    accessId: str = Field(min_length=1)
-    accessSecret: SecretStr
-    bucketName: str = Field(min_length=1)
-    endpointUrl: str = Field(min_length=1, pattern=r"^https?://")
-    region: str | None = None
-
-
 # --- Results -------------------------------------------------------------------------
 
 
@@ -261,26 +247,6 @@ def parse_job(raw: Any) -> TtsJob | CloneJob | RestoreJob:
         return _JOB_ADAPTER.validate_python(raw)
     except ValidationError as exc:
         raise _invalid(_details(exc)) from None
-
-
-def parse_s3_config(raw: Any) -> S3Config | None:
-    """Validate RunPod's per-request ``s3Config``; ``None`` when absent.
-
-    Raises:
-        InvalidInput: a key is missing or malformed (field ``s3Config.<key>``);
-            the secret is never part of the message.
-    """
-    if raw is None:
-        return None
-    if not isinstance(raw, dict):
-        raise InvalidInput("s3Config: must be a JSON object", field="s3Config")
-    try:
-        return S3Config.model_validate(raw)
-    except ValidationError as exc:
-        details = [
-            {"field": f"s3Config.{d['field']}", "message": d["message"]} for d in _details(exc)
-        ]
-        raise _invalid(details) from None
 
 
 def json_schema() -> dict[str, Any]:

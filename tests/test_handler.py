@@ -84,7 +84,7 @@ def _stop_runners():
             },
             "invalid_input",
             "s3Config.bucketName",
-            "Field required",
+            "required",
         ),
     ],
 )

@@ -103,21 +103,6 @@ def test_input_must_be_an_object(raw):
         contract.parse_job(raw)
 
 
-def test_s3_config_missing_key_names_it_and_hides_the_secret():
-    secret = "s3cr3t-value-never-shown"
-    with pytest.raises(InvalidInput) as info:
-        contract.parse_s3_config(
-            {"accessId": "a", "accessSecret": secret, "endpointUrl": "https://x"}
-        )
-    assert info.value.field == "s3Config.bucketName"
-    assert secret not in str(info.value) and secret not in repr(info.value.details)
-    parsed = contract.parse_s3_config(
-        {"accessId": "a", "accessSecret": secret, "bucketName": "b", "endpointUrl": "https://x"}
-    )
-    assert secret not in repr(parsed) and parsed.accessSecret.get_secret_value() == secret
-    assert contract.parse_s3_config(None) is None
-
-
 def test_committed_schema_matches_the_models():
     committed = (ROOT / "models" / "schema.json").read_text()
     assert committed == contract.json_schema_text(), (
