@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import config
 from errors import FetchFailed, InvalidInput, UnsupportedMedia
@@ -33,12 +34,35 @@ from ._scratch import current_job_id
 
 logger = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1024 * 1024
+# Small enough that the overall deadline is checked often during a slow download.
+CHUNK_BYTES = 64 * 1024
 
 # What an input's declared content type may be. Absent is accepted too: the runner
 # decodes the bytes and reports unsupported media itself.
 _ACCEPTED_PREFIXES = ("audio/", "video/")
 _ACCEPTED_TYPES = frozenset({"application/octet-stream", "binary/octet-stream", "application/ogg"})
+# mimetypes' answers depend on the host's /etc/mime.types (audio/wav is missing from
+# Python's own table), so the common media types are spelled out here first.
+_EXTENSIONS = {
+    "audio/wav": ".wav",
+    "audio/wave": ".wav",
+    "audio/x-wav": ".wav",
+    "audio/vnd.wave": ".wav",
+    "audio/mpeg": ".mp3",
+    "audio/mp3": ".mp3",
+    "audio/flac": ".flac",
+    "audio/x-flac": ".flac",
+    "audio/ogg": ".ogg",
+    "application/ogg": ".ogg",
+    "audio/opus": ".opus",
+    "audio/mp4": ".m4a",
+    "audio/aac": ".aac",
+    "audio/webm": ".webm",
+    "video/mp4": ".mp4",
+    "video/webm": ".webm",
+    "video/quicktime": ".mov",
+    "video/x-matroska": ".mkv",
+}
 _SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,5}")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -58,8 +82,8 @@ def fetch(
         dest_dir: the job's scratch directory.
         s3: credentials for ``s3://`` references (the job's :func:`storage.s3_settings`).
         max_bytes: size cap; default ``config.MAX_MEDIA_BYTES`` (read now).
-        timeout_s: connect/read timeout and overall deadline of a URL fetch; default
-            ``config.FETCH_TIMEOUT_S`` (read now).
+        timeout_s: connect/read timeout of a URL fetch, also its overall deadline
+            (checked between 64 KiB chunks); default ``config.FETCH_TIMEOUT_S`` (read now).
 
     Returns:
         The fetched file, ``dest_dir/<field><ext>``.
@@ -131,6 +155,15 @@ def _fetch_url(
     except RequestException as exc:
         raise FetchFailed(f"{field}: could not fetch {shown}: {_short(exc)}", field=field) from None
     with response:
+        if urlsplit(url).scheme == "https" and urlsplit(response.url or url).scheme != "https":
+            # safe_get follows redirects to any public http(s) URL; an https input
+            # that lands on plain http could have been altered on the way. The hop was
+            # made already (it passed the SSRF checks), but its bytes are not used.
+            raise FetchFailed(
+                f"{field}: {shown} redirected to plain http ({_without_query(response.url)}); "
+                "only https sources are accepted",
+                field=field,
+            )
         if response.status_code != 200:
             raise FetchFailed(
                 f"{field}: {shown} answered HTTP {response.status_code}; expected 200",
@@ -237,7 +270,11 @@ def _file_name(field: str, *, suffix_from: str, content_type: str | None) -> str
     stem = _UNSAFE_NAME.sub("_", field)[:64] or "input"
     suffix = Path(_without_query(suffix_from).rsplit("/", 1)[-1]).suffix if suffix_from else ""
     if not _SAFE_SUFFIX.fullmatch(suffix):
-        guessed = mimetypes.guess_extension(content_type) if content_type else None
+        guessed = (
+            _EXTENSIONS.get(content_type) or mimetypes.guess_extension(content_type)
+            if content_type
+            else None
+        )
         suffix = guessed if guessed and _SAFE_SUFFIX.fullmatch(guessed) else ".bin"
     return stem + suffix.lower()
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -211,31 +212,43 @@ def region_from_endpoint(endpoint_url: str) -> str | None:
     return None
 
 
+_session_lock = threading.Lock()
+_session: Any = None
+
+
 def make_client(settings: S3Settings) -> Any:
     """A boto3 S3 client for ``settings``: SigV4, explicit region, standard retries."""
-    import boto3
+    global _session
     from botocore.config import Config
 
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=settings.endpoint_url,
-        aws_access_key_id=settings.access_key_id,
-        aws_secret_access_key=settings.secret_access_key.get_secret_value(),
-        region_name=settings.region,
-        config=Config(
-            signature_version="s3v4",
-            s3={"addressing_style": settings.addressing_style},
-            retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
-            connect_timeout=CONNECT_TIMEOUT_S,
-            read_timeout=READ_TIMEOUT_S,
-            # botocore >= 1.36 adds CRC checksums to every upload by default; many
-            # S3-compatible stores (older MinIO, B2, some R2 paths) reject them.
-            # Only send/verify checksums where the API requires it.
-            # https://github.com/boto/boto3/issues/4392
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ),
-    )
+    # One shared Session: a new one reloads botocore's service models (~0.1 s per
+    # client). Sessions are not thread-safe, so clients are made under a lock;
+    # the clients themselves are.
+    with _session_lock:
+        if _session is None:
+            import boto3
+
+            _session = boto3.session.Session()
+        return _session.client(
+            "s3",
+            endpoint_url=settings.endpoint_url,
+            aws_access_key_id=settings.access_key_id,
+            aws_secret_access_key=settings.secret_access_key.get_secret_value(),
+            region_name=settings.region,
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": settings.addressing_style},
+                retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+                connect_timeout=CONNECT_TIMEOUT_S,
+                read_timeout=READ_TIMEOUT_S,
+                # botocore >= 1.36 adds CRC checksums to every upload by default; many
+                # S3-compatible stores (older MinIO, B2, some R2 paths) reject them.
+                # Only send/verify checksums where the API requires it.
+                # https://github.com/boto/boto3/issues/4392
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ),
+        )
 
 
 def transfer_config() -> TransferConfig:

@@ -1,0 +1,34 @@
+"""Keep storage's public surface honest (httpx test_exported_members style)."""
+
+from __future__ import annotations
+
+import storage
+
+PUBLIC = {
+    "Artifact",
+    "MediaRef",
+    "PublishedOutput",
+    "S3Settings",
+    "fetch",
+    "parse_media_ref",
+    "publish",
+    "s3_settings",
+    "scratch",
+    "validate_prefix",
+}
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    assert set(storage.__all__) == PUBLIC
+    for name in storage.__all__:
+        assert getattr(storage, name).__module__.startswith("storage.")
+
+
+def test_no_other_public_names() -> None:
+    extra = {
+        name
+        for name in vars(storage)
+        if not name.startswith("_") and name not in PUBLIC and not name.startswith("storage")
+    }
+    # Submodules are private (_refs, _fetch, ...); nothing else is exported.
+    assert extra == set()
