@@ -7,7 +7,6 @@ BuildKit's .dockerignore rules (tests/image/_dockerignore.py).
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ from packaging.specifiers import SpecifierSet
 
 import config
 from tests.image import _dockerfile
+from tests.image._context import context_files, image_files
 from tests.image._dockerignore import DockerIgnore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,44 +58,6 @@ def test_hadolint_passes():
     assert result.returncode == 0, f"hadolint findings:\n{result.stdout}{result.stderr}"
 
 
-def _context_files(source: str, ignore: DockerIgnore) -> list[str]:
-    """Context paths a COPY source sends to the builder, after .dockerignore."""
-    path = ROOT / source
-    if path.is_file():
-        return [] if ignore.is_excluded(source) else [source]
-    files = []
-    for dirpath, _dirnames, filenames in os.walk(path):
-        for name in filenames:
-            relative = (Path(dirpath) / name).relative_to(ROOT).as_posix()
-            if not ignore.is_excluded(relative):
-                files.append(relative)
-    return sorted(files)
-
-
-def _image_files(stage: _dockerfile.Stage, ignore: DockerIgnore) -> dict[str, str]:
-    """Image path -> context path, for every context file the stage COPYs in."""
-    workdir = PurePosixPath("/")
-    result: dict[str, str] = {}
-    for instruction in stage.instructions:
-        if instruction.keyword == "WORKDIR":
-            workdir = workdir / instruction.args.strip()
-        if instruction.keyword not in ("COPY", "ADD"):
-            continue
-        copy = _dockerfile.parse_copy(instruction)
-        if copy.from_stage:
-            continue
-        dest = workdir / copy.dest
-        into_dir = copy.dest.endswith("/") or len(copy.sources) > 1
-        for source in copy.sources:
-            source = source.rstrip("/") or "."
-            if (ROOT / source).is_dir():
-                for file in _context_files(source, ignore):
-                    result[str(dest / PurePosixPath(file).relative_to(source))] = file
-            elif not ignore.is_excluded(source):
-                result[str(dest / PurePosixPath(source).name if into_dir else dest)] = source
-    return result
-
-
 def test_every_copy_source_exists_and_survives_dockerignore(
     dockerfile: _dockerfile.Dockerfile, ignore: DockerIgnore
 ):
@@ -114,7 +76,7 @@ def test_every_copy_source_exists_and_survives_dockerignore(
             elif ignore.is_excluded(source):
                 problems.append(f"{where}: excluded by .dockerignore")
             elif (ROOT / source).is_dir():
-                sent = _context_files(source, ignore)
+                sent = context_files(source, ignore)
                 if not sent:
                     problems.append(f"{where}: every file under it is excluded")
                 missing = sorted(
@@ -135,7 +97,7 @@ def test_copy_from_names_a_stage_or_a_pinned_image(dockerfile: _dockerfile.Docke
 
 
 def test_project_files_are_copied(dockerfile: _dockerfile.Dockerfile, ignore: DockerIgnore):
-    files = _image_files(dockerfile.final, ignore)
+    files = image_files(dockerfile.final, ignore)
     workdir = dockerfile.final.workdir()
     for name in ("handler.py", "config.py", "errors.py", "pyproject.toml", "test_input.json"):
         assert str(workdir / name) in files, f"{name} is not copied to {workdir}"
@@ -151,7 +113,7 @@ def test_cmd_runs_the_handler_and_its_target_exists(
     argv = cmds[0].exec_form()
     assert argv == ["python", "-u", "handler.py"], "CMD must be exec form: python -u handler.py"
     target = dockerfile.final.workdir() / argv[-1]
-    files = _image_files(dockerfile.final, ignore)
+    files = image_files(dockerfile.final, ignore)
     assert str(target) in files, f"CMD runs {target}, which no COPY puts there"
     assert (ROOT / files[str(target)]).is_file()
     assert not dockerfile.final.of("ENTRYPOINT"), "an ENTRYPOINT would wrap the CMD"
