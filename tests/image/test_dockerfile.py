@@ -252,3 +252,11 @@ def test_bake_profiles_is_empty_by_default_and_runs_bootstrap(
         and re.search(r"python -m bootstrap prepare \$\{?BAKE_PROFILES", r)
         for r in runs
     ), "an empty BAKE_PROFILES must skip the prepare step"
+
+
+def test_install_script_is_posix_sh():
+    # The build stage runs it with Ubuntu's dash, not bash.
+    script = ROOT / "docker" / "install.sh"
+    result = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "[[" not in script.read_text() and "pipefail" not in script.read_text()
