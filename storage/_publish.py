@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import config
 from errors import InvalidInput, StorageFailed
@@ -159,7 +160,7 @@ def _keep_locally_and_raise(
     settings: S3Settings,
     exc: BaseException,
     key: str,
-) -> None:
+) -> NoReturn:
     code = _s3.error_code(exc)
     where = f"bucket {settings.bucket!r} at {settings.endpoint_host}"
     logger.warning(
