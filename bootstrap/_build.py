@@ -1,0 +1,189 @@
+"""Build a profile's environment: a relocatable venv made with uv, then a smoke check.
+
+uv does the resolving, downloading and installing (and caches wheels, so a
+rebuild is seconds); this module only assembles its command lines, picks the
+flash-attn wheel, and turns failures into messages that say what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from bootstrap import _flash_attn
+from bootstrap._profile import Profile
+from bootstrap._spec import Target
+from errors import BootstrapFailed
+
+logger = logging.getLogger(__name__)
+
+INSTALL_TIMEOUT_S = 1800.0
+SMOKE_TIMEOUT_S = 300.0
+_TAIL = 1500
+NO_TORCH = "the profile has no torch; no attention backend applies"
+
+
+def uv_binary() -> str:
+    """The uv executable: the one installed with this interpreter, else PATH."""
+    try:
+        from uv import find_uv_bin  # the uv wheel ships its binary
+
+        return find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        pass
+    found = shutil.which("uv")
+    if found is None:
+        raise BootstrapFailed(
+            "cannot build environments: the uv executable was not found.\n\n"
+            "hint: pip install uv (it is a dependency of media-worker)"
+        )
+    return found
+
+
+def uv_version() -> str:
+    try:
+        out = subprocess.run([uv_binary(), "--version"], capture_output=True, text=True, timeout=30)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "uv unknown"
+
+
+def _tail(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= _TAIL else "…" + text[-_TAIL:]
+
+
+def _run(cmd: list[str], *, what: str, profile: str, timeout: float) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise BootstrapFailed(
+            f"profile {profile}: {what} did not finish in {timeout:.0f} s"
+        ) from None
+    if done.returncode != 0:
+        raise BootstrapFailed(
+            f"profile {profile}: {what} failed (exit {done.returncode}):\n{_tail(done.stderr)}"
+        )
+    return done.stdout
+
+
+def _install_args(profile: Profile) -> list[str]:
+    args: list[str] = []
+    if profile.index_url:
+        args += ["--index-url", profile.index_url]
+    for url in profile.extra_index_urls:
+        args += ["--extra-index-url", url]
+    if profile.extra_index_urls:
+        # torch from the CUDA index must win over PyPI's build of the same version
+        args += ["--index-strategy", "unsafe-best-match"]
+    return args
+
+
+def build(
+    profile: Profile,
+    dest: Path,
+    *,
+    target: Target,
+    checkpoint: Callable[[str], None],
+) -> tuple[str, str]:
+    """Create the venv at ``dest``, install, smoke-check. Returns ``(attention, reason)``.
+
+    Raises:
+        BootstrapFailed: uv or the smoke check failed; the message carries the tail
+            of their error output.
+    """
+    uv = uv_binary()
+    _run(
+        [uv, "venv", "--quiet", "--relocatable", "--python", sys.executable, str(dest)],
+        what="creating the venv (uv venv)",
+        profile=profile.name,
+        timeout=300,
+    )
+    python = dest / "bin" / "python"
+    install = [uv, "pip", "install", "--quiet", "--python", str(python), *_install_args(profile)]
+    _run(
+        [*install, *profile.requirements],
+        what="installing the requirements (uv pip install)",
+        profile=profile.name,
+        timeout=INSTALL_TIMEOUT_S,
+    )
+    checkpoint("install")
+    attention, reason = _attention(profile, python, uv=uv, target=target)
+    smoke(profile, python)
+    return attention, reason
+
+
+def smoke(profile: Profile, python: Path) -> None:
+    """Import the profile's smoke modules with ``python`` (isolated mode)."""
+    if not profile.smoke_imports:
+        return
+    code = "; ".join(f"import {m}" for m in profile.smoke_imports)
+    _run(
+        [str(python), "-I", "-c", code],
+        what=f"the smoke check ({code})",
+        profile=profile.name,
+        timeout=SMOKE_TIMEOUT_S,
+    )
+
+
+_TORCH_PROBE = (
+    "import json, torch; print(json.dumps([torch.__version__, torch.version.cuda, "
+    "bool(torch._C._GLIBCXX_USE_CXX11_ABI)]))"
+)
+
+
+def _attention(profile: Profile, python: Path, *, uv: str, target: Target) -> tuple[str, str]:
+    if "torch" not in profile.pins:
+        return "none", NO_TORCH
+    if profile.flash_attn is None:
+        return "sdpa", "the profile does not ask for flash-attn"
+    out = _run(
+        [str(python), "-I", "-c", _TORCH_PROBE],
+        what="reading the installed torch build",
+        profile=profile.name,
+        timeout=SMOKE_TIMEOUT_S,
+    )
+    torch_version, cuda, abi = json.loads(out.strip().splitlines()[-1])
+    cuda_major = int(cuda.split(".")[0]) if cuda else None
+    wheel, why = _flash_attn.choose_flash_attn_wheel(
+        profile.flash_attn,
+        torch_version,
+        cuda_major,
+        abi,
+        target.abi,
+        target.platform.replace("-", "_").replace(".", "_"),
+    )
+    if wheel is None:
+        logger.warning("profile %s attention=sdpa: %s", profile.name, why)
+        return "sdpa", why
+    try:
+        url = _flash_attn.wheel_url(profile.flash_attn, wheel)
+        _run(
+            [uv, "pip", "install", "--quiet", "--python", str(python), "--no-deps", url],
+            what=f"installing {wheel}",
+            profile=profile.name,
+            timeout=INSTALL_TIMEOUT_S,
+        )
+        _run(
+            [str(python), "-I", "-c", "import flash_attn, flash_attn_2_cuda"],
+            what="importing flash_attn",
+            profile=profile.name,
+            timeout=SMOKE_TIMEOUT_S,
+        )
+    except BootstrapFailed as exc:
+        reason = f"{wheel} unusable, using sdpa: {exc.message.splitlines()[-1][:300]}"
+        logger.warning("profile %s attention=sdpa: %s", profile.name, reason)
+        subprocess.run(
+            [uv, "pip", "uninstall", "--quiet", "--python", str(python), "flash-attn"],
+            capture_output=True,
+            timeout=300,
+        )
+        return "sdpa", reason
+    return "flash_attn", why

@@ -1,0 +1,494 @@
+"""``ensure(profile)``: the cheapest way to a ready environment, then the weights.
+
+The walk, cheapest first::
+
+    in place   the current interpreter already has every pin     no I/O beyond metadata
+    local      <envs>/<profile>-<hash>/ with a valid manifest    < 50 ms, no subprocess
+    restored   <home>/envs/<profile>-<hash>.tar.zst + .json      stream-extract, verify, rename
+    built      under the lease: uv venv, install, smoke check, pack, publish by rename
+
+Files (``<home>`` is on the volume, ``<envs>`` on local disk)::
+
+    <home>/envs/<key>.tar.zst            archive, renamed into place after it is complete
+    <home>/envs/<key>.json               its manifest, renamed last: the commit point
+    <home>/envs/.tmp-<key>-<host>-<pid>-<rand>.*   a build in progress (or garbage)
+    <home>/leases/<key>.lock             the build lease (see _lease)
+    <envs>/<key>/                        unpacked venv; media-worker-manifest.json inside
+    <envs>/.tmp-<key>-<pid>-<rand>/      a restore or build in progress (or garbage)
+
+where ``<key>`` is ``<profile>-<spec hash>``. Whatever a crash leaves behind is a
+temp name nobody trusts; the next run that takes the lease (or finds the temp's
+process dead) removes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import logging
+import os
+import shutil
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import config
+from bootstrap import _build, _disk, _pack, _weights
+from bootstrap._lease import Lease, lease_owner, lease_path, pid_is_alive
+from bootstrap._manifest import (
+    MANIFEST_IN_ENV,
+    env_is_ready,
+    read_manifest,
+    write_json_atomic,
+)
+from bootstrap._profile import Profile, normalize_name
+from bootstrap._spec import Target, current_target, spec_hash
+from errors import BootstrapFailed
+
+logger = logging.getLogger(__name__)
+
+LEASE_POLL_S = 5.0  # how long one attempt to take a held lease blocks
+MAX_WAIT_S = 3600.0  # longest a worker waits for another's build before giving up
+PROGRESS_EVERY_S = 15.0
+ARCHIVE_RATIO = 0.7  # archive bytes / unpacked bytes, for the free-space check before a build
+
+
+@dataclass(frozen=True)
+class Environment:
+    """A ready profile environment.
+
+    Attributes:
+        python: the interpreter a runner process for this profile must use.
+        source: how it became ready: ``in-place``, ``local``, ``restored`` or ``built``.
+        spec_hash: the profile's spec hash on this interpreter and platform.
+        attention: ``flash_attn``, ``sdpa`` or ``none``; ``attention_reason`` says why.
+        weights: repo id -> local snapshot path (runners read them with HF_HUB_OFFLINE=1).
+        seconds: how long ``ensure`` took.
+    """
+
+    python: Path
+    source: Literal["in-place", "local", "restored", "built"]
+    spec_hash: str
+    attention: str
+    weights: dict[str, Path]
+    seconds: float
+    attention_reason: str = ""
+    root: Path | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every path that belongs to one (profile, spec hash)."""
+
+    key: str
+    archive: Path
+    manifest: Path
+    lease: Path
+    local: Path
+    volume_envs: Path
+    local_envs: Path
+    hf_home: Path
+
+    @classmethod
+    def of(cls, name: str, digest: str, paths: config.Paths) -> Layout:
+        key = f"{name}-{digest}"
+        volume_envs = paths.home / "envs"
+        return cls(
+            key=key,
+            archive=volume_envs / f"{key}.tar.zst",
+            manifest=volume_envs / f"{key}.json",
+            lease=lease_path(paths.home / "leases", key),
+            local=paths.envs / key,
+            volume_envs=volume_envs,
+            local_envs=paths.envs,
+            hf_home=paths.home / "hf",
+        )
+
+
+def _checkpoint(phase: str) -> None:
+    """Called at ``install``, ``pack`` (half way) and ``publish`` (before the renames).
+
+    A no-op. Crash tests replace it in a child process to stop the builder at that
+    phase and SIGKILL it; production code never changes it.
+    """
+
+
+def is_satisfied_in_place(
+    pins: Mapping[str, str], installed: Callable[[str], str | None] | None = None
+) -> bool:
+    """True when every pin equals the installed version (``installed(name)``)."""
+    lookup = installed or _installed_version
+    return all(lookup(name) == version for name, version in pins.items())
+
+
+def _installed_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def ensure(
+    profile: Profile,
+    *,
+    on_progress: Callable[[str], None] | None = None,
+    paths: config.Paths | None = None,
+    in_place: bool = True,
+    force: bool = False,
+    max_wait_s: float | None = None,
+    cached_models: Path | None = None,
+) -> Environment:
+    """Make ``profile``'s environment and weights ready; cheap when they already are.
+
+    Args:
+        profile: what the runner needs.
+        on_progress: called with one human-readable line per step (and while waiting).
+        paths: the volume and local-disk directories (default ``config.resolve_paths()``).
+        in_place: use the current interpreter when it satisfies every pin.
+            ``prepare`` passes False to build and publish an archive regardless.
+        force: rebuild and republish even when a valid archive exists.
+        max_wait_s: longest to wait for another worker's build (default ``MAX_WAIT_S``).
+        cached_models: RunPod's cached-models directory (default
+            ``/runpod-volume/huggingface-cache/hub``).
+
+    Returns:
+        The ready :class:`Environment`.
+
+    Raises:
+        BootstrapFailed: a build, restore, download or disk-space check failed, or
+            another worker's build did not finish in time. The message says what,
+            where, why and what to do.
+    """
+    started = time.perf_counter()
+    paths = paths or config.resolve_paths()
+    progress = on_progress or (lambda _message: None)
+    target = current_target()
+    digest = spec_hash(profile, target)
+    if in_place and not force and is_satisfied_in_place(profile.pins):
+        python, source, manifest, root = (
+            Path(sys.executable),
+            "in-place",
+            _in_place_attention(profile),
+            None,
+        )
+    else:
+        layout = Layout.of(profile.name, digest, paths)
+        try:
+            source, manifest = _ensure_environment(
+                profile,
+                layout,
+                target=target,
+                force=force,
+                progress=progress,
+                max_wait_s=MAX_WAIT_S if max_wait_s is None else max_wait_s,
+            )
+        except OSError as exc:
+            if _disk.is_disk_full(exc):
+                _disk.raise_disk_full(
+                    Path(exc.filename or paths.home),
+                    need=None,
+                    free=None,
+                    what=f"the {profile.name} environment",
+                )
+            raise BootstrapFailed(
+                f"profile {profile.name}: environment failed: {exc}\n\n"
+                f"hint: python -m bootstrap doctor"
+            ) from exc
+        python, root = layout.local / "bin" / "python", layout.local
+    weights = _weights.ensure_weights(
+        profile.weights,
+        hf_home=paths.home / "hf",
+        cached_models=_weights.RUNPOD_CACHED_MODELS if cached_models is None else cached_models,
+        on_progress=progress,
+    )
+    seconds = time.perf_counter() - started
+    logger.info(
+        "profile %s ready source=%s spec=%s attention=%s s=%.3f",
+        profile.name,
+        source,
+        digest,
+        manifest["attention"],
+        seconds,
+    )
+    return Environment(
+        python=python,
+        source=source,  # type: ignore[arg-type]
+        spec_hash=digest,
+        attention=manifest["attention"],
+        weights=weights,
+        seconds=seconds,
+        attention_reason=manifest["attention_reason"],
+        root=root,
+    )
+
+
+def _in_place_attention(profile: Profile) -> dict[str, str]:
+    if "torch" not in profile.pins:
+        return {
+            "attention": "none",
+            "attention_reason": "the profile has no torch; no attention backend applies",
+        }
+    if profile.flash_attn and _installed_version("flash-attn") == profile.flash_attn:
+        return {"attention": "flash_attn", "attention_reason": "installed in this interpreter"}
+    return {"attention": "sdpa", "attention_reason": "in place without flash-attn"}
+
+
+def local_manifest(layout: Layout) -> dict[str, Any] | None:
+    return read_manifest(layout.local / MANIFEST_IN_ENV)
+
+
+def _ensure_environment(
+    profile: Profile,
+    layout: Layout,
+    *,
+    target: Target,
+    force: bool,
+    progress: Callable[[str], None],
+    max_wait_s: float,
+) -> tuple[str, dict[str, Any]]:
+    digest = layout.key.rsplit("-", 1)[1]
+    if not force:
+        manifest = local_manifest(layout)
+        if env_is_ready(manifest, digest) and (layout.local / "bin" / "python").exists():
+            return "local", manifest  # type: ignore[return-value]
+    layout.volume_envs.mkdir(parents=True, exist_ok=True)
+    layout.local_envs.mkdir(parents=True, exist_ok=True)
+    bad_sha: str | None = None
+    started = time.monotonic()
+    last_note = 0.0
+    while True:
+        if not force:
+            manifest = read_manifest(layout.manifest)
+            if env_is_ready(manifest, digest) and manifest["archive_sha256"] != bad_sha:  # type: ignore[index]
+                try:
+                    return "restored", _restore(profile, layout, manifest, progress)  # type: ignore[arg-type]
+                except _pack.CorruptArchive as exc:
+                    bad_sha = manifest["archive_sha256"]  # type: ignore[index]
+                    logger.warning("profile %s archive corrupt, rebuilding: %s", profile.name, exc)
+                    progress(f"{profile.name}: the archive on the volume is corrupt; rebuilding")
+        lease = Lease(layout.lease)
+        if lease.try_acquire(LEASE_POLL_S):
+            try:
+                manifest = read_manifest(layout.manifest)
+                if (
+                    not force
+                    and env_is_ready(manifest, digest)
+                    and manifest["archive_sha256"] != bad_sha  # type: ignore[index]
+                ):
+                    continue  # published while we waited: restore it (lease released below)
+                _clean_stale(layout, holding_lease=True)
+                if bad_sha is not None and manifest and manifest.get("archive_sha256") == bad_sha:
+                    layout.manifest.unlink(missing_ok=True)
+                    layout.archive.unlink(missing_ok=True)
+                return "built", _build_and_publish(profile, layout, target, progress)
+            finally:
+                lease.release()
+        waited = time.monotonic() - started
+        if waited > max_wait_s:
+            raise BootstrapFailed(
+                f"profile {profile.name}: waited {waited:.0f} s for {lease_owner(layout.lease)} "
+                f"to build it (lease {layout.lease}), and it is still not published.\n\n"
+                "hint: a dead builder's lease expires within a few minutes and is taken over; "
+                "check `python -m bootstrap status`, or prepare it ahead with "
+                f"`python -m bootstrap prepare {profile.name}`"
+            )
+        if waited - last_note >= PROGRESS_EVERY_S or last_note == 0.0:
+            last_note = max(waited, 0.001)
+            owner = lease_owner(layout.lease)
+            logger.info(
+                "profile %s waiting for build by %s elapsed_s=%.0f", profile.name, owner, waited
+            )
+            progress(f"{profile.name}: waiting for {owner} to build it ({waited:.0f} s)")
+
+
+def _tmp_name(layout: Layout, suffix: str = "") -> str:
+    host = socket.gethostname().replace("-", "_")[:32]
+    return f".tmp-{layout.key}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}"
+
+
+def _tmp_pid(name: str, key: str) -> tuple[str, int] | None:
+    """``(host, pid)`` from a temp name made by :func:`_tmp_name`, else None."""
+    prefix = f".tmp-{key}-"
+    if not name.startswith(prefix):
+        return None
+    parts = name[len(prefix) :].split("-")
+    if len(parts) < 3 or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+def _clean_stale(layout: Layout, *, holding_lease: bool) -> None:
+    """Remove what interrupted runs left for this key.
+
+    On the volume only under the lease (no live builder then); on local disk only
+    temps whose process on this host is gone (a restore takes no lease).
+    """
+    host = socket.gethostname().replace("-", "_")[:32]
+    if holding_lease and layout.volume_envs.is_dir():
+        for entry in layout.volume_envs.iterdir():
+            if _tmp_pid(entry.name, layout.key) is not None:
+                logger.info("removing stale temp %s", entry)
+                _remove(entry)
+    if layout.local_envs.is_dir():
+        for entry in layout.local_envs.iterdir():
+            owner = _tmp_pid(entry.name, layout.key)
+            if owner and owner[0] == host and not pid_is_alive(owner[1]):
+                logger.info("removing stale temp %s", entry)
+                _remove(entry)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _python_base() -> Path:
+    return Path(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))
+
+
+def _restore(
+    profile: Profile, layout: Layout, manifest: dict[str, Any], progress: Callable[[str], None]
+) -> dict[str, Any]:
+    _clean_stale(layout, holding_lease=False)
+    need = int(manifest["unpacked_bytes"] * 1.05) + 16 * _disk.MB
+    _disk.require_free(layout.local_envs, need, what=f"restoring the {profile.name} environment")
+    tmp = layout.local_envs / _tmp_name(layout)
+    mb = manifest["archive_bytes"] / _disk.MB
+    progress(f"{profile.name}: restoring the environment from the volume ({mb:.0f} MB)")
+    t = time.perf_counter()
+    try:
+        _pack.restore(
+            layout.archive,
+            tmp,
+            sha256=manifest["archive_sha256"],
+            size=manifest["archive_bytes"],
+            python=_python_base(),
+        )
+        write_json_atomic(tmp / MANIFEST_IN_ENV, manifest)
+        _install_local(tmp, layout, manifest)
+    except FileNotFoundError as exc:
+        if not layout.archive.exists():
+            raise _pack.CorruptArchive(f"{layout.archive} disappeared") from exc
+        raise
+    finally:
+        _remove(tmp)
+    logger.info(
+        "profile %s restored archive_mb=%.0f s=%.2f", profile.name, mb, time.perf_counter() - t
+    )
+    return manifest
+
+
+def _install_local(tmp: Path, layout: Layout, manifest: dict[str, Any]) -> None:
+    """Rename ``tmp`` to the final local path, replacing only an invalid one."""
+    digest = layout.key.rsplit("-", 1)[1]
+    for _ in range(3):
+        try:
+            os.rename(tmp, layout.local)
+            return
+        except OSError:
+            existing = local_manifest(layout)
+            if (
+                env_is_ready(existing, digest)
+                and existing["archive_sha256"] == manifest["archive_sha256"]  # type: ignore[index]
+            ):
+                return  # another process on this machine finished the same restore first
+            aside = layout.local_envs / _tmp_name(layout, ".old")
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(layout.local, aside)
+            _remove(aside)
+    raise BootstrapFailed(f"could not move the environment into {layout.local}")
+
+
+def _build_and_publish(
+    profile: Profile, layout: Layout, target: Target, progress: Callable[[str], None]
+) -> dict[str, Any]:
+    size = profile.size_mb * _disk.MB
+    _disk.require_free(layout.local_envs, 2 * size, what=f"building the {profile.name} environment")
+    _disk.require_free(
+        layout.volume_envs,
+        int(size * ARCHIVE_RATIO),
+        what=f"the {profile.name} environment archive on the volume",
+    )
+    tmp_env = layout.local_envs / _tmp_name(layout)
+    tmp_archive = layout.volume_envs / _tmp_name(layout, ".tar.zst")
+    tmp_manifest = layout.volume_envs / _tmp_name(layout, ".json")
+    started = time.perf_counter()
+    try:
+        progress(f"{profile.name}: building the environment with uv")
+        logger.info("profile %s build start spec=%s", profile.name, layout.key)
+        attention, reason = _build.build(profile, tmp_env, target=target, checkpoint=_checkpoint)
+        progress(f"{profile.name}: packing the environment onto the volume")
+        half = [False]
+
+        def on_member(done: int, total: int) -> None:
+            if not half[0] and done * 2 >= total:
+                half[0] = True
+                _checkpoint("pack")
+
+        packed = _pack.pack(tmp_env, tmp_archive, on_member=on_member)
+        manifest = {
+            "format": 1,
+            "profile": profile.name,
+            "spec_hash": layout.key.rsplit("-", 1)[1],
+            "requirements": sorted(profile.requirements),
+            "index_url": profile.index_url,
+            "extra_index_urls": list(profile.extra_index_urls),
+            "python": ".".join(map(str, sys.version_info[:3])),
+            "abi": target.abi,
+            "platform": target.platform,
+            "libc": target.libc,
+            "archive": layout.archive.name,
+            "archive_bytes": packed.archive_bytes,
+            "archive_sha256": packed.archive_sha256,
+            "unpacked_bytes": packed.unpacked_bytes,
+            "files": packed.files,
+            "attention": attention,
+            "attention_reason": reason,
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "build_s": round(time.perf_counter() - started, 2),
+            "builder": f"{socket.gethostname()} pid {os.getpid()}",
+            "uv": _build.uv_version(),
+            "installed": _installed_names(profile),
+        }
+        write_json_atomic(tmp_env / MANIFEST_IN_ENV, manifest)
+        write_json_atomic(tmp_manifest, manifest)
+        _checkpoint("publish")
+        # Publish: drop any old manifest first so it never describes the new archive,
+        # then the archive, then the manifest (the commit point readers look for).
+        layout.manifest.unlink(missing_ok=True)
+        os.replace(tmp_archive, layout.archive)
+        os.replace(tmp_manifest, layout.manifest)
+        _install_local(tmp_env, layout, manifest)
+    except OSError as exc:
+        if _disk.is_disk_full(exc):
+            where = Path(exc.filename) if exc.filename else layout.volume_envs
+            _disk.raise_disk_full(
+                where.parent if where.name.startswith(".tmp-") else where,
+                need=None,
+                free=None,
+                what=f"the {profile.name} environment",
+            )
+        raise
+    finally:
+        for leftover in (tmp_env, tmp_archive, tmp_manifest):
+            _remove(leftover)
+    logger.info(
+        "profile %s built and published archive_mb=%.0f attention=%s s=%.1f",
+        profile.name,
+        packed.archive_bytes / _disk.MB,
+        attention,
+        time.perf_counter() - started,
+    )
+    return manifest
+
+
+def _installed_names(profile: Profile) -> list[str]:
+    return sorted(normalize_name(r.split("==")[0]) for r in profile.requirements)

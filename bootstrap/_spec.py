@@ -1,0 +1,69 @@
+"""The spec hash: one digest of everything that changes a built environment.
+
+Two workers agree on an archive only if they agree on this hash, so it covers the
+requirements, the indexes they come from, the flash-attn choice, the Python
+version and ABI, and the platform (CPU architecture and libc). It does not cover
+the weights: those live in the HF cache, not in the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+import sysconfig
+from dataclasses import dataclass
+
+from bootstrap._profile import Profile, normalize_name
+
+# Bump when the archive layout or the build recipe changes in a way old archives
+# cannot satisfy; it is part of every hash.
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Target:
+    """The interpreter and machine an environment is built for."""
+
+    python: str  # "3.11"
+    abi: str  # "cp311"
+    platform: str  # "linux-x86_64"
+    libc: str  # "glibc-2.36"
+
+
+def current_target() -> Target:
+    impl = sys.implementation.name  # "cpython"
+    major, minor = sys.version_info[:2]
+    tag = {"cpython": "cp"}.get(impl, impl) + f"{major}{minor}"
+    libc_name, libc_version = platform.libc_ver()
+    return Target(
+        python=f"{major}.{minor}",
+        abi=tag + getattr(sys, "abiflags", ""),
+        platform=sysconfig.get_platform(),
+        libc=f"{libc_name or 'unknown'}-{libc_version or '0'}",
+    )
+
+
+def spec_hash(profile: Profile, target: Target) -> str:
+    """The profile's spec hash for ``target``: 16 hex characters.
+
+    Requirement order and name spelling do not matter; anything that changes what
+    uv would install does.
+    """
+    payload = {
+        "format": FORMAT,
+        "requirements": sorted(
+            f"{normalize_name(r.split('==')[0])}=={r.split('==', 1)[1].strip()}"
+            for r in profile.requirements
+        ),
+        "index_url": profile.index_url,
+        "extra_index_urls": list(profile.extra_index_urls),
+        "flash_attn": profile.flash_attn,
+        "python": target.python,
+        "abi": target.abi,
+        "platform": target.platform,
+        "libc": target.libc,
+    }
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

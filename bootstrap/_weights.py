@@ -1,0 +1,246 @@
+"""Model weights: pinned Hugging Face snapshots cached on the volume.
+
+Layout (standard HF cache, so the hub client and RunPod share it)::
+
+    /runpod-volume/huggingface-cache/hub/      RunPod's cached models (read only, used first)
+    <home>/hf/hub/models--<owner>--<name>/     our cache (HF_HOME=<home>/hf)
+        blobs/<etag>  snapshots/<commit>/<file> -> ../../blobs/<etag>
+    <home>/hf/media-worker/<owner>--<name>-<commit>.json
+                                               record: each file's size and sha256 /
+                                               git blob id, written after a verified
+                                               download; the warm path checks sizes
+                                               against it without network
+
+``huggingface_hub.snapshot_download`` does the downloading (resume, locking,
+atomic moves). What is ours: the RunPod cache lookup, the record, and checking
+the files against the hub's listing (size, LFS sha256, git blob sha1), which the
+client does not do after a download.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import config
+from bootstrap import _disk
+from bootstrap._manifest import read_manifest, write_json_atomic
+from bootstrap._profile import Weights
+from errors import BootstrapFailed
+
+logger = logging.getLogger(__name__)
+
+RUNPOD_CACHED_MODELS = Path("/runpod-volume/huggingface-cache/hub")
+_CHUNK = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str
+    size: int
+    sha256: str | None  # LFS files
+    blob_id: str | None  # git blob sha1 (non-LFS files)
+
+
+def repo_folder_name(w: Weights) -> str:
+    return f"{w.repo_type}s--" + w.repo_id.replace("/", "--")
+
+
+def snapshot_dir(cache: Path, w: Weights) -> Path:
+    return cache / repo_folder_name(w) / "snapshots" / w.revision
+
+
+def record_path(hf_home: Path, w: Weights) -> Path:
+    return hf_home / "media-worker" / f"{w.repo_id.replace('/', '--')}-{w.revision}.json"
+
+
+def matches(path: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatch(path, p) for p in patterns)
+
+
+def _local_files(snapshot: Path) -> list[str]:
+    return sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
+
+
+def check_files(snapshot: Path, expected: dict[str, dict[str, Any]], *, full: bool) -> list[str]:
+    """Problems with ``snapshot`` against ``expected`` (path -> size, sha256, blob_id).
+
+    Sizes always; digests only when ``full`` (reads every byte).
+    """
+    problems = []
+    for rel, meta in sorted(expected.items()):
+        path = snapshot / rel
+        try:
+            size = path.stat().st_size
+        except OSError:
+            problems.append(f"{rel}: missing")
+            continue
+        if size != meta["size"]:
+            problems.append(f"{rel}: {size} bytes, expected {meta['size']}")
+            continue
+        if full and (meta.get("sha256") or meta.get("blob_id")):
+            sha256, sha1 = hashlib.sha256(), hashlib.sha1(f"blob {size}\0".encode())
+            with open(path, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    sha256.update(chunk)
+                    sha1.update(chunk)
+            if meta.get("sha256") and sha256.hexdigest() != meta["sha256"]:
+                problems.append(f"{rel}: sha256 differs from the hub's")
+            elif not meta.get("sha256") and sha1.hexdigest() != meta["blob_id"]:
+                problems.append(f"{rel}: git blob id differs from the hub's")
+    return problems
+
+
+def weights_state(w: Weights, *, hf_home: Path, cached_models: Path) -> str:
+    """``present`` / ``partial`` / ``missing`` for status, from sizes only."""
+    if _in_cached_models(w, cached_models) is not None:
+        return "present"
+    snap = snapshot_dir(hf_home / "hub", w)
+    record = read_manifest(record_path(hf_home, w))
+    if record and isinstance(record.get("files"), dict):
+        return "present" if not check_files(snap, record["files"], full=False) else "partial"
+    return "partial" if snap.is_dir() else "missing"
+
+
+def _in_cached_models(w: Weights, cached_models: Path) -> Path | None:
+    snap = snapshot_dir(cached_models, w)
+    if not snap.is_dir():
+        return None
+    files = _local_files(snap)
+    if all(any(fnmatch.fnmatch(f, p) for f in files) for p in w.patterns):
+        return snap
+    return None
+
+
+def _remove_files(snapshot: Path, rels: Iterable[str]) -> None:
+    for rel in rels:
+        link = snapshot / rel
+        blob = link.resolve() if link.is_symlink() else None
+        link.unlink(missing_ok=True)
+        if blob is not None:
+            blob.unlink(missing_ok=True)
+
+
+def _list_remote(w: Weights, *, endpoint: str | None, token: str | bool) -> list[RemoteFile]:
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFile
+
+    api = HfApi(endpoint=endpoint, token=token)
+    out = []
+    for entry in api.list_repo_tree(
+        w.repo_id, revision=w.revision, recursive=True, repo_type=w.repo_type
+    ):
+        if isinstance(entry, RepoFile) and matches(entry.path, w.patterns):
+            lfs = entry.lfs
+            out.append(
+                RemoteFile(
+                    entry.path,
+                    lfs.size if lfs else entry.size,
+                    lfs.sha256 if lfs else None,
+                    None if lfs else entry.blob_id,
+                )
+            )
+    return out
+
+
+def ensure_weights(
+    weights: Iterable[Weights],
+    *,
+    hf_home: Path,
+    cached_models: Path,
+    on_progress: Callable[[str], None],
+) -> dict[str, Path]:
+    """Local snapshot paths for ``weights``, downloading what is missing.
+
+    Raises:
+        BootstrapFailed: the hub refused or failed, a file did not verify, or the
+            volume has no room (the message names the repo and what to do).
+    """
+    return {
+        w.repo_id: _ensure_one(
+            w, hf_home=hf_home, cached_models=cached_models, on_progress=on_progress
+        )
+        for w in weights
+    }
+
+
+def _ensure_one(
+    w: Weights, *, hf_home: Path, cached_models: Path, on_progress: Callable[[str], None]
+) -> Path:
+    cached = _in_cached_models(w, cached_models)
+    if cached is not None:
+        logger.info("weights %s@%s from RunPod cached models %s", w.repo_id, w.revision[:8], cached)
+        return cached
+    cache = hf_home / "hub"
+    snap = snapshot_dir(cache, w)
+    record = read_manifest(record_path(hf_home, w))
+    if record and isinstance(record.get("files"), dict):
+        problems = check_files(snap, record["files"], full=False)
+        if not problems:
+            return snap
+        logger.warning(
+            "weights %s@%s damaged, re-downloading: %s", w.repo_id, w.revision[:8], problems
+        )
+        _remove_files(snap, [p.split(":", 1)[0] for p in problems])
+        record_path(hf_home, w).unlink(missing_ok=True)
+    return _download(w, cache=cache, hf_home=hf_home, on_progress=on_progress)
+
+
+def _download(
+    w: Weights, *, cache: Path, hf_home: Path, on_progress: Callable[[str], None]
+) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    # Read at call time: tests and Pods point HF_ENDPOINT at a mirror after import.
+    endpoint = os.environ.get("HF_ENDPOINT") or None
+    token: str | bool = config.HF_TOKEN.get() or False  # False: never read ~/.cache tokens
+    where = f"{w.repo_id}@{w.revision[:8]}"
+    try:
+        remote = _list_remote(w, endpoint=endpoint, token=token)
+        snap = snapshot_dir(cache, w)
+        missing = sum(f.size for f in remote if not (snap / f.path).exists())
+        _disk.require_free(cache, missing + 16 * _disk.MB, what=f"downloading the weights {where}")
+        on_progress(f"downloading weights {where} ({missing / _disk.MB:.0f} MB)")
+        logger.info("weights %s downloading files=%d bytes=%d", where, len(remote), missing)
+        path = Path(
+            snapshot_download(
+                w.repo_id,
+                revision=w.revision,
+                repo_type=w.repo_type,
+                allow_patterns=list(w.patterns),
+                cache_dir=str(cache),
+                token=token,
+                endpoint=endpoint,
+            )
+        )
+    except HfHubHTTPError as exc:
+        # The client's message names the URL, never the token.
+        raise BootstrapFailed(
+            f"weights {where}: the hub refused or failed: {str(exc).splitlines()[0]}\n\n"
+            "hint: check the repo id and revision; for a gated repo set HF_TOKEN"
+        ) from None
+    except OSError as exc:
+        if _disk.is_disk_full(exc):
+            _disk.raise_disk_full(cache, need=None, free=None, what=f"the weights {where}")
+        raise BootstrapFailed(f"weights {where}: download failed: {exc}") from None
+    expected = {f.path: {"size": f.size, "sha256": f.sha256, "blob_id": f.blob_id} for f in remote}
+    problems = check_files(path, expected, full=True)
+    if problems:
+        _remove_files(path, [p.split(":", 1)[0] for p in problems])
+        raise BootstrapFailed(
+            f"weights {where}: downloaded files do not match the hub's listing: "
+            f"{'; '.join(problems)}.\n\nhint: retry; if it repeats, the mirror serves bad data"
+        )
+    record_path(hf_home, w).parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(
+        record_path(hf_home, w), {"repo_id": w.repo_id, "revision": w.revision, "files": expected}
+    )
+    logger.info("weights %s ready path=%s", where, path)
+    return path
