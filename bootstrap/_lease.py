@@ -58,10 +58,10 @@ class Lease:
         lifetime_s: how long the lease stays valid without a heartbeat.
     """
 
-    def __init__(self, path: Path, *, lifetime_s: float = DEFAULT_LIFETIME_S) -> None:
+    def __init__(self, path: Path, *, lifetime_s: float | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.lifetime_s = lifetime_s
+        self.lifetime_s = lifetime_s = lifetime_s or DEFAULT_LIFETIME_S
         self._lock = Lock(str(path), lifetime=timedelta(seconds=lifetime_s))
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None

@@ -1,0 +1,261 @@
+"""Fast tier: the pure decisions, as tables."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import bootstrap
+from bootstrap import _disk, _doctor, _gc
+from bootstrap._ensure import is_satisfied_in_place
+from bootstrap._flash_attn import choose_flash_attn_wheel
+from bootstrap._lease import lease_state
+from bootstrap._manifest import env_is_ready
+from bootstrap._spec import Target, spec_hash
+from errors import BootstrapFailed
+from models.profiles import PIPER, PROFILES, get_profile
+
+ROOT = Path(__file__).resolve().parents[2]
+T = Target("3.11", "cp311", "linux-x86_64", "glibc-2.36")
+H = "0123456789abcdef"
+GOOD = {
+    "format": 1,
+    "profile": "piper",
+    "spec_hash": H,
+    "archive": "piper-0123456789abcdef.tar.zst",
+    "archive_bytes": 10,
+    "archive_sha256": "a" * 64,
+    "unpacked_bytes": 20,
+    "attention": "none",
+    "attention_reason": "no torch",
+}
+
+
+def test_exported_names():
+    assert sorted(bootstrap.__all__) == ["Environment", "Profile", "Weights", "ensure"]
+    for name in bootstrap.__all__:
+        assert getattr(bootstrap, name)
+
+
+@pytest.mark.parametrize(
+    ("manifest", "ready"),
+    [
+        (GOOD, True),
+        (None, False),
+        ({}, False),
+        ("not a dict", False),
+        ({**GOOD, "spec_hash": "ffffffffffffffff"}, False),
+        ({**GOOD, "format": 2}, False),
+        ({**GOOD, "archive_sha256": "short"}, False),
+        ({**GOOD, "archive_bytes": 0}, False),
+        ({**GOOD, "archive_bytes": True}, False),
+        ({**GOOD, "attention": "magic"}, False),
+        ({k: v for k, v in GOOD.items() if k != "attention_reason"}, False),
+    ],
+)
+def test_env_is_ready(manifest, ready):
+    assert env_is_ready(manifest, H) is ready
+
+
+# Real wheel names from Dao-AILab/flash-attention releases.
+WHEELS = [
+    (
+        ("2.3.2", "2.1.0+cu118", 11, False, "cp310"),
+        "flash_attn-2.3.2+cu118torch2.1cxx11abiFALSE-cp310-cp310-linux_x86_64.whl",
+    ),
+    (
+        ("2.3.6", "2.1.2+cu121", 12, False, "cp311"),
+        "flash_attn-2.3.6+cu122torch2.1cxx11abiFALSE-cp311-cp311-linux_x86_64.whl",
+    ),
+    (
+        ("2.5.8", "2.3.0", 12, False, "cp311"),
+        "flash_attn-2.5.8+cu122torch2.3cxx11abiFALSE-cp311-cp311-linux_x86_64.whl",
+    ),
+    (
+        ("2.6.3", "2.4.0+cu121", 12, False, "cp310"),
+        "flash_attn-2.6.3+cu123torch2.4cxx11abiFALSE-cp310-cp310-linux_x86_64.whl",
+    ),
+    (
+        ("2.7.0.post2", "2.5.1", 12, False, "cp311"),
+        "flash_attn-2.7.0.post2+cu12torch2.5cxx11abiFALSE-cp311-cp311-linux_x86_64.whl",
+    ),
+    (
+        ("2.7.4.post1", "2.6.0+cu124", 12, False, "cp311"),
+        "flash_attn-2.7.4.post1+cu12torch2.6cxx11abiFALSE-cp311-cp311-linux_x86_64.whl",
+    ),
+    (
+        ("2.8.1", "2.7.1+cu126", 12, True, "cp311"),
+        "flash_attn-2.8.1+cu12torch2.7cxx11abiTRUE-cp311-cp311-linux_x86_64.whl",
+    ),
+    (
+        ("2.8.3", "2.8.0", 12, True, "cp312"),
+        "flash_attn-2.8.3+cu12torch2.8cxx11abiTRUE-cp312-cp312-linux_x86_64.whl",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), WHEELS)
+def test_choose_flash_attn_wheel_matches_upstream_names(args, expected):
+    wheel, reason = choose_flash_attn_wheel(*args, "linux_x86_64")
+    assert wheel == expected
+    assert expected in reason
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (("2.7.4.post1", "2.6.0+cpu", None, False, "cp311", "linux_x86_64"), "CPU build"),
+        (("2.7.4.post1", "2.6.0", 12, False, "cp311", "macosx_14_0_arm64"), "no wheels"),
+        (("2.7.4.post1", "2.6.0", 10, False, "cp311", "linux_x86_64"), "CUDA 10"),
+        (("2.0.4", "2.0.1", 11, False, "cp310", "linux_x86_64"), "no flash-attn"),
+    ],
+)
+def test_choose_flash_attn_wheel_falls_back_with_a_reason(args, why):
+    wheel, reason = choose_flash_attn_wheel(*args)
+    assert wheel is None
+    assert why in reason
+
+
+@pytest.mark.parametrize(
+    ("exists", "expires_at", "now", "state"),
+    [
+        (False, None, 100.0, "free"),
+        (True, 200.0, 100.0, "live"),
+        (True, 100.0, 105.0, "live"),  # within flufl's 10 s clock slop
+        (True, 100.0, 111.0, "expired"),
+    ],
+)
+def test_lease_state(exists, expires_at, now, state):
+    assert lease_state(exists=exists, expires_at=expires_at, now=now) == state
+
+
+def test_plan_gc():
+    E = _gc.Entry
+    envs = [
+        E("piper-aaaaaaaaaaaaaaaa.tar.zst", 10),
+        E("piper-aaaaaaaaaaaaaaaa.json", 10),  # known
+        E("piper-bbbbbbbbbbbbbbbb.tar.zst", 9),
+        E("piper-bbbbbbbbbbbbbbbb.json", 9),  # old, kept
+        E("piper-cccccccccccccccc.tar.zst", 5),
+        E("piper-cccccccccccccccc.json", 5),  # oldest
+        E("piper-dddddddddddddddd.tar.zst", 11),  # no manifest, no lease
+        E("piper-eeeeeeeeeeeeeeee.tar.zst", 11, lease_live=True),  # being published
+        E(".tmp-piper-ffff-host-1-ab.tar.zst", 1),
+        E(".tmp-piper-aaaa-host-2-cd.tar.zst", 1, lease_live=True),
+    ]
+    leases = [E("piper-x.lock", 50), E("piper-y.lock", 50), E("piper-z.lock|h|1|r", 0)]
+    plan = _gc.plan_gc(
+        envs,
+        leases,
+        known={"piper-aaaaaaaaaaaaaaaa"},
+        keep=1,
+        now=10_000.0,
+        lease_expiry={"piper-x.lock": 9_000.0, "piper-y.lock": 20_000.0},
+    )
+    assert plan == sorted(
+        [
+            "envs/.tmp-piper-ffff-host-1-ab.tar.zst",
+            "envs/piper-cccccccccccccccc.json",
+            "envs/piper-cccccccccccccccc.tar.zst",
+            "envs/piper-dddddddddddddddd.tar.zst",
+            "leases/piper-x.lock",
+            "leases/piper-z.lock|h|1|r",
+        ]
+    )
+
+
+def test_spec_hash_covers_what_changes_the_build_and_nothing_else():
+    base = spec_hash(PIPER, T)
+    reordered = bootstrap.Profile("piper", tuple(reversed(PIPER.requirements)), size_mb=1)
+    assert spec_hash(reordered, T) == base
+    assert spec_hash(PIPER, Target("3.12", "cp312", T.platform, T.libc)) != base
+    assert spec_hash(PIPER, Target(T.python, T.abi, "linux-aarch64", T.libc)) != base
+    assert spec_hash(PIPER, Target(T.python, T.abi, T.platform, "glibc-2.28")) != base
+    other_index = bootstrap.Profile(
+        "piper", PIPER.requirements, extra_index_urls=("https://x/cu126",)
+    )
+    assert spec_hash(other_index, T) != base
+    bumped = bootstrap.Profile("piper", (*PIPER.requirements[:-1], "soxr==1.0.0"))
+    assert spec_hash(bumped, T) != base
+    assert re.fullmatch(r"[0-9a-f]{16}", base)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "Bad Name", "requirements": ("a==1",)}, "profile name"),
+        ({"name": "p", "requirements": ("numpy>=2",)}, "not pinned"),
+        ({"name": "p", "requirements": ()}, "non-empty"),
+        ({"name": "p", "requirements": ("x==1",), "flash_attn": "2.7.4"}, "torch"),
+    ],
+)
+def test_profile_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        bootstrap.Profile(**kwargs)
+
+
+def test_weights_revision_must_be_a_commit():
+    with pytest.raises(ValueError, match="40-character"):
+        bootstrap.Weights("org/model", "main")
+    assert bootstrap.Weights("org/model", "a" * 40).patterns == ("*",)
+
+
+@pytest.mark.parametrize(
+    ("installed", "ok"),
+    [
+        ({"a": "1", "b": "2"}, True),
+        ({"a": "1", "b": "3"}, False),
+        ({"a": "1"}, False),
+    ],
+)
+def test_is_satisfied_in_place(installed, ok):
+    assert is_satisfied_in_place({"a": "1", "b": "2"}, installed.get) is ok
+
+
+def test_piper_pins_equal_the_piper_extra():
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert sorted(extra["piper"]) == sorted(PIPER.requirements)
+    assert get_profile("piper") is PIPER and set(PROFILES) == {"piper"}
+    with pytest.raises(KeyError, match="known: piper"):
+        get_profile("nope")
+
+
+def test_disk_error_says_how_much_where_and_free(monkeypatch, tmp_path):
+    monkeypatch.setattr(_disk, "disk_usage", lambda p: type("U", (), {"free": 5 * _disk.MB})())
+    with pytest.raises(BootstrapFailed) as info:
+        _disk.require_free(tmp_path / "envs", 300 * _disk.MB, what="the piper archive")
+    msg = info.value.message
+    assert "about 300 MB" in msg and str(tmp_path / "envs") in msg and "5 MB free" in msg
+
+
+def test_doctor_explains_a_driver_too_old_for_the_profile(tmp_path):
+    facts = _doctor.Facts(
+        home=tmp_path,
+        envs=tmp_path,
+        on_volume=False,
+        home_writable=False,
+        home_free=10,
+        envs_free=10**12,
+        python="3.11.7",
+        platform="linux",
+        uv=None,
+        driver_cuda="12.2",
+        gpu="NVIDIA A40",
+        profiles={"chatterbox": {"cuda": "12.6", "env": "missing", "weights": {"o/m": "partial"}}},
+    )
+    text = _doctor.render(_doctor.diagnose(facts))
+    assert "FAIL state root" in text and "MEDIA_WORKER_HOME" in text
+    assert "CUDA 12.6" in text and "only 12.2" in text
+    assert "python -m bootstrap prepare chatterbox" in text
+    assert "pip install uv" in text
+    assert (
+        _doctor.profile_cuda(
+            bootstrap.Profile(
+                "t", ("torch==2.6.0",), extra_index_urls=("https://download.pytorch.org/whl/cu126",)
+            )
+        )
+        == "12.6"
+    )
