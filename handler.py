@@ -31,7 +31,7 @@ from runpod.serverless.modules import worker_state
 import bootstrap
 import config
 import storage
-from errors import InvalidInput, WorkerError
+from errors import WorkerError
 from models import contract, registry
 from models.host import RunnerHost
 from models.profiles import get_profile
@@ -179,11 +179,13 @@ def main() -> None:
     )
     atexit.register(_HOST.shutdown)
     try:
-        for name in config.PREPARE_PROFILES.get():
-            get_profile(name)
         profiles = config.PREPARE_PROFILES.get()
-    except (config.ConfigError, InvalidInput) as exc:
-        logger.error("configuration: %s", exc)
+        for name in profiles:
+            get_profile(name)
+        for setting in config.SETTINGS:
+            setting.get()  # fail at start, in words, not on the first job
+    except (config.ConfigError, KeyError) as exc:
+        logger.error("configuration: %s", exc.args[0])
         sys.exit(2)
     if profiles:
         _prepare_in_background(profiles)

@@ -322,3 +322,25 @@ def test_rp_serve_api_runsync_with_s3_from_env(tmp_path, s3_server):
     text = log.read_text()
     assert "Traceback" not in text
     assert s3_server.secret_key not in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("MEDIA_WORKER_PREPARE", "piper,nope", "configuration: no profile 'nope'; known: piper"),
+        ("MEDIA_WORKER_JOB_TIMEOUT_S", "soon", "MEDIA_WORKER_JOB_TIMEOUT_S='soon' is invalid"),
+    ],
+)
+def test_bad_configuration_stops_the_worker_at_start_with_words(tmp_path, name, value, message):
+    proc = subprocess.run(
+        [sys.executable, "handler.py"],
+        cwd=ROOT,
+        env=_worker_env(tmp_path, **{name: value}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
