@@ -22,6 +22,9 @@ from pathlib import Path
 from flufl.lock import AlreadyLockedError, Lock, LockError, NotLockedError, TimeOutError
 
 logger = logging.getLogger(__name__)
+# flufl.lock logs every unsuccessful poll as ERROR ("timed out"), which reads like
+# a failure at 3 a.m.; waiting is normal here and our own lines say who holds what.
+logging.getLogger("flufl.lock").setLevel(logging.CRITICAL)
 
 DEFAULT_LIFETIME_S = 120.0  # a heartbeat every lifetime/4 keeps a live build's lease
 CLOCK_SLOP_S = 10.0  # flufl.lock breaks a lease this long after it expired
