@@ -122,6 +122,33 @@ PREPARE_PROFILES = _declare(
     "Comma-separated profiles to prepare in the background right after start.",
 )
 
+# --- Profile builds ----------------------------------------------------------------
+INDEX_URL = _declare(
+    "MEDIA_WORKER_INDEX_URL",
+    "",
+    str,
+    "Replaces every profile's main package index (a PyPI mirror). Part of the spec hash.",
+)
+EXTRA_INDEX_URLS = _declare(
+    "MEDIA_WORKER_EXTRA_INDEX_URLS",
+    (),
+    parse_list,
+    "Comma-separated; replaces every profile's extra indexes (e.g. the CPU torch index "
+    "https://download.pytorch.org/whl/cpu on a machine with no GPU). Part of the spec hash.",
+)
+BUILD_WAIT_S = _declare(
+    "MEDIA_WORKER_BUILD_WAIT_S",
+    3600.0,
+    _positive(float),
+    "Longest a worker waits for another worker's build of the same profile (seconds).",
+)
+CACHED_MODELS_DIR = _declare(
+    "MEDIA_WORKER_CACHED_MODELS_DIR",
+    "/runpod-volume/huggingface-cache/hub",
+    str,
+    "RunPod's cached-models directory; weights found there are used without download.",
+)
+
 # --- Jobs and runners --------------------------------------------------------------
 DEFAULT_TTS_MODEL = _declare(
     "MEDIA_WORKER_DEFAULT_TTS_MODEL", "piper", str, "Model used when a tts job names none."

@@ -228,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cached-models",
         type=Path,
-        default=_weights.RUNPOD_CACHED_MODELS,
-        help="RunPod's cached-models HF cache (default %(default)s)",
+        default=None,
+        help="RunPod's cached-models HF cache (default: $MEDIA_WORKER_CACHED_MODELS_DIR)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("status", help="environments and weights per profile")
@@ -242,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", type=int, default=1, help="old archives kept per profile")
     sub.add_parser("doctor", help="one readable report of what is wrong and how to fix it")
     args = parser.parse_args(argv)
+    args.cached_models = args.cached_models or Path(config.CACHED_MODELS_DIR.get())
     logging.basicConfig(
         level=config.LOG_LEVEL.get(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
     )

@@ -47,14 +47,13 @@ from bootstrap._manifest import (
     read_manifest,
     write_json_atomic,
 )
-from bootstrap._profile import Profile, normalize_name
+from bootstrap._profile import Profile, normalize_name, with_index_overrides
 from bootstrap._spec import Target, current_target, spec_hash
 from errors import BootstrapFailed
 
 logger = logging.getLogger(__name__)
 
 LEASE_POLL_S = 5.0  # how long one attempt to take a held lease blocks
-MAX_WAIT_S = 3600.0  # longest a worker waits for another's build before giving up
 PROGRESS_EVERY_S = 15.0
 ARCHIVE_RATIO = 0.7  # archive bytes / unpacked bytes, for the free-space check before a build
 
@@ -153,7 +152,8 @@ def ensure(
         in_place: use the current interpreter when it satisfies every pin.
             ``prepare`` passes False to build and publish an archive regardless.
         force: rebuild and republish even when a valid archive exists.
-        max_wait_s: longest to wait for another worker's build (default ``MAX_WAIT_S``).
+        max_wait_s: longest to wait for another worker's build (default
+            ``MEDIA_WORKER_BUILD_WAIT_S``).
         cached_models: RunPod's cached-models directory (default
             ``/runpod-volume/huggingface-cache/hub``).
 
@@ -166,6 +166,7 @@ def ensure(
             where, why and what to do.
     """
     started = time.perf_counter()
+    profile = with_index_overrides(profile)
     paths = paths or config.resolve_paths()
     progress = on_progress or (lambda _message: None)
     target = current_target()
@@ -186,7 +187,7 @@ def ensure(
                 target=target,
                 force=force,
                 progress=progress,
-                max_wait_s=MAX_WAIT_S if max_wait_s is None else max_wait_s,
+                max_wait_s=config.BUILD_WAIT_S.get() if max_wait_s is None else max_wait_s,
             )
         except OSError as exc:
             if _disk.is_disk_full(exc):
@@ -204,7 +205,9 @@ def ensure(
     weights = _weights.ensure_weights(
         profile.weights,
         hf_home=paths.home / "hf",
-        cached_models=_weights.RUNPOD_CACHED_MODELS if cached_models is None else cached_models,
+        cached_models=(
+            Path(config.CACHED_MODELS_DIR.get()) if cached_models is None else cached_models
+        ),
         on_progress=progress,
     )
     seconds = time.perf_counter() - started

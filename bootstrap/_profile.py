@@ -6,8 +6,12 @@ module validates them so a typo fails at import, not on a GPU worker at 3 a.m.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+import config
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_]{0,39}")
 _PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)(\[[A-Za-z0-9,._-]+\])?==([A-Za-z0-9.+!_-]+)")
@@ -90,3 +94,16 @@ class Profile:
 def normalize_name(name: str) -> str:
     """PEP 503 normalised distribution name (``Joe_US.Piper`` -> ``joe-us-piper``)."""
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def with_index_overrides(profile: Profile, env: Mapping[str, str] | None = None) -> Profile:
+    """``profile`` with ``MEDIA_WORKER_INDEX_URL`` / ``MEDIA_WORKER_EXTRA_INDEX_URLS``
+    applied; later wins: the profile's own indexes, then the environment. The result
+    has its own spec hash, so an archive built from a mirror is never mistaken for
+    one built from the profile's indexes."""
+    changes: dict[str, object] = {}
+    if index_url := config.INDEX_URL.get(env):
+        changes["index_url"] = index_url
+    if extra := config.EXTRA_INDEX_URLS.get(env):
+        changes["extra_index_urls"] = extra
+    return dataclasses.replace(profile, **changes) if changes else profile

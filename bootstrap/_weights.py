@@ -36,7 +36,6 @@ from errors import BootstrapFailed
 
 logger = logging.getLogger(__name__)
 
-RUNPOD_CACHED_MODELS = Path("/runpod-volume/huggingface-cache/hub")
 _CHUNK = 4 * 1024 * 1024
 
 

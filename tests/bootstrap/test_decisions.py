@@ -259,3 +259,35 @@ def test_doctor_explains_a_driver_too_old_for_the_profile(tmp_path):
         )
         == "12.6"
     )
+
+
+@pytest.mark.parametrize(
+    ("env", "index_url", "extra"),
+    [
+        ({}, None, ("https://download.pytorch.org/whl/cu126",)),
+        (
+            {"MEDIA_WORKER_INDEX_URL": "https://mirror.example/simple"},
+            "https://mirror.example/simple",
+            ("https://download.pytorch.org/whl/cu126",),
+        ),
+        (
+            {"MEDIA_WORKER_EXTRA_INDEX_URLS": "https://download.pytorch.org/whl/cpu"},
+            None,
+            ("https://download.pytorch.org/whl/cpu",),
+        ),
+    ],
+)
+def test_index_overrides_from_the_environment_change_the_spec_hash(env, index_url, extra):
+    from bootstrap._profile import Profile, with_index_overrides
+    from bootstrap._spec import current_target, spec_hash
+
+    base = Profile(
+        name="t",
+        requirements=("torch==2.6.0",),
+        extra_index_urls=("https://download.pytorch.org/whl/cu126",),
+    )
+    got = with_index_overrides(base, env)
+    assert (got.index_url, got.extra_index_urls) == (index_url, extra)
+    assert got.pins == base.pins
+    same = spec_hash(got, current_target()) == spec_hash(base, current_target())
+    assert same == (not env)
