@@ -16,7 +16,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 _SHUTDOWN_GRACE_S = 5.0
+_STDERR_FD = 2
 
 ProgressFn = Callable[[str, float | None], None]
 
@@ -119,11 +119,20 @@ class RunnerProcess:
                 [str(self.python), "-m", "models._child", "--fds", f"{to_child_r},{from_child_w}"],
                 pass_fds=(to_child_r, from_child_w),
                 stdin=subprocess.DEVNULL,
-                stdout=sys.stderr.fileno(),  # logs go to stderr, never into the protocol
+                # The process's fd 2, not sys.stderr: that object may be replaced
+                # (pytest, log shippers) by one without a file descriptor.
+                stdout=_STDERR_FD,
                 cwd=_REPO_ROOT,
                 env=env,
                 start_new_session=True,  # so a kill reaches the runner's own children
             )
+        except OSError as exc:
+            os.close(to_child_w)
+            os.close(from_child_r)
+            self.state = RunnerState.DEAD
+            raise RunnerCrashed(
+                f"runner {self.name} could not start: {self.python}: {exc.strerror}"
+            ) from None
         finally:
             os.close(to_child_r)
             os.close(from_child_w)

@@ -125,18 +125,24 @@ def test_unknown_runner_ref_is_runner_crashed(host, tmp_path):
 def test_runner_killed_from_outside_mid_job(host, tmp_path):
     """The test kills the runner process mid-job, then sends the next job."""
     pid_file = tmp_path / "pid"
+    killed = []
 
     def kill_when_started():
         deadline = time.monotonic() + 20
         while not pid_file.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
-        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            killed.append(True)
 
     killer = threading.Thread(target=kill_when_started)
     killer.start()
-    with pytest.raises(RunnerCrashed, match="killed by SIGKILL"):
-        _run(host, tmp_path, "SleepRunner", name="victim", seconds=60)
-    killer.join()
+    try:
+        with pytest.raises(RunnerCrashed, match="killed by SIGKILL"):
+            _run(host, tmp_path, "SleepRunner", name="victim", seconds=60)
+    finally:
+        killer.join()
+    assert killed
     outcome, _ = _run(host, tmp_path, "EchoRunner", name="victim")
     assert outcome.cold
 
@@ -163,3 +169,18 @@ def test_least_recently_used_runner_is_evicted(host, tmp_path):
     _run(host, tmp_path, "EchoRunner", name="c")
     assert sorted(host.live) == ["a", "c"]
     assert host.live["a"] == pid_a
+
+
+@pytest.mark.slow
+def test_missing_interpreter_is_runner_crashed_and_names_it(host, tmp_path):
+    missing = tmp_path / "no-env" / "bin" / "python"
+    with pytest.raises(RunnerCrashed, match=r"could not start: .*no-env/bin/python: No such file"):
+        host.run(
+            name="ghost",
+            python=missing,
+            runner_ref=REF + "EchoRunner",
+            job_id="job-test",
+            payload={"text": "x"},
+            scratch=tmp_path,
+        )
+    assert "ghost" not in host.live
