@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import uuid
@@ -13,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap import _disk
+from bootstrap._build import uv_binary
 from bootstrap._profile import Profile
 from bootstrap._spec import current_target
+from errors import BootstrapFailed
 
 
 @dataclass(frozen=True)
@@ -136,19 +137,17 @@ def gather(home: Path, envs: Path, on_volume: bool, profiles: dict[str, Any]) ->
         envs_free=_disk.free_bytes(envs),
         python=sys.version.split()[0],
         platform=f"{target.platform} {target.libc}",
-        uv=shutil.which("uv") or _uv_from_wheel(),
+        uv=_uv_or_none(),
         driver_cuda=driver_cuda,
         gpu=gpu,
         profiles=profiles,
     )
 
 
-def _uv_from_wheel() -> str | None:
+def _uv_or_none() -> str | None:
     try:
-        from uv import find_uv_bin
-
-        return find_uv_bin()
-    except (ImportError, FileNotFoundError):
+        return uv_binary()
+    except BootstrapFailed:
         return None
 
 
