@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from bootstrap._build import uv_binary
 from tests.image import _dockerfile
 from tests.image._context import image_files
 from tests.image._dockerignore import DockerIgnore
@@ -44,15 +45,7 @@ _LEAKY = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "CONDA_PREFIX", "UV_PROJECT
 
 
 def _uv_dir() -> str:
-    try:
-        from uv import find_uv_bin
-    except ImportError:
-        found = shutil.which("uv")
-    else:
-        found = find_uv_bin()
-    if not found:
-        pytest.fail("uv not found (it is a project dependency: pip install -e .)")
-    return str(Path(found).parent)
+    return str(Path(uv_binary()).parent)
 
 
 def _missing_pieces() -> str | None:

@@ -20,6 +20,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from bootstrap._build import uv_binary
+
 ROOT = Path(__file__).resolve().parents[2]
 LOCKFILE = ROOT / "requirements.lock"
 COMPILE_ARGS = [
@@ -108,18 +110,6 @@ def test_header_records_the_compile_command():
     assert "uv " + " ".join(COMPILE_ARGS) in header
 
 
-def _uv() -> str:
-    try:
-        from uv import find_uv_bin
-    except ImportError:
-        found = shutil.which("uv")
-    else:
-        found = find_uv_bin()
-    if not found:
-        pytest.fail("uv not found (it is a project dependency: pip install -e .)")
-    return found
-
-
 @pytest.mark.slow
 def test_lockfile_is_what_uv_resolves_today(tmp_path: Path):
     """Re-resolve from PyPI, keeping current pins (uv's default, like --no-upgrade).
@@ -130,7 +120,7 @@ def test_lockfile_is_what_uv_resolves_today(tmp_path: Path):
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     shutil.copy(LOCKFILE, tmp_path / "requirements.lock")
     result = subprocess.run(
-        [_uv(), *COMPILE_ARGS, "-o", "requirements.lock", "--quiet"],
+        [uv_binary(), *COMPILE_ARGS, "-o", "requirements.lock", "--quiet"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
