@@ -7,6 +7,7 @@ SDK itself (``python handler.py`` with test_input.json, ``--test_input``, and th
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -344,3 +345,54 @@ def test_bad_configuration_stops_the_worker_at_start_with_words(tmp_path, name, 
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# --- Input media: fetched into scratch before the runner sees the job ---------------
+
+
+@pytest.fixture
+def clone_runner(monkeypatch):
+    """Registers a stand-in clone runner, as a clone model's module will."""
+    from models import registry
+
+    spec = registry.RunnerSpec(
+        "clone", "echo-clone", "tests.models.fixture_runners:InputEchoRunner", "piper"
+    )
+    monkeypatch.setattr(registry, "RUNNERS", (*registry.RUNNERS, spec))
+    return spec
+
+
+def _clone_job(job_id: str, reference: str) -> dict:
+    return {
+        "id": job_id,
+        "input": {
+            "task": "clone",
+            "model": "echo-clone",
+            "text": "x",
+            "reference_audio": reference,
+        },
+    }
+
+
+@pytest.mark.slow
+def test_reference_audio_from_a_data_uri_reaches_the_runner(tmp_path, clone_runner):
+    wav = tmp_path / "ref.wav"
+    soundfile.write(wav, np.sin(np.arange(8000) / 5).astype("float32"), 8000)
+    encoded = base64.b64encode(wav.read_bytes()).decode()
+    result = handler.handler(_clone_job("clone-1", f"data:audio/wav;base64,{encoded}"))
+    assert "error" not in result, result
+    assert _local_file(result["outputs"][0]).read_bytes() == wav.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("reference", "code", "fragment"),
+    [
+        ("data:audio/wav;base64,@@not-base64@@", "invalid_input", "reference_audio"),
+        ("https://169.254.169.254/latest/meta-data/", "fetch_failed", "reference_audio"),
+        ("https://127.0.0.1/voice.wav", "fetch_failed", "reference_audio"),
+    ],
+)
+def test_bad_reference_audio_fails_before_the_runner(clone_runner, reference, code, fragment):
+    result = handler.handler(_clone_job("clone-bad", reference))
+    assert result["error_code"] == code, result
+    assert fragment in result["error"]

@@ -64,3 +64,14 @@ class ExcInRun(Runner):
 class MemoryErrorInRun(Runner):
     def run(self, job, ctx):
         raise MemoryError
+
+
+class InputEchoRunner(Runner):
+    """Copies the fetched reference audio to its output (a stand-in clone model)."""
+
+    def run(self, job, ctx):
+        source = Path(job["reference_audio_path"])
+        assert source.parent == Path(ctx.scratch), "inputs must land in the job's scratch dir"
+        out = Path(ctx.scratch) / "speech.wav"
+        out.write_bytes(source.read_bytes())
+        return [OutputFile(str(out), "audio/wav")]
