@@ -396,3 +396,35 @@ def test_bad_reference_audio_fails_before_the_runner(clone_runner, reference, co
     result = handler.handler(_clone_job("clone-bad", reference))
     assert result["error_code"] == code, result
     assert fragment in result["error"]
+
+
+@pytest.mark.slow
+def test_profiles_named_in_prepare_are_ensured_in_the_background_after_start(tmp_path):
+    log = tmp_path / "worker.log"
+    env = _worker_env(tmp_path, MEDIA_WORKER_PREPARE="piper")
+    with log.open("w") as sink:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "handler.py",
+                "--rp_serve_api",
+                "--rp_api_host",
+                "127.0.0.1",
+                "--rp_api_port",
+                str(_free_port()),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "prepared profile piper in the background" not in log.read_text():
+            assert worker.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert "Traceback" not in log.read_text()
