@@ -256,6 +256,26 @@ def test_test_input_flag_reports_a_bad_job_and_exits_1(tmp_path):
     assert "Traceback" not in out
 
 
+def _serve_api(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+    """``python handler.py --rp_serve_api`` on loopback, its output in ``log``."""
+    with log.open("w") as sink:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "handler.py",
+                "--rp_serve_api",
+                "--rp_api_host",
+                "127.0.0.1",
+                "--rp_api_port",
+                str(port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -275,22 +295,7 @@ def test_rp_serve_api_runsync_with_s3_from_env(tmp_path, s3_server):
         BUCKET_SECRET_ACCESS_KEY=s3_server.secret_key,
         BUCKET_NAME=bucket,
     )
-    with log.open("w") as sink:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "handler.py",
-                "--rp_serve_api",
-                "--rp_api_host",
-                "127.0.0.1",
-                "--rp_api_port",
-                str(port),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
+    server = _serve_api(env, port, log)
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -402,22 +407,7 @@ def test_bad_reference_audio_fails_before_the_runner(clone_runner, reference, co
 def test_profiles_named_in_prepare_are_ensured_in_the_background_after_start(tmp_path):
     log = tmp_path / "worker.log"
     env = _worker_env(tmp_path, MEDIA_WORKER_PREPARE="piper")
-    with log.open("w") as sink:
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "handler.py",
-                "--rp_serve_api",
-                "--rp_api_host",
-                "127.0.0.1",
-                "--rp_api_port",
-                str(_free_port()),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
+    worker = _serve_api(env, _free_port(), log)
     try:
         deadline = time.monotonic() + 60
         while "prepared profile piper in the background" not in log.read_text():
