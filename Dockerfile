@@ -75,10 +75,17 @@ COPY storage/ storage/
 # Bake profiles into the image for endpoints without a network volume, e.g.
 #   --build-arg BAKE_PROFILES="piper"
 # Empty (the default) keeps the image slim: profiles are then prepared on the volume.
+# The unpacked environments land in /opt/media-worker/envs, which ensure() checks
+# before any volume; the packed archives prepare also publishes (under the build's
+# ~/.cache/media-worker/envs) would only duplicate them, so they are removed.
+# Weights stay in ~/.cache/media-worker/hf, the home of a worker without a volume.
 ARG BAKE_PROFILES=""
 # Word splitting of BAKE_PROFILES is intended: one argument per profile.
 # hadolint ignore=SC2086
 RUN mkdir -p /opt/media-worker/envs \
-    && if [ -n "${BAKE_PROFILES}" ]; then python -m bootstrap prepare ${BAKE_PROFILES}; fi
+    && if [ -n "${BAKE_PROFILES}" ]; then \
+        python -m bootstrap prepare ${BAKE_PROFILES} \
+        && rm -rf "${HOME:-/root}/.cache/media-worker/envs"; \
+    fi
 
 CMD ["python", "-u", "handler.py"]
