@@ -18,18 +18,6 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def parse_bool(raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError(f"expected one of {sorted(_TRUE | _FALSE - {''})}, got {raw!r}")
-
 
 def parse_list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
@@ -278,12 +266,6 @@ def resolve_paths(
     if explicit_outputs := OUTPUT_DIR.get(env):
         outputs = Path(explicit_outputs).expanduser()
     return Paths(home=home, envs=envs, outputs=outputs, on_volume=on_volume)
-
-
-def secret_values(env: Mapping[str, str] | None = None) -> list[str]:
-    """Values of the secret settings that are set, for log redaction."""
-    env = os.environ if env is None else env
-    return [value for s in SETTINGS if s.secret and (value := env.get(s.name, ""))]
 
 
 def markdown_table() -> str:

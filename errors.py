@@ -79,16 +79,3 @@ class JobTimeout(WorkerError, TimeoutError):
 
 class StorageFailed(WorkerError):
     code = "storage_failed"
-
-
-ALL_CODES: tuple[str, ...] = (
-    InvalidInput.code,
-    FetchFailed.code,
-    UnsupportedMedia.code,
-    ModelUnavailable.code,
-    BootstrapFailed.code,
-    RunnerCrashed.code,
-    JobTimeout.code,
-    StorageFailed.code,
-    WorkerError.code,
-)

@@ -32,7 +32,7 @@ _MEDIA_SCHEMES = ("https://", "s3://", "data:")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid")
 
 
 def _check_media_ref(value: str) -> str:
@@ -267,4 +267,4 @@ def json_schema() -> dict[str, Any]:
 
 
 def json_schema_text() -> str:
-    return json.dumps(json_schema(), indent=2, sort_keys=False) + "\n"
+    return json.dumps(json_schema(), indent=2) + "\n"
