@@ -27,6 +27,7 @@ import pytest
 from errors import FetchFailed, InvalidInput, UnsupportedMedia
 from storage import MediaRef, fetch, parse_media_ref, scratch
 from storage._fetch import _fetch_url
+from tests.fixtures.s3 import settings_for
 
 PUBLIC_IP = "127.0.0.2"
 AUDIO = bytes(range(256)) * 64  # 16 KiB
@@ -454,14 +455,9 @@ def test_s3_html_object_is_unsupported(s3_server, s3_bucket, tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_s3_wrong_secret(s3_server, s3_bucket, tmp_path: Path, caplog) -> None:
-    from storage import s3_settings
-
     caplog.set_level(logging.DEBUG)
     wrong = "wrong-secret-zzz-0123456789"
-    bad = s3_settings(
-        {"accessId": s3_server.access_key, "accessSecret": wrong,
-         "bucketName": s3_bucket.bucket, "endpointUrl": s3_server.endpoint_url},
-    )  # fmt: skip
+    bad = settings_for(s3_server, s3_bucket.bucket, secret=wrong)
     ref = parse_media_ref(f"s3://{s3_bucket.bucket}/any.wav", field="video")
     with pytest.raises(FetchFailed) as info:
         fetch(ref, tmp_path, s3=bad)

@@ -16,7 +16,7 @@ import pytest
 from errors import InvalidInput, StorageFailed
 from storage import Artifact, PublishedOutput, publish, s3_settings
 from storage import _s3 as s3_module
-from tests.fixtures.s3 import make_bucket
+from tests.fixtures.s3 import make_bucket, settings_for
 
 MiB = 1024 * 1024
 
@@ -237,10 +237,7 @@ def test_s3_wrong_secret_falls_back_without_leaking(
 ):
     caplog.set_level(logging.DEBUG)
     wrong = "wrong-secret-for-publish-0123"
-    bad = s3_settings(
-        {"accessId": s3_server.access_key, "accessSecret": wrong,
-         "bucketName": s3_bucket.bucket, "endpointUrl": s3_server.endpoint_url},
-    )  # fmt: skip
+    bad = settings_for(s3_server, s3_bucket.bucket, secret=wrong)
     with pytest.raises(StorageFailed, match="SignatureDoesNotMatch") as info:
         publish("j", [_artifact(tmp_path, "a.wav", 10)], s3=bad)
     assert Path(info.value.details[0]["local_path"]).is_file()
