@@ -11,6 +11,7 @@ Derived paths come from :func:`resolve_paths`, a pure function of the environmen
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,22 @@ def _positive(parse: Callable[[str], T]) -> Callable[[str], T]:
         return value
 
     return parse_positive
+
+
+def parse_artifact_overrides(raw: str) -> tuple[tuple[str, str, str], ...]:
+    """``(file name, url, sha256)`` per comma-separated ``<file name>=<url>#sha256=<hex>``."""
+    out = []
+    for entry in parse_list(raw):
+        name, sep, rest = entry.partition("=")
+        url, sep2, digest = rest.partition("#sha256=")
+        if not (sep and sep2 and name.strip() and url.strip()):
+            raise ValueError(f"{entry!r} is not <file name>=<url>#sha256=<hex>")
+        if not re.fullmatch(r"[0-9a-f]{64}", digest.strip()):
+            raise ValueError(f"{entry!r}: sha256 must be 64 lowercase hex characters")
+        if not url.strip().startswith(("https://", "http://", "file://")):
+            raise ValueError(f"{entry!r}: the url must be https://, http:// or file://")
+        out.append((name.strip(), url.strip(), digest.strip()))
+    return tuple(out)
 
 
 class ConfigError(ValueError):
@@ -123,6 +140,14 @@ EXTRA_INDEX_URLS = _declare(
     parse_list,
     "Comma-separated; replaces every profile's extra indexes (e.g. the CPU torch index "
     "https://download.pytorch.org/whl/cpu on a machine with no GPU). Part of the spec hash.",
+)
+ARTIFACT_OVERRIDES = _declare(
+    "MEDIA_WORKER_ARTIFACT_OVERRIDES",
+    (),
+    parse_artifact_overrides,
+    "Comma-separated <file name>=<url>#sha256=<hex>: fetch a profile artifact (e.g. "
+    "en_core_web_sm-3.8.0-py3-none-any.whl) from an internal mirror or a rebuilt copy. "
+    "A new sha256 is part of the spec hash.",
 )
 BUILD_WAIT_S = _declare(
     "MEDIA_WORKER_BUILD_WAIT_S",

@@ -8,6 +8,6 @@ See ``_ensure`` for the walk and the file layout on the volume.
 from __future__ import annotations
 
 from bootstrap._ensure import Environment, ensure
-from bootstrap._profile import Profile, Weights
+from bootstrap._profile import Artifact, Profile, Weights
 
-__all__ = ["Environment", "Profile", "Weights", "ensure"]
+__all__ = ["Artifact", "Environment", "Profile", "Weights", "ensure"]

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bootstrap import _flash_attn
+from bootstrap import _artifacts, _flash_attn
 from bootstrap._profile import Profile
 from bootstrap._spec import Target
 from errors import BootstrapFailed
@@ -92,14 +92,19 @@ def build(
     *,
     target: Target,
     checkpoint: Callable[[str], None],
+    artifact_store: Path,
 ) -> tuple[str, str]:
     """Create the venv at ``dest``, install, smoke-check. Returns ``(attention, reason)``.
 
+    Wheel artifacts are installed in the same uv call as the requirements (so
+    their dependencies resolve together); source artifacts are unpacked after.
+
     Raises:
-        BootstrapFailed: uv or the smoke check failed; the message carries the tail
-            of their error output.
+        BootstrapFailed: a download, uv or the smoke check failed; the message
+            carries the tail of their error output.
     """
     uv = uv_binary()
+    local = {a: _artifacts.fetch_artifact(a, artifact_store) for a in profile.artifacts}
     _run(
         [uv, "venv", "--quiet", "--relocatable", "--python", sys.executable, str(dest)],
         what="creating the venv (uv venv)",
@@ -108,15 +113,21 @@ def build(
     )
     python = dest / "bin" / "python"
     install = [uv, "pip", "install", "--quiet", "--python", str(python), *_install_args(profile)]
+    wheels = [str(path) for a, path in local.items() if a.kind == "wheel"]
     _run(
-        [*install, *profile.requirements],
+        [*install, *profile.requirements, *wheels],
         what="installing the requirements (uv pip install)",
         profile=profile.name,
         timeout=INSTALL_TIMEOUT_S,
     )
+    for artifact, path in local.items():
+        if artifact.kind == "source":
+            _artifacts.install_source(artifact, path, dest)
     checkpoint("install")
     attention, reason = _attention(profile, python, uv=uv, target=target)
     smoke(profile, python)
+    if profile.cuda:
+        check_cuda(profile, python)
     return attention, reason
 
 
@@ -131,6 +142,71 @@ def smoke(profile: Profile, python: Path) -> None:
         profile=profile.name,
         timeout=SMOKE_TIMEOUT_S,
     )
+
+
+_CUDA_PROBE = (
+    "import json, torch; print(json.dumps([torch.__version__, torch.version.cuda, "
+    "torch.cuda.is_available()]))"
+)
+
+
+def nvidia_driver() -> str | None:
+    """The NVIDIA driver version ``nvidia-smi`` reports, or None when none is visible."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        done = subprocess.run(
+            [smi, "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = done.stdout.strip().splitlines()
+    return lines[0].strip() if done.returncode == 0 and lines else None
+
+
+def cuda_verdict(
+    driver: str | None, torch_version: str, torch_cuda: str | None, cuda_available: bool
+) -> str | None:
+    """Why a built torch cannot serve this machine's GPU, or None when it is fine.
+
+    Pure. No visible driver (a CPU machine, or a build Pod without a GPU) is fine:
+    the runner then uses the CPU.
+    """
+    if driver is None or cuda_available:
+        return None
+    if torch_cuda is None:
+        return (
+            f"torch {torch_version} is a CPU-only build, but this machine has an NVIDIA "
+            f"driver ({driver}); the profile's CUDA index was not used.\n\n"
+            "hint: check MEDIA_WORKER_EXTRA_INDEX_URLS / MEDIA_WORKER_INDEX_URL"
+        )
+    return (
+        f"torch {torch_version} is built for CUDA {torch_cuda}, but torch.cuda.is_available() "
+        f"is False with NVIDIA driver {driver}: the driver is older than CUDA {torch_cuda} "
+        "needs (the 'CUDA driver mismatch' crash loop).\n\n"
+        "hint: raise the endpoint's allowed CUDA versions (hub.json allowedCudaVersions) "
+        "to at least the image's CUDA floor, or pick GPUs whose hosts run a newer driver"
+    )
+
+
+def check_cuda(profile: Profile, python: Path) -> None:
+    """Fail the build, in words, when the driver is visible but torch cannot use it."""
+    driver = nvidia_driver()
+    if driver is None:
+        return
+    out = _run(
+        [str(python), "-I", "-c", _CUDA_PROBE],
+        what="probing torch.cuda",
+        profile=profile.name,
+        timeout=SMOKE_TIMEOUT_S,
+    )
+    version, cuda, available = json.loads(out.strip().splitlines()[-1])
+    if why := cuda_verdict(driver, version, cuda, available):
+        raise BootstrapFailed(f"profile {profile.name}: {why}")
 
 
 _TORCH_PROBE = (

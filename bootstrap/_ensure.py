@@ -93,6 +93,7 @@ class Layout:
     volume_envs: Path
     local_envs: Path
     hf_home: Path
+    artifacts: Path
 
     @classmethod
     def of(cls, name: str, digest: str, paths: config.Paths) -> Layout:
@@ -107,6 +108,7 @@ class Layout:
             volume_envs=volume_envs,
             local_envs=paths.envs,
             hf_home=paths.home / "hf",
+            artifacts=paths.home / "artifacts",
         )
 
 
@@ -171,7 +173,9 @@ def ensure(
     progress = on_progress or (lambda _message: None)
     target = current_target()
     digest = spec_hash(profile, target)
-    if in_place and not force and is_satisfied_in_place(profile.pins):
+    # A source artifact lives only inside a built environment, never in this one.
+    has_source = any(a.kind == "source" for a in profile.artifacts)
+    if in_place and not force and not has_source and is_satisfied_in_place(profile.pins):
         python, source, manifest, root = (
             Path(sys.executable),
             "in-place",
@@ -427,7 +431,13 @@ def _build_and_publish(
     try:
         progress(f"{profile.name}: building the environment with uv")
         logger.info("profile %s build start spec=%s", profile.name, layout.key)
-        attention, reason = _build.build(profile, tmp_env, target=target, checkpoint=_checkpoint)
+        attention, reason = _build.build(
+            profile,
+            tmp_env,
+            target=target,
+            checkpoint=_checkpoint,
+            artifact_store=layout.artifacts,
+        )
         progress(f"{profile.name}: packing the environment onto the volume")
         half = [False]
 
@@ -444,6 +454,17 @@ def _build_and_publish(
             "requirements": sorted(profile.requirements),
             "index_url": profile.index_url,
             "extra_index_urls": list(profile.extra_index_urls),
+            "artifacts": [
+                {
+                    "file": a.filename,
+                    "url": a.url,
+                    "fetched_from": a.fetch_from or a.url,
+                    "sha256": a.sha256,
+                    "kind": a.kind,
+                    "name": a.name,
+                }
+                for a in profile.artifacts
+            ],
             "python": ".".join(map(str, sys.version_info[:3])),
             "abi": target.abi,
             "platform": target.platform,
@@ -494,4 +515,7 @@ def _build_and_publish(
 
 
 def _installed_names(profile: Profile) -> list[str]:
-    return sorted(normalize_name(r.split("==")[0]) for r in profile.requirements)
+    return sorted(
+        [normalize_name(r.split("==")[0]) for r in profile.requirements]
+        + [a.name for a in profile.artifacts if a.kind == "wheel"]
+    )

@@ -12,6 +12,7 @@ Manifest fields (JSON object)::
     profile           str     profile name
     spec_hash         str     16 hex characters
     requirements      list    the pins it was built from
+    artifacts         list    {file, url, fetched_from, sha256, kind, name} per artifact
     python            str     "3.11.7"; abi, platform, libc as in ``_spec.Target``
     archive           str     file name of the packed archive, next to the manifest
     archive_bytes     int     its exact size

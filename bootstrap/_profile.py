@@ -10,12 +10,88 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import unquote, urlsplit
 
 import config
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_]{0,39}")
 _PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)(\[[A-Za-z0-9,._-]+\])?==([A-Za-z0-9.+!_-]+)")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# PEP 427 wheel file name: name-version(-build)?-python-abi-platform.whl
+_WHEEL = re.compile(r"([A-Za-z0-9_.]+)-([A-Za-z0-9_.+!]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl")
+_SOURCE_SUFFIXES = (".tar.gz", ".tgz", ".tar.xz", ".tar.zst", ".zip")
+# A hash made only of one repeated character is a placeholder someone forgot.
+_PLACEHOLDER = re.compile(r"(.)\1{63}")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file a profile needs that no package index serves, pinned by URL and sha256.
+
+    Downloaded at build time only (never at run time), verified against
+    ``sha256`` before use, recorded in the manifest and part of the spec hash.
+
+    Args:
+        url: where the file is published (``https://``); its last path segment is
+            the file name (a wheel's name must follow PEP 427).
+        sha256: the file's SHA-256, 64 lowercase hex characters.
+        kind: ``wheel``: installed with the requirements (so its dependencies
+            resolve with theirs). ``source``: an archive unpacked into the
+            environment's ``src/<name>/`` and put on ``sys.path`` by a ``.pth``
+            file (for code published only as a repository snapshot).
+        name: for ``source``: the directory name; for ``wheel``: derived from the
+            file name when empty.
+        fetch_from: where the build downloads it when not ``url`` (an operator's
+            mirror, set through ``MEDIA_WORKER_ARTIFACT_OVERRIDES``; may be
+            ``http://`` or ``file://``). The file name stays ``url``'s.
+    """
+
+    url: str
+    sha256: str
+    kind: Literal["wheel", "source"] = "wheel"
+    name: str = ""
+    fetch_from: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith("https://"):
+            raise ValueError(f"artifact {self.url!r}: the url must be https://")
+        if self.fetch_from and not self.fetch_from.startswith(("https://", "http://", "file://")):
+            raise ValueError(f"artifact {self.filename}: fetch_from must be https, http or file")
+        if not _SHA256.fullmatch(self.sha256) or _PLACEHOLDER.fullmatch(self.sha256):
+            raise ValueError(
+                f"artifact {self.filename}: sha256 {self.sha256!r} is not a real SHA-256 "
+                "(64 lowercase hex characters, from the publisher's release page); "
+                "a profile never installs an unverified file"
+            )
+        if self.kind == "wheel":
+            match = _WHEEL.fullmatch(self.filename)
+            if match is None:
+                raise ValueError(f"artifact {self.filename!r} is not a PEP 427 wheel file name")
+            if not self.name:
+                object.__setattr__(self, "name", normalize_name(match.group(1)))
+        elif self.kind == "source":
+            if not _NAME.fullmatch(self.name):
+                raise ValueError(
+                    f"source artifact {self.filename}: name {self.name!r} must be [a-z0-9_]"
+                )
+            if not self.filename.endswith(_SOURCE_SUFFIXES):
+                raise ValueError(
+                    f"source artifact {self.filename!r}: use one of {', '.join(_SOURCE_SUFFIXES)}"
+                )
+        else:
+            raise ValueError(f"artifact {self.filename}: kind must be 'wheel' or 'source'")
+
+    @property
+    def filename(self) -> str:
+        return unquote(urlsplit(self.url).path.rsplit("/", 1)[-1])
+
+    @property
+    def version(self) -> str | None:
+        """A wheel's version from its file name (None for a source archive)."""
+        match = _WHEEL.fullmatch(self.filename) if self.kind == "wheel" else None
+        return match.group(2) if match else None
 
 
 @dataclass(frozen=True)
@@ -54,6 +130,7 @@ class Profile:
         name: short identifier (``piper``); names the archive on the volume.
         requirements: every direct dependency pinned with ``==``.
         weights: Hugging Face repositories to cache on the volume.
+        artifacts: files pinned by URL and sha256 (see :class:`Artifact`).
         smoke_imports: modules that must import in the built environment.
         index_url: replaces PyPI as the main index (e.g. a mirror), when set.
         extra_index_urls: more indexes (e.g. ``https://download.pytorch.org/whl/cu126``).
@@ -61,16 +138,21 @@ class Profile:
             match the built torch (see ``_flash_attn``), and sdpa is the fallback.
         size_mb: the unpacked environment's rough size, used for disk-space checks
             before the real size is known.
+        cuda: the runner uses CUDA when the machine has a GPU: the build fails, in
+            words, when the machine's NVIDIA driver is visible but the built torch
+            cannot use it (the "CUDA driver mismatch" crash loop, caught at build).
     """
 
     name: str
     requirements: tuple[str, ...]
     weights: tuple[Weights, ...] = ()
+    artifacts: tuple[Artifact, ...] = ()
     smoke_imports: tuple[str, ...] = ()
     index_url: str | None = None
     extra_index_urls: tuple[str, ...] = ()
     flash_attn: str | None = None
     size_mb: int = 500
+    cuda: bool = False
     pins: dict[str, str] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -86,8 +168,20 @@ class Profile:
                     f"profile {self.name}: requirement {req!r} is not pinned as 'name==version'"
                 )
             pins[normalize_name(match.group(1))] = match.group(3)
+        if isinstance(self.artifacts, Artifact):
+            raise ValueError(f"profile {self.name}: artifacts must be a tuple")
+        for artifact in self.artifacts:
+            if artifact.kind == "wheel":
+                if artifact.name in pins:
+                    raise ValueError(
+                        f"profile {self.name}: {artifact.name} is both a requirement "
+                        "and an artifact"
+                    )
+                pins[artifact.name] = artifact.version  # type: ignore[assignment]
         if self.flash_attn is not None and "torch" not in pins:
             raise ValueError(f"profile {self.name}: flash_attn needs a pinned torch requirement")
+        if self.cuda and "torch" not in pins:
+            raise ValueError(f"profile {self.name}: cuda=True needs a pinned torch requirement")
         object.__setattr__(self, "pins", pins)
 
 
@@ -97,13 +191,24 @@ def normalize_name(name: str) -> str:
 
 
 def with_index_overrides(profile: Profile, env: Mapping[str, str] | None = None) -> Profile:
-    """``profile`` with ``MEDIA_WORKER_INDEX_URL`` / ``MEDIA_WORKER_EXTRA_INDEX_URLS``
-    applied; later wins: the profile's own indexes, then the environment. The result
-    has its own spec hash, so an archive built from a mirror is never mistaken for
-    one built from the profile's indexes."""
+    """``profile`` with ``MEDIA_WORKER_INDEX_URL`` / ``MEDIA_WORKER_EXTRA_INDEX_URLS`` /
+    ``MEDIA_WORKER_ARTIFACT_OVERRIDES`` applied; later wins: the profile's own
+    indexes and artifacts, then the environment. The result has its own spec hash,
+    so an archive built from a mirror is never mistaken for one built from the
+    profile's indexes, nor one built from a rebuilt artifact for the original."""
     changes: dict[str, object] = {}
     if index_url := config.INDEX_URL.get(env):
         changes["index_url"] = index_url
     if extra := config.EXTRA_INDEX_URLS.get(env):
         changes["extra_index_urls"] = extra
+    if entries := config.ARTIFACT_OVERRIDES.get(env):
+        overrides = {name: (url, digest) for name, url, digest in entries}
+        changes["artifacts"] = tuple(
+            dataclasses.replace(
+                a, fetch_from=overrides[a.filename][0], sha256=overrides[a.filename][1]
+            )
+            if a.filename in overrides
+            else a
+            for a in profile.artifacts
+        )
     return dataclasses.replace(profile, **changes) if changes else profile

@@ -1,8 +1,9 @@
 """The spec hash: one digest of everything that changes a built environment.
 
 Two workers agree on an archive only if they agree on this hash, so it covers the
-requirements, the indexes they come from, the flash-attn choice, the Python
-version and ABI, and the platform (CPU architecture and libc). It does not cover
+requirements, the pinned artifacts (by sha256), the indexes they come from, the
+flash-attn choice, whether the profile must use CUDA, the Python version and
+ABI, and the platform (CPU architecture and libc). It does not cover
 the weights: those live in the HF cache, not in the environment.
 """
 
@@ -65,5 +66,10 @@ def spec_hash(profile: Profile, target: Target) -> str:
         "platform": target.platform,
         "libc": target.libc,
     }
+    if profile.artifacts:
+        # Keyed by content: a mirror serving the same file changes nothing built.
+        payload["artifacts"] = sorted(f"{a.kind}:{a.name}:{a.sha256}" for a in profile.artifacts)
+    if profile.cuda:
+        payload["cuda"] = True
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

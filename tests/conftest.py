@@ -13,7 +13,7 @@ import pytest
 
 import config
 
-pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.hub"]
+pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.hub", "tests.fixtures.files"]
 
 # Variables the worker, the runpod SDK or the HF client read. Each test starts
 # without them, so a developer's shell or a CI secret never leaks into a result.

@@ -35,7 +35,7 @@ GOOD = {
 
 
 def test_exported_names():
-    assert sorted(bootstrap.__all__) == ["Environment", "Profile", "Weights", "ensure"]
+    assert sorted(bootstrap.__all__) == ["Artifact", "Environment", "Profile", "Weights", "ensure"]
     for name in bootstrap.__all__:
         assert getattr(bootstrap, name)
 
