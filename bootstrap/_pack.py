@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import posixpath
 import queue
 import re
 import tarfile
@@ -34,7 +33,9 @@ _READ_CHUNK = 1024 * 1024
 # Python by absolute path. At restore they are re-pointed at the restoring
 # interpreter, which the spec hash guarantees is the same version, so an archive
 # works wherever that Python lives. Every other member goes through tarfile's
-# "data" filter, which refuses links out of the destination.
+# "data" filter, which refuses absolute names, special files and links out of the
+# destination, resolving links already extracted (a name-only check cannot see
+# that ``lib/up2 -> up/..`` leaves the tree once ``lib/up -> ..`` exists).
 _PYTHON_LINK = re.compile(r"bin/python[0-9.]*")
 
 
@@ -228,8 +229,9 @@ def restore(
     marker too. ``python`` becomes the target of the venv's ``bin/python`` link.
 
     Raises:
-        CorruptArchive: wrong size or digest, or a damaged tar/zstd stream; ``dest``
-            may hold partial content the caller must remove.
+        CorruptArchive: wrong size or digest, a damaged tar/zstd stream, or a member
+            the ``data`` filter refuses (e.g. a link out of ``dest``); ``dest`` may
+            hold partial content the caller must remove.
     """
     actual_size = archive.stat().st_size
     if actual_size != size:
@@ -240,7 +242,7 @@ def restore(
     def relocate(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
         if member.issym() and _PYTHON_LINK.fullmatch(member.name):
             return member.replace(linkname=str(python), deep=False)
-        return _member_filter(member)
+        return tarfile.data_filter(member, path)
 
     with open(archive, "rb") as raw:
         inflater = _Inflater(raw)
@@ -260,36 +262,6 @@ def restore(
             f"{archive} has sha256 {digest[:12]}…, its manifest says {sha256[:12]}…"
         )
     _point_venv_at(dest, python)
-
-
-def _member_filter(member: tarfile.TarInfo) -> tarfile.TarInfo:
-    """What ``tarfile.data_filter`` enforces, decided from the names alone.
-
-    ``data_filter`` resolves every path with ``os.path.realpath`` (an ``lstat`` per
-    component): a third of the restore time for a 2,300-file venv. With no ``..``
-    in any name, no absolute name, and every link target landing inside the tree
-    when joined to its own directory, no path can leave the destination, so the
-    same guarantee holds without touching the disk.
-    """
-    name = member.name
-    if name.startswith("/") or ".." in name.split("/"):
-        raise tarfile.AbsolutePathError(member)
-    if member.issym() or member.islnk():
-        target = member.linkname
-        if target.startswith("/"):
-            raise tarfile.AbsoluteLinkError(member)
-        base = posixpath.dirname(name) if member.issym() else ""
-        resolved = posixpath.normpath(posixpath.join(base, target))
-        if resolved == ".." or resolved.startswith("../"):
-            raise tarfile.LinkOutsideDestinationError(member, resolved)
-    elif not (member.isreg() or member.isdir()):
-        raise tarfile.SpecialFileError(member)
-    mode = member.mode
-    if mode is not None and mode & 0o7022 and not member.issym():
-        member = member.replace(mode=mode & 0o755, deep=False)
-    if member.uid or member.gid or member.uname or member.gname:
-        member = member.replace(uid=None, gid=None, uname=None, gname=None, deep=False)
-    return member
 
 
 def _point_venv_at(venv: Path, python: Path) -> None:

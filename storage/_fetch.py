@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import mimetypes
 import os
 import re
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -34,7 +37,6 @@ from ._scratch import current_job_id
 
 logger = logging.getLogger(__name__)
 
-# Small enough that the overall deadline is checked often during a slow download.
 CHUNK_BYTES = 64 * 1024
 
 # What an input's declared content type may be. Absent is accepted too: the runner
@@ -82,8 +84,9 @@ def fetch(
         dest_dir: the job's scratch directory.
         s3: credentials for ``s3://`` references (the job's :func:`storage.s3_settings`).
         max_bytes: size cap; default ``config.MAX_MEDIA_BYTES`` (read now).
-        timeout_s: connect/read timeout of a URL fetch, also its overall deadline
-            (checked between 64 KiB chunks); default ``config.FETCH_TIMEOUT_S`` (read now).
+        timeout_s: connect/read timeout of a URL fetch, also the overall deadline of
+            its body (enforced on every read, see :class:`_Watchdog`); default
+            ``config.FETCH_TIMEOUT_S`` (read now).
 
     Returns:
         The fetched file, ``dest_dir/<field><ext>``.
@@ -147,7 +150,7 @@ def _fetch_url(
     from runpod.serverless.utils.rp_ssrf import SSRFError, iter_content_capped, safe_get
 
     shown = _without_query(url)
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
     try:
         response = safe_get(url, stream=True, timeout=timeout_s, max_bytes=max_bytes)
     except SSRFError as exc:
@@ -172,24 +175,71 @@ def _fetch_url(
         content_type = _check_content_type(response.headers.get("Content-Type"), field=field)
         name = _file_name(field, suffix_from=response.url or url, content_type=content_type)
 
+        def too_slow() -> FetchFailed:
+            return FetchFailed(
+                f"{field}: fetching {shown} took longer than the {timeout_s:g} s limit "
+                f"({config.FETCH_TIMEOUT_S.name})",
+                field=field,
+            )
+
+        watchdog = _Watchdog(response, timeout_s - (time.monotonic() - started))
+
         def chunks() -> Iterable[bytes]:
             for chunk in iter_content_capped(response, CHUNK_BYTES, max_bytes):
-                # requests' timeout is per socket read; a slow drip never trips it.
-                if time.monotonic() > deadline:
-                    raise FetchFailed(
-                        f"{field}: fetching {shown} took longer than {timeout_s:g} s",
-                        field=field,
-                    )
+                if watchdog.fired.is_set():
+                    raise too_slow()
                 yield chunk
+            if watchdog.fired.is_set():  # a body without a length just ends at the shutdown
+                raise too_slow()
 
         try:
-            return _write_atomically(dest_dir, name, lambda out: _copy_chunks(chunks(), out))
+            with watchdog:
+                return _write_atomically(dest_dir, name, lambda out: _copy_chunks(chunks(), out))
         except SSRFError as exc:  # the body ran past the cap
             raise _refused(field, shown, exc) from None
-        except RequestException as exc:
-            raise FetchFailed(
-                f"{field}: download of {shown} broke off: {_short(exc)}", field=field
-            ) from None
+        except (RequestException, OSError) as exc:
+            if watchdog.fired.is_set():
+                raise too_slow() from None
+            if isinstance(exc, RequestException):
+                raise FetchFailed(
+                    f"{field}: download of {shown} broke off: {_short(exc)}", field=field
+                ) from None
+            raise
+
+
+class _Watchdog:
+    """Ends a download at its deadline, however the server sends the body.
+
+    requests' timeout bounds each socket read, not the download, and one urllib3 read
+    of a Content-Length body loops over ``recv`` until its whole chunk arrived: a
+    server dripping a byte a second holds that read for as long as it likes. Neither
+    library offers an overall deadline (requests documents that its timeout is not
+    one), hence this timer: at the deadline it shuts the socket down, which wakes the
+    blocked read (it fails, or a length-less body ends early), and ``fired`` tells the
+    caller that the deadline, not the server, ended it.
+    """
+
+    def __init__(self, response: Any, seconds: float) -> None:
+        self.fired = threading.Event()
+        # urllib3 keeps the connection on a streamed response (``HTTPResponse.connection``).
+        self._sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
+        self._timer.daemon = True
+
+    def _fire(self) -> None:
+        self.fired.set()
+        if self._sock is not None:
+            # socket.socket's own shutdown, also for an SSLSocket: its override would
+            # drop the TLS object under the reading thread instead of waking it.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
 
 
 def _fetch_s3(ref: MediaRef, dest_dir: Path, *, settings: S3Settings, max_bytes: int) -> Path:

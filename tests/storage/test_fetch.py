@@ -32,6 +32,7 @@ from tests.fixtures.s3 import settings_for
 PUBLIC_IP = "127.0.0.2"
 AUDIO = bytes(range(256)) * 64  # 16 KiB
 CAP = 100_000
+DRIP_BYTES = 200  # 10 s at one byte per 50 ms
 
 
 def _can_bind(ip: str) -> bool:
@@ -48,11 +49,13 @@ class Origin:
     http: str
     https: str
     hits: list[str] = field(default_factory=list)
+    drips: list[str] = field(default_factory=list)
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     hits: list[str]
+    drips: list[str]
 
     def log_message(self, *args: object) -> None:  # keep pytest output clean
         pass
@@ -109,6 +112,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"w" * (CAP * 3))
             self.close_connection = True
+        elif route == "/drip":
+            # A valid Content-Length, then one byte at a time: every socket read gets
+            # data long before requests' per-read timeout, so only an overall deadline
+            # ends it. The outcome says whether the client hung up before the end.
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/wav")
+            self.send_header("Content-Length", str(DRIP_BYTES))
+            self.end_headers()
+            try:
+                for _ in range(DRIP_BYTES):
+                    self.wfile.write(b"d")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                self.drips.append("client hung up")
+            else:
+                self.drips.append("sent everything")
+            self.close_connection = True
         elif route == "/slow":
             self.send_response(200)
             self.send_header("Content-Type", "audio/wav")
@@ -152,7 +173,8 @@ def _origin_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Origin
     if not _can_bind(PUBLIC_IP):
         pytest.skip(f"cannot bind {PUBLIC_IP} (loopback /8) on this machine")
     hits: list[str] = []
-    handler = type("Handler", (_Handler,), {"hits": hits})
+    drips: list[str] = []
+    handler = type("Handler", (_Handler,), {"hits": hits, "drips": drips})
     plain = _Server((PUBLIC_IP, 0), handler)
     tls = _Server((PUBLIC_IP, 0), handler)
     cert, key = _self_signed_cert(tmp_path_factory.mktemp("tls"))
@@ -164,6 +186,7 @@ def _origin_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Origin
         http=f"http://{PUBLIC_IP}:{plain.server_address[1]}",
         https=f"https://{PUBLIC_IP}:{tls.server_address[1]}",
         hits=hits,
+        drips=drips,
     )
     origin.cert = cert  # type: ignore[attr-defined]
     try:
@@ -186,13 +209,14 @@ def origin(_origin_servers: Origin, monkeypatch: pytest.MonkeyPatch) -> Origin:
     # Trust the origin's self-signed certificate (requests reads this variable).
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(_origin_servers.cert))  # type: ignore[attr-defined]
     _origin_servers.hits.clear()
+    _origin_servers.drips.clear()
     return _origin_servers
 
 
 @pytest.fixture
 def internal_server() -> Iterator[str]:
     """A real server on 127.0.0.1: reachable, so only the SSRF guard keeps it out."""
-    server = _Server(("127.0.0.1", 0), type("H", (_Handler,), {"hits": []}))
+    server = _Server(("127.0.0.1", 0), type("H", (_Handler,), {"hits": [], "drips": []}))
     thread = _serve(server)
     try:
         yield f"127.0.0.1:{server.server_address[1]}"
@@ -275,11 +299,26 @@ def test_lying_content_length_never_yields_more_than_cap(origin: Origin, tmp_pat
 
 
 def test_overall_deadline(origin: Origin, tmp_path: Path) -> None:
-    start = time.monotonic()
-    with pytest.raises(FetchFailed, match="longer than"):
+    with pytest.raises(FetchFailed, match=r"longer than the 0\.4 s limit"):
         _url_fetch(f"{origin.http}/slow", tmp_path, max_bytes=10 * 1024 * 1024, timeout_s=0.4)
-    assert time.monotonic() - start < 1.5
     assert _files(tmp_path) == []
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_deadline_holds_against_a_server_dripping_a_byte_at_a_time(
+    origin: Origin, tmp_path: Path, scheme: str
+) -> None:
+    # Before the deadline was enforced on every read, the client sat in one read
+    # until the whole body had dripped in, and failed only after that.
+    with pytest.raises(FetchFailed) as info:
+        _url_fetch(f"{getattr(origin, scheme)}/drip", tmp_path, timeout_s=0.5)
+    assert info.value.code == "fetch_failed" and info.value.field == "reference_audio"
+    assert "longer than the 0.5 s limit (MEDIA_WORKER_FETCH_TIMEOUT_S)" in info.value.message
+    assert _files(tmp_path) == []
+    deadline = time.monotonic() + 30  # the server notices the hang-up at its next write
+    while not origin.drips and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert origin.drips == ["client hung up"]
 
 
 FORBIDDEN_HOSTS = [
