@@ -41,8 +41,6 @@ logger = logging.getLogger("handler")
 _HOST = RunnerHost()
 _ENVIRONMENTS: dict[str, bootstrap.Environment] = {}
 _ENSURE_LOCK = threading.Lock()
-# Media inputs per task: contract field -> key the runner finds the local path under.
-_MEDIA_FIELDS = {"clone": ("reference_audio",), "restore": ("video",)}
 
 
 def _progress(job: dict[str, Any], job_id: str, message: str, fraction: float | None) -> None:
@@ -77,10 +75,11 @@ def _run_job(job: dict[str, Any], job_id: str) -> dict[str, Any]:
 
     with storage.scratch(job_id) as scratch:
         t = time.perf_counter()
-        payload = request.model_dump(mode="json")
-        for field in _MEDIA_FIELDS.get(request.task, ()):
-            ref = storage.parse_media_ref(getattr(request, field), field=field)
-            payload[f"{field}_path"] = str(storage.fetch(ref, scratch, s3=s3))
+        inputs: dict[str, Path] = {}
+        for field in contract.fields_marked(type(request), contract.MEDIA):
+            if (value := getattr(request, field)) is not None:
+                ref = storage.parse_media_ref(value, field=field)
+                inputs[field] = storage.fetch(ref, scratch, s3=s3)
         fetch_s = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -92,8 +91,9 @@ def _run_job(job: dict[str, Any], job_id: str) -> dict[str, Any]:
             python=env.python,
             runner_ref=spec.runner_ref,
             job_id=job_id,
-            payload=payload,
+            payload=request.model_dump(mode="json"),
             scratch=scratch,
+            inputs=inputs,
             weights={repo: str(path) for repo, path in env.weights.items()},
             on_progress=report,
         )

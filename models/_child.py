@@ -66,7 +66,8 @@ def _serve(inbox: Connection, outbox: Connection) -> int:
         def progress(text: str, fraction: float | None = None, _job: str = job_id) -> None:
             send(p.Progress(_job, text, fraction))
 
-        ctx = RunContext(job_id, Path(message.scratch_dir), progress)
+        inputs = {name: Path(path) for name, path in message.inputs.items()}
+        ctx = RunContext(job_id, Path(message.scratch_dir), progress, inputs)
         started = time.perf_counter()
         try:
             outputs = runner.run(message.payload, ctx)

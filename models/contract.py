@@ -9,9 +9,10 @@ silently. Only pure validation lives here: nothing is fetched or run.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -41,6 +42,21 @@ def _check_media_ref(value: str) -> str:
     return value
 
 
+class _Mark:
+    """A tag in a field's ``Annotated`` metadata; code asks for the fields carrying it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+MEDIA = _Mark("media")
+"""A media input: the handler fetches it into scratch before the runner runs."""
+KNOB = _Mark("knob")
+"""A model-specific option: only models whose RunnerSpec lists it in ``knobs`` accept it."""
+
 MediaRefField = Annotated[
     str,
     Field(
@@ -49,7 +65,24 @@ MediaRefField = Annotated[
         "s3://bucket/key (read with the configured credentials) or a base64 data: URI.",
         examples=["https://example.com/voice.wav", "s3://my-bucket/refs/voice.wav"],
     ),
+    AfterValidator(_check_media_ref),
+    MEDIA,
 ]
+
+
+def _marked(annotation: Any, mark: _Mark) -> bool:
+    if mark in getattr(annotation, "__metadata__", ()):
+        return True
+    return any(_marked(arg, mark) for arg in get_args(annotation))
+
+
+def fields_marked(model: type[BaseModel], mark: _Mark) -> tuple[str, ...]:
+    """The names of ``model``'s fields tagged ``mark`` (also inside ``X | None``)."""
+    return tuple(
+        name
+        for name, info in model.model_fields.items()
+        if mark in info.metadata or _marked(info.annotation, mark)
+    )
 
 
 class OutputOptions(_Strict):
@@ -95,10 +128,10 @@ class TtsJob(_SpeechBase):
     """Text to speech."""
 
     task: Literal["tts"]
-    voice: str | None = Field(
+    voice: Annotated[str | None, KNOB] = Field(
         default=None, min_length=1, max_length=128, description="Model-specific voice name."
     )
-    speed: float = Field(default=1.0, ge=0.5, le=2.0)
+    speed: Annotated[float, KNOB] = Field(default=1.0, ge=0.5, le=2.0)
 
 
 class CloneJob(_SpeechBase):
@@ -107,15 +140,14 @@ class CloneJob(_SpeechBase):
     task: Literal["clone"]
     reference_audio: MediaRefField
     reference_text: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
-    speed: float = Field(default=1.0, ge=0.5, le=2.0)
-    exaggeration: float | None = Field(default=None, ge=0.0, le=2.0, description="chatterbox")
-    cfg_weight: float | None = Field(default=None, ge=0.0, le=1.0, description="chatterbox")
-    nfe_step: int | None = Field(default=None, ge=4, le=128, description="f5tts")
-
-    @field_validator("reference_audio")
-    @classmethod
-    def _media_ref(cls, value: str) -> str:
-        return _check_media_ref(value)
+    speed: Annotated[float, KNOB] = Field(default=1.0, ge=0.5, le=2.0)
+    exaggeration: Annotated[float | None, KNOB] = Field(
+        default=None, ge=0.0, le=2.0, description="chatterbox"
+    )
+    cfg_weight: Annotated[float | None, KNOB] = Field(
+        default=None, ge=0.0, le=1.0, description="chatterbox"
+    )
+    nfe_step: Annotated[int | None, KNOB] = Field(default=None, ge=4, le=128, description="f5tts")
 
 
 class RestoreJob(_JobBase):
@@ -127,13 +159,10 @@ class RestoreJob(_JobBase):
     resolution: int | None = Field(
         default=None, ge=144, le=4320, description="Target short side in pixels."
     )
-    batch_size: int | None = Field(default=None, ge=1, le=256, description="SeedVR2")
-    color_correction: Literal["none", "wavelet", "adain"] | None = None
-
-    @field_validator("video")
-    @classmethod
-    def _media_ref(cls, value: str) -> str:
-        return _check_media_ref(value)
+    batch_size: Annotated[int | None, KNOB] = Field(
+        default=None, ge=1, le=256, description="SeedVR2"
+    )
+    color_correction: Annotated[Literal["none", "wavelet", "adain"] | None, KNOB] = None
 
 
 Job = Annotated[TtsJob | CloneJob | RestoreJob, Field(discriminator="task")]

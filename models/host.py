@@ -159,6 +159,7 @@ class RunnerProcess:
         scratch: Path,
         timeout_s: float,
         on_progress: ProgressFn,
+        inputs: Mapping[str, Path] | None = None,
     ) -> p.Done:
         """Send one job and wait for its end, relaying progress.
 
@@ -171,7 +172,8 @@ class RunnerProcess:
         self.state = RunnerState.BUSY
         self.last_used = time.monotonic()
         deadline = time.monotonic() + timeout_s
-        self._send(p.Run(job_id, payload, str(scratch)))
+        paths = {name: str(path) for name, path in (inputs or {}).items()}
+        self._send(p.Run(job_id, payload, str(scratch), paths))
         while True:
             message = self._receive(deadline - time.monotonic(), job_id, what="job")
             if isinstance(message, p.Progress):
@@ -291,6 +293,7 @@ class RunnerHost:
         weights: dict[str, str] | None = None,
         timeout_s: float | None = None,
         on_progress: ProgressFn | None = None,
+        inputs: Mapping[str, Path] | None = None,
     ) -> RunOutcome:
         """Run one job on runner ``name``, starting it (and evicting others) if needed.
 
@@ -325,6 +328,7 @@ class RunnerHost:
                 scratch=scratch,
                 timeout_s=timeout_s,
                 on_progress=on_progress,
+                inputs=inputs,
             )
         return RunOutcome(
             outputs=done.outputs,

@@ -20,7 +20,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Run:
     job_id: str
     payload: dict[str, Any]
     scratch_dir: str
+    inputs: dict[str, str] = field(default_factory=dict)  # media field -> fetched local path
     type: str = "run"
 
 

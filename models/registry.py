@@ -1,34 +1,53 @@
 """Which runner serves a job: task + model -> RunnerSpec. Pure data and lookups.
 
-Models that are designed but not shipped yet are listed in ``PLANNED`` so a caller
-asking for one gets ``model_unavailable`` with a clear reason, not a crash.
+The specs come from the runner modules themselves: every module in
+``models/runners/`` (but ``base`` and ``_private`` ones) declares ``SPECS``, so
+shipping a runner touches no list here. Models that are designed but not shipped
+yet are listed in ``PLANNED`` so a caller asking for one gets ``model_unavailable``
+with a clear reason, not a crash; a planned model that ships simply stops being
+reported as planned.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import importlib
+import pkgutil
+from types import ModuleType
 from typing import Any
 
 import config
 from errors import InvalidInput, ModelUnavailable
-from models.runners import piper
+from models import contract, runners
+from models.runners.base import RunnerSpec
+
+__all__ = ["PLANNED", "RUNNERS", "RunnerSpec", "default_model", "discover", "resolve"]
 
 
-@dataclass(frozen=True)
-class RunnerSpec:
-    """One runner: the task and model it serves, its code and its profile."""
+def discover(package: ModuleType = runners) -> tuple[RunnerSpec, ...]:
+    """The ``SPECS`` of every runner module in ``package``, in module name order.
 
-    task: str
-    model: str
-    runner_ref: str  # "package.module:Class", imported inside the runner process
-    profile: str
-    check: Callable[[Any], None] | None = None  # cheap pre-flight validation, no ML imports
+    Runner modules import their model libraries inside ``setup()``/``run()``, so
+    importing them all here is cheap.
+
+    Raises:
+        TypeError: a runner module declares no ``SPECS`` tuple of RunnerSpec.
+    """
+    specs: list[RunnerSpec] = []
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if info.name == "base" or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        declared = getattr(module, "SPECS", None)
+        if not isinstance(declared, tuple) or not all(isinstance(s, RunnerSpec) for s in declared):
+            raise TypeError(
+                f"{module.__name__} must declare SPECS = (RunnerSpec(...), ...); "
+                "see models/runners/base.py"
+            )
+        specs.extend(declared)
+    return tuple(specs)
 
 
-RUNNERS: tuple[RunnerSpec, ...] = (
-    RunnerSpec("tts", "piper", "models.runners.piper:PiperRunner", "piper", piper.check_job),
-)
+RUNNERS: tuple[RunnerSpec, ...] = discover()
 
 PLANNED: dict[str, tuple[str, ...]] = {
     "tts": ("kokoro",),
@@ -57,6 +76,7 @@ def resolve(job: Any) -> RunnerSpec:
     shipped = [r for r in RUNNERS if r.task == task]
     for spec in shipped:
         if spec.model == model:
+            _check_knobs(job, spec)
             if spec.check is not None:
                 spec.check(job)
             return spec
@@ -72,3 +92,19 @@ def resolve(job: Any) -> RunnerSpec:
     raise InvalidInput(
         f"model: unknown model {model!r} for task {task!r} (known: {known})", field="model"
     )
+
+
+def _check_knobs(job: Any, spec: RunnerSpec) -> None:
+    """Reject a model-specific option this model would silently ignore.
+
+    An option left at its default changes nothing, so only a changed one is refused.
+    """
+    fields = type(job).model_fields
+    for name in contract.fields_marked(type(job), contract.KNOB):
+        if name in spec.knobs or getattr(job, name) == fields[name].default:
+            continue
+        honoured = ", ".join(spec.knobs) or "none"
+        raise InvalidInput(
+            f"{name}: model {spec.model!r} does not use this option (its options: {honoured})",
+            field=name,
+        )

@@ -1,4 +1,12 @@
-"""The base every runner subclasses. Stdlib only: it runs in a profile environment.
+"""What a runner module declares and subclasses. Stdlib only: it runs in a profile environment.
+
+A runner module (``models/runners/<name>.py``) holds three things:
+
+- ``SPECS``: a tuple of :class:`RunnerSpec`, one per (task, model) it serves. The
+  registry finds every module in this package by that name; nothing else lists runners.
+- an optional ``check(job)``, named by the spec: pre-flight validation run in the
+  handler process (no model import there).
+- a :class:`Runner` subclass, run in its own process with the profile's interpreter.
 
 Example::
 
@@ -12,6 +20,13 @@ Example::
             ctx.progress("written", 1.0)
             return [OutputFile(str(path), "text/plain")]
 
+    SPECS = (RunnerSpec("tts", "echo", "models.runners.echo:EchoRunner", profile="piper"),)
+
+Media inputs (contract fields typed ``MediaRefField``, e.g. ``reference_audio``) are
+fetched by the handler before the job reaches the runner; the runner opens the
+local copy at ``ctx.inputs["reference_audio"]`` (a :class:`~pathlib.Path` inside
+``ctx.scratch``). ``job["reference_audio"]`` keeps the caller's reference.
+
 A runner raises ``errors.InvalidInput`` (or another ``WorkerError``) for a
 problem with this job: the job fails with that code and the runner stays up. Any
 other exception fails the job as ``runner_crashed``; ``MemoryError`` and an
@@ -20,8 +35,8 @@ exit end the process, and the host starts a fresh one for the next job.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +44,37 @@ from models.protocol import OutputFile
 
 
 @dataclass(frozen=True)
+class RunnerSpec:
+    """One (task, model) a runner module serves, and what the worker needs to run it.
+
+    Attributes:
+        task: the contract task (``"tts"``, ``"clone"``...).
+        model: the name callers put in ``model``.
+        runner_ref: ``"package.module:Class"``, imported inside the runner process.
+        profile: the ``models.profiles`` profile whose environment runs it.
+        check: cheap pre-flight validation of the parsed job in the handler process
+            (no ML imports); raises ``InvalidInput`` naming the field.
+        knobs: the optional contract fields this model honours (e.g. ``("speed",)``);
+            the others of its task are ignored by it.
+    """
+
+    task: str
+    model: str
+    runner_ref: str
+    profile: str
+    check: Callable[[Any], None] | None = None
+    knobs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RunContext:
-    """What a runner gets besides the job: where to write, how to report."""
+    """What a runner gets besides the job: where to write, how to report, its inputs."""
 
     job_id: str
     scratch: Path
     progress: Callable[[str, float | None], None]
+    inputs: Mapping[str, Path] = field(default_factory=dict)
+    """Contract media field -> the fetched local file (inside ``scratch``)."""
 
 
 class Runner:

@@ -18,7 +18,7 @@ from typing import Any
 import config
 from errors import InvalidInput
 from models.protocol import OutputFile
-from models.runners.base import RunContext, Runner
+from models.runners.base import RunContext, Runner, RunnerSpec
 
 DEFAULT_VOICE = "joe"
 _VOICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -112,3 +112,15 @@ class PiperRunner(Runner):
         soundfile.write(partial, audio, rate, format=sf_format, subtype=subtype)
         os.replace(partial, final)
         return [OutputFile(str(final), content_type, round(len(audio) / rate, 3))]
+
+
+SPECS = (
+    RunnerSpec(
+        task="tts",
+        model="piper",
+        runner_ref="models.runners.piper:PiperRunner",
+        profile="piper",
+        check=check_job,
+        knobs=("voice", "speed"),
+    ),
+)

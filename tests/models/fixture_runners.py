@@ -70,7 +70,7 @@ class InputEchoRunner(Runner):
     """Copies the fetched reference audio to its output (a stand-in clone model)."""
 
     def run(self, job, ctx):
-        source = Path(job["reference_audio_path"])
+        source = ctx.inputs["reference_audio"]
         assert source.parent == Path(ctx.scratch), "inputs must land in the job's scratch dir"
         out = Path(ctx.scratch) / "speech.wav"
         out.write_bytes(source.read_bytes())

@@ -13,7 +13,12 @@ SNAPSHOTS = Path(__file__).parent / "snapshots" / "protocol.json"
 
 EXAMPLES: dict[str, p.Message] = {
     "setup": p.Setup(p.PROTOCOL_VERSION, "models.runners.piper:PiperRunner", {"org/m": "/w"}),
-    "run": p.Run("job-1", {"task": "tts", "text": "Hi."}, "/tmp/scratch"),
+    "run": p.Run(
+        "job-1",
+        {"task": "clone", "text": "Hi.", "reference_audio": "s3://b/ref.wav"},
+        "/tmp/scratch",
+        {"reference_audio": "/tmp/scratch/ref.wav"},
+    ),
     "shutdown": p.Shutdown(),
     "ready": p.Ready(p.PROTOCOL_VERSION, 1234, 0.82),
     "progress": p.Progress("job-1", "synthesized sentence 1", None),
