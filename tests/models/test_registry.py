@@ -12,7 +12,6 @@ from models import contract, registry
 from models.runners import piper
 
 
-
 def test_runner_modules_declare_what_the_registry_serves():
     assert piper.SPECS[0] in registry.RUNNERS
     assert registry.discover() == registry.RUNNERS
