@@ -20,6 +20,17 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T")
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE | _FALSE:
+        return value in _TRUE
+    raise ValueError(f"expected one of {', '.join(sorted(_TRUE | _FALSE))}, got {raw!r}")
+
+
 def parse_list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
@@ -196,7 +207,7 @@ FETCH_TIMEOUT_S = _declare(
     "MEDIA_WORKER_FETCH_TIMEOUT_S",
     30.0,
     _positive(float),
-    "Connect/read timeout for fetching input URLs (seconds).",
+    "Limit for fetching one input URL: connect, each read, and the whole body (seconds).",
 )
 
 # --- Output storage (RunPod's BUCKET_* convention) -------------------------------
@@ -222,6 +233,13 @@ BUCKET_ADDRESSING_STYLE = _declare(
     "path",
     str,
     "S3 addressing style: path, virtual or auto.",
+)
+ALLOW_PRIVATE_S3_ENDPOINTS = _declare(
+    "MEDIA_WORKER_ALLOW_PRIVATE_S3_ENDPOINTS",
+    False,
+    parse_bool,
+    "Let a request's s3Config.endpointUrl reach loopback/private/link-local addresses "
+    "(off: refused, as media URLs are). BUCKET_ENDPOINT_URL is always trusted.",
 )
 PRESIGN_SECONDS = _declare(
     "MEDIA_WORKER_PRESIGN_SECONDS",

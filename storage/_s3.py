@@ -7,6 +7,16 @@ Settings come from :func:`s3_settings`. Later wins:
 3. the request's ``s3Config`` object (``accessId``, ``accessSecret``, ``bucketName``,
    ``endpointUrl``, optional ``region``), which replaces the environment as a whole.
 
+A request's endpoint is the caller's choice, and the worker PUTs outputs (and GETs
+``s3://`` inputs) there: it must resolve to public addresses only, by the same test
+media URLs pass (``rp_ssrf.is_safe_address``), unless the operator sets
+``MEDIA_WORKER_ALLOW_PRIVATE_S3_ENDPOINTS``. The ``BUCKET_*`` endpoint is the
+operator's own and is trusted. Residual: boto3 resolves the host again when it
+connects, so a name whose DNS answer changes in between (rebinding) can still reach
+a private address; botocore offers no hook to dial a pinned address while keeping
+TLS and the SigV4 host. Operators who need that closed use IP-literal endpoints or
+an egress firewall.
+
 The region used for signing is, later wins: ``BUCKET_REGION``'s default, the region
 named in a well-known endpoint host (``s3.eu-west-1.amazonaws.com``,
 ``*.r2.cloudflarestorage.com``), an explicit ``BUCKET_REGION`` / ``s3Config.region``.
@@ -21,8 +31,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
@@ -106,8 +117,9 @@ def s3_settings(
         configures a bucket (outputs then go to the local store).
 
     Raises:
-        InvalidInput: ``s3Config`` is given but incomplete or malformed; the field
-            names the key, e.g. ``s3Config.bucketName``.
+        InvalidInput: ``s3Config`` is given but incomplete or malformed, or its
+            endpoint is not public (see the module docstring); the field names the
+            key, e.g. ``s3Config.bucketName``.
         StorageFailed: the ``BUCKET_*`` environment is half set; the message names
             the missing variables.
     """
@@ -139,6 +151,8 @@ def _settings_from_request(
             raise InvalidInput(f"s3Config.{key}: expected a string", field=f"s3Config.{key}")
         values[key] = raw.strip()
     endpoint = _checked_endpoint(values["endpointUrl"], field="s3Config.endpointUrl")
+    if not config.ALLOW_PRIVATE_S3_ENDPOINTS.get(env):
+        _require_public(endpoint, field="s3Config.endpointUrl")
     region = values.get("region") or _region_for(endpoint, env)
     return S3Settings(
         endpoint_url=endpoint,
@@ -193,6 +207,47 @@ def _checked_endpoint(url: str, *, field: str | None) -> str:
     if parts.username or parts.password:
         raise InvalidInput(f"{name}: must not carry credentials", field=field)
     return url.rstrip("/")
+
+
+def endpoint_refusal(host: str, addresses: list[str]) -> str | None:
+    """Why an endpoint resolving to ``addresses`` may not be used, or None (pure).
+
+    Every address must be public: a name answering with one public and one private
+    address is treated as hostile, as ``rp_ssrf.resolve_and_validate`` does.
+    """
+    from runpod.serverless.utils.rp_ssrf import is_safe_address
+
+    if not addresses:
+        return f"host {host!r} resolves to no address"
+    for address in addresses:
+        if not is_safe_address(address):
+            return (
+                f"host {host!r} resolves to the non-public address {address}; the worker "
+                f"sends outputs only to public endpoints unless the operator sets "
+                f"{config.ALLOW_PRIVATE_S3_ENDPOINTS.name}=1"
+            )
+    return None
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _require_public(
+    endpoint: str, *, field: str, resolve: Callable[[str, int], list[str]] = _resolve
+) -> None:
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        addresses = resolve(host, port)
+    except OSError as exc:
+        raise InvalidInput(
+            f"{field}: could not resolve host {host!r} ({exc.strerror or exc})", field=field
+        ) from None
+    if reason := endpoint_refusal(host, addresses):
+        raise InvalidInput(f"{field}: {reason}", field=field)
 
 
 def _region_for(endpoint_url: str, env: Mapping[str, str]) -> str:

@@ -14,8 +14,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -191,8 +193,79 @@ def test_sample_rate_resamples(tmp_path):
     assert result["outputs"][0]["duration_s"] == pytest.approx(len(audio) / 16_000, abs=0.01)
 
 
+class _Sink(BaseHTTPRequestHandler):
+    """Answers 200 to anything and records what reached it."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list[str]
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _any(self) -> None:
+        self.seen.append(f"{self.command} {self.path}")
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.send_response(200)
+        self.send_header("ETag", '"0"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _any
+
+
+@pytest.fixture
+def loopback_sink():
+    """A real HTTP server on 127.0.0.1 standing for an internal service."""
+    seen: list[str] = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("S", (_Sink,), {"seen": seen}))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _sink_job(job_id: str, endpoint: str) -> dict:
+    job = _job(job_id)
+    job["s3Config"] = {
+        "accessId": "AKIDSINK",
+        "accessSecret": "zz-secret",
+        "bucketName": "b",
+        "endpointUrl": endpoint,
+    }
+    return job
+
+
+def test_request_s3_endpoint_on_loopback_is_refused_and_gets_nothing(loopback_sink, monkeypatch):
+    endpoint, seen = loopback_sink
+    monkeypatch.delenv("MEDIA_WORKER_ALLOW_PRIVATE_S3_ENDPOINTS", raising=False)
+    result = handler.handler(_sink_job("sink-1", endpoint))
+    envelope = contract.ErrorEnvelope.model_validate(result)
+    assert envelope.error_code == "invalid_input"
+    assert "s3Config.endpointUrl" in envelope.error and "127.0.0.1" in envelope.error
+    assert any(d.field == "s3Config.endpointUrl" for d in envelope.details)
+    assert "zz-secret" not in json.dumps(result)
+    assert seen == []
+
+
 @pytest.mark.slow
-def test_per_request_s3_config_publishes_a_presigned_url(s3_server, tmp_path):
+def test_request_s3_endpoint_on_loopback_is_used_when_allowed(loopback_sink, monkeypatch):
+    # The same job reaches the sink once the operator allows private endpoints: the
+    # refusal above is the policy, not an unreachable address.
+    endpoint, seen = loopback_sink
+    monkeypatch.setenv("MEDIA_WORKER_ALLOW_PRIVATE_S3_ENDPOINTS", "1")
+    handler.handler(_sink_job("sink-2", endpoint))
+    assert any(line.startswith("PUT /b/") and "sink-2" in line for line in seen), seen
+
+
+@pytest.mark.slow
+def test_per_request_s3_config_publishes_a_presigned_url(s3_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDIA_WORKER_ALLOW_PRIVATE_S3_ENDPOINTS", "1")  # SeaweedFS: loopback
     bucket = "handler-" + os.urandom(4).hex()
     s3_server.client().create_bucket(Bucket=bucket)
     job = _job("s3-1", output={"prefix": "tenant-a", "presign_seconds": 120})

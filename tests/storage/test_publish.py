@@ -16,7 +16,7 @@ import pytest
 from errors import InvalidInput, StorageFailed
 from storage import Artifact, PublishedOutput, publish, s3_settings
 from storage import _s3 as s3_module
-from tests.fixtures.s3 import make_bucket, settings_for
+from tests.fixtures.s3 import ALLOW_PRIVATE, make_bucket, settings_for
 
 MiB = 1024 * 1024
 
@@ -250,6 +250,7 @@ def test_s3_missing_bucket_falls_back(s3_server, outputs: Path, tmp_path: Path) 
     settings = s3_settings(
         {"accessId": s3_server.access_key, "accessSecret": s3_server.secret_key,
          "bucketName": "no-such-bucket-here", "endpointUrl": s3_server.endpoint_url},
+        ALLOW_PRIVATE,
     )  # fmt: skip
     with pytest.raises(StorageFailed, match="NoSuchBucket"):
         publish("j", [_artifact(tmp_path, "a.wav", 10)], s3=settings)
