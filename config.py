@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -61,6 +62,52 @@ def parse_artifact_overrides(raw: str) -> tuple[tuple[str, str, str], ...]:
     return tuple(out)
 
 
+def _in_range(parse: Callable[[str], T], low: T, high: T) -> Callable[[str], T]:
+    def parse_in_range(raw: str) -> T:
+        value = parse(raw)
+        if not low <= value <= high:  # type: ignore[operator]
+            raise ValueError(f"must be in {low}..{high}")
+        return value
+
+    return parse_in_range
+
+
+def _one_of(*choices: str, fold: Callable[[str], str] = str.lower) -> Callable[[str], str]:
+    """A parser that accepts one of ``choices``, compared after ``fold``."""
+
+    def parse_choice(raw: str) -> str:
+        value = fold(raw.strip())
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return parse_choice
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    """A parser for a URL with one of ``schemes`` and a location."""
+
+    def parse_url(raw: str) -> str:
+        parts = urlsplit(raw.strip())
+        if parts.scheme not in schemes:
+            raise ValueError(f"expected a {' or '.join(s + '://' for s in schemes)} URL")
+        if not (parts.hostname if parts.scheme != "file" else parts.path):
+            raise ValueError("the URL names no location")
+        return raw.strip()
+
+    return parse_url
+
+
+def _url_list(*schemes: str) -> Callable[[str], tuple[str, ...]]:
+    parse_url = _url(*schemes)
+    return lambda raw: tuple(parse_url(item) for item in parse_list(raw))
+
+
+_INDEX_SCHEMES = ("https", "http", "file")  # what uv accepts as an index URL
+# user:password@ in a URL (index URLs may carry credentials): never quoted in a message.
+_USERINFO = re.compile(r"(?<=//)[^/@\s]*@")
+
+
 class ConfigError(ValueError):
     """An environment variable holds a value its parser rejects."""
 
@@ -88,7 +135,8 @@ class Setting(Generic[T]):
         except (ValueError, TypeError) as exc:
             if self.secret:  # the parser's message may quote the value
                 raise ConfigError(f"{self.name}=<redacted> is invalid") from None
-            raise ConfigError(f"{self.name}={raw!r} is invalid: {exc}") from None
+            shown = _USERINFO.sub("<redacted>@", raw)
+            raise ConfigError(f"{self.name}={shown!r} is invalid: {exc}") from None
 
 
 SETTINGS: list[Setting[Any]] = []
@@ -142,13 +190,13 @@ PREPARE_PROFILES = _declare(
 INDEX_URL = _declare(
     "MEDIA_WORKER_INDEX_URL",
     "",
-    str,
+    _url(*_INDEX_SCHEMES),
     "Replaces every profile's main package index (a PyPI mirror). Part of the spec hash.",
 )
 EXTRA_INDEX_URLS = _declare(
     "MEDIA_WORKER_EXTRA_INDEX_URLS",
     (),
-    parse_list,
+    _url_list(*_INDEX_SCHEMES),
     "Comma-separated; replaces every profile's extra indexes (e.g. the CPU torch index "
     "https://download.pytorch.org/whl/cpu on a machine with no GPU). Part of the spec hash.",
 )
@@ -214,7 +262,7 @@ FETCH_TIMEOUT_S = _declare(
 BUCKET_ENDPOINT_URL = _declare(
     "BUCKET_ENDPOINT_URL",
     "",
-    str,
+    _url("https", "http"),
     "S3-compatible endpoint, e.g. https://s3.us-east-1.amazonaws.com. Unset: local store.",
 )
 BUCKET_ACCESS_KEY_ID = _declare("BUCKET_ACCESS_KEY_ID", "", str, "S3 access key id.")
@@ -231,7 +279,7 @@ BUCKET_REGION = _declare(
 BUCKET_ADDRESSING_STYLE = _declare(
     "BUCKET_ADDRESSING_STYLE",
     "path",
-    str,
+    _one_of("path", "virtual", "auto"),
     "S3 addressing style: path, virtual or auto.",
 )
 ALLOW_PRIVATE_S3_ENDPOINTS = _declare(
@@ -244,7 +292,8 @@ ALLOW_PRIVATE_S3_ENDPOINTS = _declare(
 PRESIGN_SECONDS = _declare(
     "MEDIA_WORKER_PRESIGN_SECONDS",
     3600,
-    _positive(int),
+    # SigV4's limits; models.contract's MIN/MAX_PRESIGN_S are the same (a test checks).
+    _in_range(int, 60, 604_800),
     "Default lifetime of presigned output URLs (seconds, 60..604800).",
 )
 
@@ -254,7 +303,12 @@ HF_TOKEN = _declare(
 )
 
 # --- Logging ------------------------------------------------------------------------
-LOG_LEVEL = _declare("MEDIA_WORKER_LOG_LEVEL", "INFO", str, "Log level of the worker's logs.")
+LOG_LEVEL = _declare(
+    "MEDIA_WORKER_LOG_LEVEL",
+    "INFO",
+    _one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", fold=str.upper),
+    "Log level of the worker's logs: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+)
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,7 @@ def _run_job(job: dict[str, Any], job_id: str) -> dict[str, Any]:
     prefix = storage.validate_prefix(request.output.prefix) if request.output.prefix else None
     s3 = storage.s3_settings(job.get("s3Config"))
     logger.info("job=%s accepted task=%s model=%s", job_id, request.task, spec.model)
+    logger.debug("job=%s fields %s", job_id, ",".join(sorted(request.model_fields_set)))
 
     def report(message: str, fraction: float | None = None) -> None:
         _progress(job, job_id, message, fraction)
@@ -171,22 +172,49 @@ def _prepare_in_background(profiles: tuple[str, ...]) -> None:
     threading.Thread(target=prepare, name="prepare-profiles", daemon=True).start()
 
 
-def main() -> None:
-    logging.basicConfig(
-        level=config.LOG_LEVEL.get().upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    atexit.register(_HOST.shutdown)
-    try:
-        profiles = config.PREPARE_PROFILES.get()
-        for name in profiles:
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def _configure_logging(level: str) -> None:
+    # force=True: importing runpod already gave the root logger a handler (its
+    # rp_upload module calls basicConfig at import), and basicConfig without force
+    # does nothing once a handler exists: the level and format would be ignored.
+    logging.basicConfig(level=level, stream=sys.stderr, format=_LOG_FORMAT, force=True)
+
+
+def _checked_settings() -> tuple[str, ...]:
+    """Parse every setting now, so a bad value stops the worker at start, in words.
+
+    Returns:
+        The profiles to prepare in the background.
+
+    Raises:
+        config.ConfigError: a setting is invalid; the message names the variable.
+    """
+    for setting in config.SETTINGS:
+        setting.get()
+    registry.check_default_models()
+    profiles = config.PREPARE_PROFILES.get()
+    for name in profiles:
+        try:
             get_profile(name)
-        for setting in config.SETTINGS:
-            setting.get()  # fail at start, in words, not on the first job
-    except (config.ConfigError, KeyError) as exc:
+        except KeyError as exc:
+            raw = os.environ[config.PREPARE_PROFILES.name]
+            raise config.ConfigError(
+                f"{config.PREPARE_PROFILES.name}={raw!r} is invalid: {exc.args[0]}"
+            ) from None
+    return profiles
+
+
+def main() -> None:
+    _configure_logging("INFO")  # the level is a setting, and settings are checked next
+    try:
+        profiles = _checked_settings()
+    except config.ConfigError as exc:
         logger.error("configuration: %s", exc.args[0])
         sys.exit(2)
+    _configure_logging(config.LOG_LEVEL.get())
+    atexit.register(_HOST.shutdown)
     if profiles:
         _prepare_in_background(profiles)
     runpod.serverless.start({"handler": handler})

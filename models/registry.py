@@ -20,7 +20,15 @@ from errors import InvalidInput, ModelUnavailable
 from models import contract, runners
 from models.runners.base import RunnerSpec
 
-__all__ = ["PLANNED", "RUNNERS", "RunnerSpec", "default_model", "discover", "resolve"]
+__all__ = [
+    "PLANNED",
+    "RUNNERS",
+    "RunnerSpec",
+    "check_default_models",
+    "default_model",
+    "discover",
+    "resolve",
+]
 
 
 def discover(package: ModuleType = runners) -> tuple[RunnerSpec, ...]:
@@ -107,4 +115,21 @@ def _check_knobs(job: Any, spec: RunnerSpec) -> None:
         raise InvalidInput(
             f"{name}: model {spec.model!r} does not use this option (its options: {honoured})",
             field=name,
+        )
+
+
+def check_default_models() -> None:
+    """Each task's default model is one this worker ships (run at start).
+
+    Raises:
+        config.ConfigError: ``MEDIA_WORKER_DEFAULT_TTS_MODEL`` names no shipped
+            ``tts`` model; the message names the variable and the choices.
+    """
+    setting = config.DEFAULT_TTS_MODEL
+    model = setting.get()
+    shipped = [r.model for r in RUNNERS if r.task == "tts"]
+    if model not in shipped:
+        raise config.ConfigError(
+            f"{setting.name}={model!r} is invalid: no tts model {model!r} in this worker "
+            f"(available: {', '.join(shipped)})"
         )

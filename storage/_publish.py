@@ -194,13 +194,10 @@ def _keep_locally_and_raise(
 
 def _checked_presign_seconds(value: int | None) -> int:
     if value is None:
-        value = config.PRESIGN_SECONDS.get()
-        if not MIN_PRESIGN_SECONDS <= value <= MAX_PRESIGN_SECONDS:
-            raise StorageFailed(
-                f"{config.PRESIGN_SECONDS.name}={value} is out of range "
-                f"{MIN_PRESIGN_SECONDS}..{MAX_PRESIGN_SECONDS}"
-            )
-        return value
+        try:
+            return config.PRESIGN_SECONDS.get()  # range-checked by its parser, at start too
+        except config.ConfigError as exc:
+            raise StorageFailed(exc.args[0]) from None
     field = "output.presign_seconds"
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(f"{field}: expected an integer number of seconds", field=field)

@@ -61,8 +61,6 @@ MAX_ATTEMPTS = 3
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 60.0
 
-ADDRESSING_STYLES = ("path", "virtual", "auto")
-
 # s3Config key -> what it holds, in the order errors report them.
 _REQUEST_KEYS = ("endpointUrl", "bucketName", "accessId", "accessSecret")
 _ENV_REQUIRED = (
@@ -124,12 +122,10 @@ def s3_settings(
             the missing variables.
     """
     env = os.environ if env is None else env
-    style = config.BUCKET_ADDRESSING_STYLE.get(env).strip().lower()
-    if style not in ADDRESSING_STYLES:
-        raise StorageFailed(
-            f"{config.BUCKET_ADDRESSING_STYLE.name}={style!r} is invalid: "
-            f"expected one of {', '.join(ADDRESSING_STYLES)}"
-        )
+    try:
+        style = config.BUCKET_ADDRESSING_STYLE.get(env)  # checked at start, too
+    except config.ConfigError as exc:
+        raise StorageFailed(exc.args[0]) from None
     if s3_config is not None:
         return _settings_from_request(s3_config, env=env, style=style)
     return _settings_from_env(env, style=style)

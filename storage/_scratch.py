@@ -14,6 +14,7 @@ so log lines of ``fetch`` carry ``job=<id>`` without threading it through every 
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import logging
 import re
 import shutil
@@ -27,19 +28,31 @@ import config
 logger = logging.getLogger(__name__)
 
 MAX_JOB_ID_CHARS = 128
+# Hex digits of sha256(job id) appended when the id had to change: 96 bits, so two
+# different ids meet only by a SHA-256 collision, not by any crafted spelling.
+_DIGEST_CHARS = 24
 
 _job_id: contextvars.ContextVar[str] = contextvars.ContextVar("media_worker_job_id", default="-")
+_SAFE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def safe_job_id(job_id: str) -> str:
-    """The job id reduced to ``[A-Za-z0-9._-]`` (for directory names and keys).
+    """The job id as a directory name and key segment, one to one.
 
-    Job ids are untrusted input: ``../../etc`` becomes ``.._.._etc`` with its leading
-    dots dropped, so it can never name a parent directory.
+    An id made of ``[A-Za-z0-9._-]`` that does not start with a dot and fits in
+    ``MAX_JOB_ID_CHARS`` is used as it is (RunPod's ids always are). Any other id is
+    untrusted input: its unsafe characters become ``_``, leading dots go (so it can
+    never name a parent directory), and ``~`` plus a digest of the original id is
+    appended. ``~`` never occurs in an id used as it is, and the digest separates
+    changed ids from each other, so ``a/b`` and ``a_b`` keep separate outputs.
     """
-    cleaned = _UNSAFE.sub("_", str(job_id))[:MAX_JOB_ID_CHARS].lstrip(".")
-    return cleaned or "job"
+    job_id = str(job_id)
+    if len(job_id) <= MAX_JOB_ID_CHARS and _SAFE.fullmatch(job_id):
+        return job_id
+    digest = hashlib.sha256(job_id.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_CHARS]
+    readable = _UNSAFE.sub("_", job_id).lstrip(".")[: MAX_JOB_ID_CHARS - _DIGEST_CHARS - 1]
+    return f"{readable or 'job'}~{digest}"
 
 
 def current_job_id() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,16 @@ def test_every_setting_is_documented_once():
         (config.PREPARE_PROFILES, "piper, kokoro,", ("piper", "kokoro")),
         (config.PREPARE_PROFILES, "", ()),
         (config.BUCKET_REGION, "auto", "auto"),
+        (config.LOG_LEVEL, "debug", "DEBUG"),
+        (config.BUCKET_ADDRESSING_STYLE, " Virtual", "virtual"),
+        (config.PRESIGN_SECONDS, "604800", 604_800),
+        (config.PRESIGN_SECONDS, "60", 60),
+        (config.BUCKET_ENDPOINT_URL, "http://127.0.0.1:8333", "http://127.0.0.1:8333"),
+        (
+            config.EXTRA_INDEX_URLS,
+            "file:///opt/pypi-more/simple, https://download.pytorch.org/whl/cpu",
+            ("file:///opt/pypi-more/simple", "https://download.pytorch.org/whl/cpu"),
+        ),
     ],
 )
 def test_settings_parse(setting, raw, value):
@@ -40,11 +51,40 @@ def test_settings_parse(setting, raw, value):
 
 @pytest.mark.parametrize(
     ("setting", "raw"),
-    [(config.JOB_TIMEOUT_S, "soon"), (config.MAX_RUNNERS, "0"), (config.MAX_RUNNERS, "-2")],
+    [
+        (config.JOB_TIMEOUT_S, "soon"),
+        (config.MAX_RUNNERS, "0"),
+        (config.MAX_RUNNERS, "-2"),
+        (config.LOG_LEVEL, "VERBOSE"),
+        (config.BUCKET_ADDRESSING_STYLE, "bogus"),
+        (config.PRESIGN_SECONDS, "10"),
+        (config.PRESIGN_SECONDS, "604801"),
+        (config.BUCKET_ENDPOINT_URL, "localhost:9000"),
+        (config.BUCKET_ENDPOINT_URL, "https://"),
+        (config.INDEX_URL, "ftp://mirror.example/simple"),
+        (config.EXTRA_INDEX_URLS, "https://ok.example/simple,not a url"),
+    ],
 )
 def test_bad_values_name_the_variable(setting, raw):
-    with pytest.raises(config.ConfigError, match=rf"^{setting.name}='{raw}' is invalid"):
+    with pytest.raises(config.ConfigError, match=rf"^{setting.name}='{re.escape(raw)}' is invalid"):
         setting.get({setting.name: raw})
+
+
+def test_credentials_in_a_bad_url_are_not_quoted():
+    with pytest.raises(config.ConfigError) as info:
+        config.INDEX_URL.get({"MEDIA_WORKER_INDEX_URL": "ftp://user:hunter2@mirror.example/"})
+    assert "hunter2" not in str(info.value) and "<redacted>@mirror.example" in str(info.value)
+
+
+def test_presign_range_is_the_contracts():
+    from models import contract
+
+    low, high = contract.MIN_PRESIGN_S, contract.MAX_PRESIGN_S
+    assert config.PRESIGN_SECONDS.get({config.PRESIGN_SECONDS.name: str(low)}) == low
+    assert config.PRESIGN_SECONDS.get({config.PRESIGN_SECONDS.name: str(high)}) == high
+    for outside in (low - 1, high + 1):
+        with pytest.raises(config.ConfigError):
+            config.PRESIGN_SECONDS.get({config.PRESIGN_SECONDS.name: str(outside)})
 
 
 def test_secret_values_are_redacted_in_errors():

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -254,6 +255,17 @@ def test_request_s3_endpoint_on_loopback_is_refused_and_gets_nothing(loopback_si
 
 
 @pytest.mark.slow
+def test_jobs_whose_ids_once_shared_a_key_keep_both_outputs(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDIA_WORKER_OUTPUT_DIR", str(tmp_path / "out"))
+    first, _, _ = _synthesize(tmp_path, "a/b", text="The first job.")
+    second, _, _ = _synthesize(tmp_path, "a_b", text="The second job says something else.")
+    paths = [_local_file(r["outputs"][0]) for r in (first, second)]
+    assert paths[0] != paths[1]
+    for result, path in zip((first, second), paths, strict=True):
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == result["outputs"][0]["sha256"]
+
+
+@pytest.mark.slow
 def test_request_s3_endpoint_on_loopback_is_used_when_allowed(loopback_sink, monkeypatch):
     # The same job reaches the sink once the operator allows private endpoints: the
     # refusal above is the policy, not an unreachable address.
@@ -405,15 +417,20 @@ def test_rp_serve_api_runsync_with_s3_from_env(tmp_path, s3_server):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("name", "value", "message"),
+    ("name", "value", "reason"),
     [
-        ("MEDIA_WORKER_PREPARE", "piper,nope", "configuration: no profile 'nope'; known: piper"),
-        ("MEDIA_WORKER_JOB_TIMEOUT_S", "soon", "MEDIA_WORKER_JOB_TIMEOUT_S='soon' is invalid"),
+        ("MEDIA_WORKER_PREPARE", "piper,nope", "no profile 'nope'; known: piper"),
+        ("MEDIA_WORKER_JOB_TIMEOUT_S", "soon", "could not convert string to float"),
+        ("MEDIA_WORKER_LOG_LEVEL", "VERBOSE", "expected one of DEBUG, INFO, WARNING"),
+        ("BUCKET_ADDRESSING_STYLE", "bogus", "expected one of path, virtual, auto"),
+        ("MEDIA_WORKER_PRESIGN_SECONDS", "10", "must be in 60..604800"),
+        ("MEDIA_WORKER_DEFAULT_TTS_MODEL", "nosuch", "no tts model 'nosuch' in this worker"),
+        ("BUCKET_ENDPOINT_URL", "localhost:9000", "expected a https:// or http:// URL"),
     ],
 )
-def test_bad_configuration_stops_the_worker_at_start_with_words(tmp_path, name, value, message):
+def test_bad_configuration_stops_the_worker_at_start_with_words(tmp_path, name, value, reason):
     proc = subprocess.run(
-        [sys.executable, "handler.py"],
+        [sys.executable, "handler.py", "--test_input", json.dumps(_job("cfg-1"))],
         cwd=ROOT,
         env=_worker_env(tmp_path, **{name: value}),
         capture_output=True,
@@ -421,8 +438,41 @@ def test_bad_configuration_stops_the_worker_at_start_with_words(tmp_path, name, 
         timeout=120,
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert message in proc.stderr
+    assert f"ERROR handler configuration: {name}={value!r} is invalid: {reason}" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert "Started" not in proc.stdout, "the worker served a job with a bad setting"
+
+
+_LOG_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) \S+ "
+)
+
+
+def _run_one_job(tmp_path: Path, job_id: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "handler.py", "--test_input", json.dumps(_job(job_id))],
+        cwd=ROOT,
+        env=_worker_env(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_log_level_setting_reaches_the_handler_and_every_line_has_a_level(tmp_path):
+    # Before: importing runpod configured the root logger, basicConfig was ignored,
+    # and the worker logged at the SDK's level and format whatever the setting said.
+    quiet = _run_one_job(tmp_path, "log-w", MEDIA_WORKER_LOG_LEVEL="WARNING")
+    assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+    assert "job=log-w" not in quiet.stderr  # its INFO lines were filtered
+
+    verbose = _run_one_job(tmp_path, "log-d", MEDIA_WORKER_LOG_LEVEL="debug")
+    assert verbose.returncode == 0, verbose.stdout + verbose.stderr
+    assert " DEBUG handler job=log-d fields task,text" in verbose.stderr
+    assert " INFO handler job=log-d accepted task=tts model=piper" in verbose.stderr
+    lines = [line for line in verbose.stderr.splitlines() if line.strip()]
+    assert lines and all(_LOG_LINE.match(line) for line in lines), verbose.stderr
 
 
 # --- Input media: fetched into scratch before the runner sees the job ---------------

@@ -16,6 +16,7 @@ import pytest
 from errors import InvalidInput, StorageFailed
 from storage import Artifact, PublishedOutput, publish, s3_settings
 from storage import _s3 as s3_module
+from storage._scratch import safe_job_id
 from tests.fixtures.s3 import ALLOW_PRIVATE, make_bucket, settings_for
 
 MiB = 1024 * 1024
@@ -70,6 +71,18 @@ def test_local_store(outputs: Path, tmp_path: Path, caplog) -> None:
     assert "job=job-7 publish ok store=local files=2 bytes=3010" in caplog.text
 
 
+def test_job_ids_that_once_shared_a_key_keep_both_outputs(outputs: Path, tmp_path: Path) -> None:
+    # "a/b" was cleaned to "a_b", so the second job's speech.wav replaced the first's.
+    first = _artifact(tmp_path, "speech.wav", 100)
+    [out_a] = publish("a/b", [first], s3=None)
+    (tmp_path / "second").mkdir()
+    second = _artifact(tmp_path / "second", "speech.wav", 200)
+    [out_b] = publish("a_b", [second], s3=None)
+    assert out_a.key != out_b.key and out_b.key == "jobs/a_b/speech.wav"
+    assert (outputs / out_a.key).read_bytes() == first.path.read_bytes()
+    assert (outputs / out_b.key).read_bytes() == second.path.read_bytes()
+
+
 def test_local_store_default_root_is_under_home(tmp_path: Path) -> None:
     # conftest points MEDIA_WORKER_HOME at a temp dir; outputs live in <home>/outputs.
     [out] = publish("j", [_artifact(tmp_path, "a.wav", 5)], s3=None)
@@ -81,7 +94,8 @@ def test_local_store_default_root_is_under_home(tmp_path: Path) -> None:
 
 def test_hostile_job_id_cannot_escape(outputs: Path, tmp_path: Path) -> None:
     [out] = publish("../../x", [_artifact(tmp_path, "a.wav", 5)], s3=None)
-    assert out.key == "jobs/_.._x/a.wav"
+    assert out.key == f"jobs/{safe_job_id('../../x')}/a.wav"
+    assert out.key.startswith("jobs/_.._x~")
     assert Path(urlsplit(out.url).path).is_relative_to(outputs)
 
 

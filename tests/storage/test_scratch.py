@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -44,18 +45,37 @@ def test_same_job_id_twice_gets_two_dirs(monkeypatch, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("job_id", "expected"),
+    "job_id",
+    ["sync-12ab-cd-u1", "local_test", "a_b", "3f1c9e2a-7b7d-4c43-a3b1-0c7d1f0e5a1b", "x" * 128],
+)
+def test_safe_job_ids_are_used_as_they_are(job_id: str) -> None:
+    assert safe_job_id(job_id) == job_id
+
+
+@pytest.mark.parametrize(
+    ("job_id", "readable"),
     [
-        ("sync-12ab-cd", "sync-12ab-cd"),
         ("../../etc/passwd", "_.._etc_passwd"),
         ("..", "job"),
         ("", "job"),
+        (".hidden", "hidden"),
         ("a/b\\c\x00d e", "a_b_c_d_e"),
-        ("x" * 500, "x" * 128),
+        ("x" * 500, "x" * 103),
     ],
 )
-def test_safe_job_id(job_id: str, expected: str) -> None:
-    assert safe_job_id(job_id) == expected
+def test_unsafe_job_ids_keep_a_readable_part_and_a_digest(job_id: str, readable: str) -> None:
+    safe = safe_job_id(job_id)
+    assert safe.startswith(f"{readable}~")
+    assert re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._~-]{0,127}", safe)
+    assert "/" not in safe and not safe.startswith(".")
+
+
+def test_safe_job_id_is_one_to_one() -> None:
+    # The pairs that met before: each unsafe character became "_", and long ids
+    # were cut at 128 characters.
+    ids = ["a/b", "a_b", "a b", "a\\b", "a:b", "x" * 128, "x" * 129, "x" * 130, "..a", "a"]
+    ids += [safe_job_id("a/b")]  # an id spelled like another id's safe form
+    assert len({safe_job_id(i) for i in ids}) == len(ids)
 
 
 def test_hostile_job_id_stays_inside_base(monkeypatch, tmp_path: Path) -> None:
