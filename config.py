@@ -46,6 +46,15 @@ def _positive(parse: Callable[[str], T]) -> Callable[[str], T]:
     return parse_positive
 
 
+def parse_flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("use 1/true/yes/on or 0/false/no/off")
+
+
 def parse_artifact_overrides(raw: str) -> tuple[tuple[str, str, str], ...]:
     """``(file name, url, sha256)`` per comma-separated ``<file name>=<url>#sha256=<hex>``."""
     out = []
@@ -224,6 +233,14 @@ CACHED_MODELS_DIR = _declare(
 # --- Jobs and runners --------------------------------------------------------------
 DEFAULT_TTS_MODEL = _declare(
     "MEDIA_WORKER_DEFAULT_TTS_MODEL", "piper", str, "Model used when a tts job names none."
+)
+STREAMING = _declare(
+    "MEDIA_WORKER_STREAMING",
+    False,
+    parse_flag,
+    "1: a streaming endpoint (generator handler, return_aggregate_stream): jobs with "
+    '"stream": true yield audio chunks, and every job\'s output is a list ending with '
+    'its result. 0: plain results; "stream": true is invalid_input.',
 )
 JOB_TIMEOUT_S = _declare(
     "MEDIA_WORKER_JOB_TIMEOUT_S",

@@ -9,16 +9,31 @@ background for the profiles named in ``MEDIA_WORKER_PREPARE``).
 Works in every mode of the runpod SDK: the platform, ``python handler.py``
 (reads ``test_input.json``), ``python handler.py --test_input '{...}'`` and
 ``python handler.py --rp_serve_api``.
+
+Two endpoint shapes, chosen at start by ``MEDIA_WORKER_STREAMING`` (the runpod
+SDK decides streaming by the handler's type, for every job, not per job):
+
+- plain (default): ``handler`` returns the result (or the error envelope);
+  ``"stream": true`` is ``invalid_input``.
+- streaming: ``stream_handler`` is a generator started with
+  ``return_aggregate_stream``: a ``"stream": true`` job yields one StreamChunk
+  per finished piece of audio, and every job ends with its StreamFinal (the
+  full published result) or its error envelope, which the SDK turns into a
+  FAILED job keeping the error line (runpod-python #397: it streams no
+  exceptions by itself).
 """
 
 from __future__ import annotations
 
 import atexit
+import base64
 import logging
 import os
+import queue
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +46,9 @@ from runpod.serverless.modules import worker_state
 import bootstrap
 import config
 import storage
-from errors import WorkerError
+from errors import InvalidInput, WorkerError
 from models import contract, registry
+from models import protocol as p
 from models.host import RunnerHost
 from models.profiles import get_profile
 
@@ -41,6 +57,9 @@ logger = logging.getLogger("handler")
 _HOST = RunnerHost()
 _ENVIRONMENTS: dict[str, bootstrap.Environment] = {}
 _ENSURE_LOCK = threading.Lock()
+# RunPod's limit on one streamed item; each chunk's base64 must stay under it.
+MAX_STREAM_ITEM_BYTES = 1_000_000
+ChunkSink = Callable[[p.Chunk], None]
 
 
 def _progress(job: dict[str, Any], job_id: str, message: str, fraction: float | None) -> None:
@@ -62,9 +81,15 @@ def _ensure(profile_name: str, on_progress: Any) -> tuple[bootstrap.Environment,
         return env, True
 
 
-def _run_job(job: dict[str, Any], job_id: str) -> dict[str, Any]:
+def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     request = contract.parse_job(job.get("input"))
+    if getattr(request, "stream", False) and on_chunk is None:
+        raise InvalidInput(
+            "stream: this endpoint is not a streaming one; leave out stream, or deploy "
+            "with MEDIA_WORKER_STREAMING=1 (see the README's streaming section)",
+            field="stream",
+        )
     spec = registry.resolve(request)
     prefix = storage.validate_prefix(request.output.prefix) if request.output.prefix else None
     s3 = storage.s3_settings(job.get("s3Config"))
@@ -97,6 +122,7 @@ def _run_job(job: dict[str, Any], job_id: str) -> dict[str, Any]:
             inputs=inputs,
             weights={repo: str(path) for repo, path in env.weights.items()},
             on_progress=report,
+            on_chunk=on_chunk if getattr(request, "stream", False) else None,
         )
 
         t = time.perf_counter()
@@ -125,6 +151,7 @@ def _run_job(job: dict[str, Any], job_id: str) -> dict[str, Any]:
             total_s=round(time.perf_counter() - started, 4),
         ),
         cold=outcome.cold,
+        words=outcome.result.get("words"),
     )
     logger.info(
         "job=%s done outputs=%d cold=%s total_s=%.3f",
@@ -147,9 +174,12 @@ def error_envelope(exc: WorkerError) -> dict[str, Any]:
 
 def handler(job: dict[str, Any]) -> dict[str, Any]:
     """Serve one RunPod job; never raises, never returns a traceback or a secret."""
-    job_id = str(job.get("id") or "local")
+    return _serve(job, str(job.get("id") or "local"))
+
+
+def _serve(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None) -> dict[str, Any]:
     try:
-        return _run_job(job, job_id)
+        return _run_job(job, job_id, on_chunk)
     except WorkerError as exc:
         logger.warning("job=%s failed %s: %s", job_id, exc.code, exc.message)
         return error_envelope(exc)
@@ -158,6 +188,69 @@ def handler(job: dict[str, Any]) -> dict[str, Any]:
         return error_envelope(
             WorkerError(f"unexpected error in the worker; its log has details under job={job_id}")
         )
+
+
+def chunk_item(chunk: p.Chunk, elapsed_s: float) -> dict[str, Any]:
+    """The StreamChunk a caller receives for a runner's Chunk (reads the file now).
+
+    Raises:
+        WorkerError: the chunk would exceed RunPod's item size (a runner bug).
+    """
+    audio = base64.b64encode(Path(chunk.path).read_bytes()).decode()
+    if len(audio) >= MAX_STREAM_ITEM_BYTES:
+        raise WorkerError(f"stream chunk {chunk.index} is {len(audio)} bytes in base64")
+    return contract.StreamChunk(
+        index=chunk.index,
+        offset_s=chunk.offset_s,
+        duration_s=chunk.duration_s,
+        sample_rate=chunk.sample_rate,
+        format=chunk.format,
+        content_type=chunk.content_type,
+        audio_base64=audio,
+        elapsed_s=round(elapsed_s, 4),
+        words=chunk.words or None,
+    ).model_dump(mode="json", exclude_none=True)
+
+
+def stream_handler(job: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Serve one job on a streaming endpoint: chunks as they exist, then the result.
+
+    The job runs in a thread; the runner's chunks arrive through a queue and are
+    yielded in order. The last item is the StreamFinal, or the error envelope
+    (after which the SDK marks the job FAILED).
+    """
+    job_id = str(job.get("id") or "local")
+    started = time.perf_counter()
+    items: queue.Queue[tuple[bool, dict[str, Any]]] = queue.Queue()
+    broken: list[WorkerError] = []
+
+    def on_chunk(chunk: p.Chunk) -> None:
+        # Called on the runner host's thread: it must not raise, or the runner
+        # would be left mid-job. A bad chunk fails the job when it ends.
+        if broken:
+            return
+        try:
+            items.put((False, chunk_item(chunk, time.perf_counter() - started)))
+        except (WorkerError, OSError) as exc:
+            logger.error("job=%s chunk %d unusable: %s", job_id, chunk.index, exc)
+            broken.append(WorkerError(f"stream chunk {chunk.index} could not be sent"))
+
+    def work() -> None:
+        result = _serve(job, job_id, on_chunk)
+        if broken and "error" not in result:
+            result = error_envelope(broken[0])
+        if "error" not in result:
+            result = {"type": "result", **result}
+        items.put((True, result))
+
+    threading.Thread(target=work, name=f"job-{job_id}", daemon=True).start()
+    while True:
+        last, item = items.get()
+        if not last:
+            logger.info("job=%s chunk %d sent", job_id, item["index"])
+        yield item
+        if last:
+            return
 
 
 def _prepare_in_background(profiles: tuple[str, ...]) -> None:
@@ -217,7 +310,11 @@ def main() -> None:
     atexit.register(_HOST.shutdown)
     if profiles:
         _prepare_in_background(profiles)
-    runpod.serverless.start({"handler": handler})
+    if config.STREAMING.get():
+        logger.info("streaming endpoint: generator handler, aggregate stream")
+        runpod.serverless.start({"handler": stream_handler, "return_aggregate_stream": True})
+    else:
+        runpod.serverless.start({"handler": handler})
 
 
 if __name__ == "__main__":

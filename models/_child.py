@@ -67,7 +67,7 @@ def _serve(inbox: Connection, outbox: Connection) -> int:
             send(p.Progress(_job, text, fraction))
 
         inputs = {name: Path(path) for name, path in message.inputs.items()}
-        ctx = RunContext(job_id, Path(message.scratch_dir), progress, inputs)
+        ctx = RunContext(job_id, Path(message.scratch_dir), progress, inputs, send_chunk=send)
         started = time.perf_counter()
         try:
             outputs = runner.run(message.payload, ctx)
@@ -83,7 +83,7 @@ def _serve(inbox: Connection, outbox: Connection) -> int:
             continue
         sys.stdout.flush()
         sys.stderr.flush()
-        send(p.Done(job_id, outputs, round(time.perf_counter() - started, 4)))
+        send(p.Done(job_id, outputs, round(time.perf_counter() - started, 4), ctx.result))
 
 
 def main(argv: list[str] | None = None) -> int:

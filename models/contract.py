@@ -115,6 +115,16 @@ class _SpeechBase(_JobBase):
     sample_rate: int | None = Field(
         default=None, ge=8_000, le=48_000, description="Resample the output to this rate (Hz)."
     )
+    stream: bool = Field(
+        default=False,
+        description="Yield each sentence's audio as soon as it exists (a StreamChunk each, "
+        "then the full result). Only on a streaming endpoint (MEDIA_WORKER_STREAMING=1).",
+    )
+    timestamps: bool = Field(
+        default=False,
+        description="Return per-word start/end times (`words`) and publish .srt and .vtt "
+        "captions beside the audio. Only models that align (kokoro).",
+    )
 
     @field_validator("text")
     @classmethod
@@ -190,6 +200,14 @@ class Timings(BaseModel):
     total_s: float = 0.0
 
 
+class WordTiming(BaseModel):
+    """One spoken word and where it is in the output audio."""
+
+    word: str
+    start_s: float = Field(ge=0)
+    end_s: float = Field(ge=0)
+
+
 class JobResult(BaseModel):
     """What a successful job returns."""
 
@@ -198,6 +216,30 @@ class JobResult(BaseModel):
     outputs: list[Output]
     timings: Timings
     cold: bool = Field(description="True when this job started the runner process.")
+    words: list[WordTiming] | None = Field(
+        default=None, description="With timestamps: every word, in order, in seconds."
+    )
+
+
+class StreamChunk(BaseModel):
+    """One item a streaming job yields before its final result (each < 1 MB)."""
+
+    type: Literal["chunk"] = "chunk"
+    index: int = Field(ge=0, description="0, 1, 2... in playing order.")
+    offset_s: float = Field(ge=0, description="Where this chunk starts in the full audio.")
+    duration_s: float = Field(ge=0)
+    sample_rate: int
+    format: str
+    content_type: str
+    audio_base64: str = Field(description="The chunk as a complete file of `format`.")
+    elapsed_s: float = Field(description="Seconds since the job started, when it was sent.")
+    words: list[WordTiming] | None = None
+
+
+class StreamFinal(JobResult):
+    """The last item of a streaming job: the full result, published, tagged."""
+
+    type: Literal["result"] = "result"
 
 
 ErrorCode = Literal[
@@ -282,14 +324,15 @@ def json_schema() -> dict[str, Any]:
     """The contract as one JSON Schema document (request, result, error)."""
     request = _JOB_ADAPTER.json_schema(ref_template="#/$defs/{model}")
     defs = request.pop("$defs", {})
-    for model in (JobResult, ErrorEnvelope):
+    for model in (JobResult, ErrorEnvelope, StreamChunk, StreamFinal):
         schema = model.model_json_schema(ref_template="#/$defs/{model}")
         defs.update(schema.pop("$defs", {}))
         defs[model.__name__] = schema
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": f"media-worker job contract v{CONTRACT_VERSION}",
-        "description": "`input` of a job request; results are JobResult or ErrorEnvelope.",
+        "description": "`input` of a job request; results are JobResult or ErrorEnvelope "
+        "(a streaming endpoint yields StreamChunk items, then a StreamFinal).",
         **request,
         "$defs": dict(sorted(defs.items())),
     }

@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ _SHUTDOWN_GRACE_S = 5.0
 _STDERR_FD = 2
 
 ProgressFn = Callable[[str, float | None], None]
+ChunkFn = Callable[[p.Chunk], None]
 
 
 class RunnerState(enum.Enum):
@@ -52,6 +53,7 @@ class RunOutcome:
     load_s: float
     infer_s: float
     cold: bool
+    result: dict[str, Any] = field(default_factory=dict)
 
 
 def pick_runners_to_evict(last_used: Mapping[str, float], keep: str, max_live: int) -> list[str]:
@@ -160,8 +162,9 @@ class RunnerProcess:
         timeout_s: float,
         on_progress: ProgressFn,
         inputs: Mapping[str, Path] | None = None,
+        on_chunk: ChunkFn | None = None,
     ) -> p.Done:
-        """Send one job and wait for its end, relaying progress.
+        """Send one job and wait for its end, relaying progress and chunks.
 
         Raises:
             WorkerError: the runner reported ``Failed`` with this code.
@@ -178,6 +181,10 @@ class RunnerProcess:
             message = self._receive(deadline - time.monotonic(), job_id, what="job")
             if isinstance(message, p.Progress):
                 on_progress(message.message, message.fraction)
+                continue
+            if isinstance(message, p.Chunk) and message.job_id == job_id:
+                if on_chunk is not None:
+                    on_chunk(message)
                 continue
             self.last_used = time.monotonic()
             if isinstance(message, p.Done) and message.job_id == job_id:
@@ -294,6 +301,7 @@ class RunnerHost:
         timeout_s: float | None = None,
         on_progress: ProgressFn | None = None,
         inputs: Mapping[str, Path] | None = None,
+        on_chunk: ChunkFn | None = None,
     ) -> RunOutcome:
         """Run one job on runner ``name``, starting it (and evicting others) if needed.
 
@@ -329,12 +337,14 @@ class RunnerHost:
                 timeout_s=timeout_s,
                 on_progress=on_progress,
                 inputs=inputs,
+                on_chunk=on_chunk,
             )
         return RunOutcome(
             outputs=done.outputs,
             load_s=runner.load_s if cold else 0.0,
             infer_s=done.infer_s,
             cold=cold,
+            result=done.result,
         )
 
     def _evict_for(self, name: str, job_id: str) -> None:

@@ -8,10 +8,11 @@ carry pydantic. Big payloads (audio, video) travel as file paths inside the
 job's scratch directory, never inline.
 
 Host -> runner: ``Setup`` (once, first), ``Run`` (per job), ``Shutdown``.
-Runner -> host: ``Ready`` (answers Setup), ``Progress`` (any number during a
-Run), then exactly one of ``Done`` (success), ``Failed`` (this job failed, the
-runner is still usable) or ``Fatal`` (the runner is poisoned and exits; the host
-restarts it for the next job).
+Runner -> host: ``Ready`` (answers Setup), ``Progress`` and ``Chunk`` (any
+number during a Run; a ``Chunk`` is a finished piece of a streaming job's
+output, as a file in the scratch dir), then exactly one of ``Done`` (success),
+``Failed`` (this job failed, the runner is still usable) or ``Fatal`` (the
+runner is poisoned and exits; the host restarts it for the next job).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3  # 2: Run.inputs; 3: Chunk
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,29 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Chunk:
+    """One finished piece of a streaming job's audio, in playing order.
+
+    ``path`` is a complete, encoded file in the job's scratch dir (``format``,
+    ``content_type``), small enough to travel to the caller inline.
+    ``offset_s`` is where it starts in the full output; ``words`` are its word
+    timings (``{"word", "start_s", "end_s"}``, times in the full output) when the
+    job asked for timestamps.
+    """
+
+    job_id: str
+    index: int
+    path: str
+    content_type: str
+    format: str
+    sample_rate: int
+    offset_s: float
+    duration_s: float
+    words: list[dict[str, Any]] = field(default_factory=list)
+    type: str = "chunk"
+
+
+@dataclass(frozen=True)
 class OutputFile:
     """One file a runner wrote into the scratch directory."""
 
@@ -72,9 +96,14 @@ class OutputFile:
 
 @dataclass(frozen=True)
 class Done:
+    """The job succeeded. ``result`` holds extra result fields the runner
+    computed (e.g. ``{"words": [...]}``); the handler validates them against the
+    contract before they reach the caller."""
+
     job_id: str
     outputs: list[OutputFile]
     infer_s: float
+    result: dict[str, Any] = field(default_factory=dict)
     type: str = "done"
 
 
@@ -93,10 +122,10 @@ class Fatal:
     type: str = "fatal"
 
 
-Message = Setup | Run | Shutdown | Ready | Progress | Done | Failed | Fatal
+Message = Setup | Run | Shutdown | Ready | Progress | Chunk | Done | Failed | Fatal
 _BY_TYPE: dict[str, type] = {
     cls.type: cls  # type: ignore[attr-defined]
-    for cls in (Setup, Run, Shutdown, Ready, Progress, Done, Failed, Fatal)
+    for cls in (Setup, Run, Shutdown, Ready, Progress, Chunk, Done, Failed, Fatal)
 }
 
 

@@ -27,6 +27,11 @@ fetched by the handler before the job reaches the runner; the runner opens the
 local copy at ``ctx.inputs["reference_audio"]`` (a :class:`~pathlib.Path` inside
 ``ctx.scratch``). ``job["reference_audio"]`` keeps the caller's reference.
 
+A streaming job (``job["stream"]``) also reports each finished piece of audio
+as soon as it exists with ``ctx.emit_chunk(...)``; the returned outputs are
+still the full result. A runner that wants to return extra result fields
+(``words``) sets them in ``ctx.result``.
+
 A runner raises ``errors.InvalidInput`` (or another ``WorkerError``) for a
 problem with this job: the job fails with that code and the runner stays up. Any
 other exception fails the job as ``runner_crashed``; ``MemoryError`` and an
@@ -40,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.protocol import OutputFile
+from models.protocol import Chunk, OutputFile
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,11 @@ class RunnerSpec:
     knobs: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+def _drop(chunk: Chunk) -> None:
+    pass
+
+
+@dataclass
 class RunContext:
     """What a runner gets besides the job: where to write, how to report, its inputs."""
 
@@ -75,6 +84,39 @@ class RunContext:
     progress: Callable[[str, float | None], None]
     inputs: Mapping[str, Path] = field(default_factory=dict)
     """Contract media field -> the fetched local file (inside ``scratch``)."""
+    send_chunk: Callable[[Chunk], None] = _drop
+    result: dict[str, Any] = field(default_factory=dict)
+    chunks_sent: int = 0
+
+    def emit_chunk(
+        self,
+        path: Path,
+        *,
+        content_type: str,
+        format: str,
+        sample_rate: int,
+        offset_s: float,
+        duration_s: float,
+        words: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Report a finished, encoded piece of the output (``path`` in the scratch dir).
+
+        Chunks are numbered in call order; call it in playing order.
+        """
+        self.send_chunk(
+            Chunk(
+                job_id=self.job_id,
+                index=self.chunks_sent,
+                path=str(path),
+                content_type=content_type,
+                format=format,
+                sample_rate=sample_rate,
+                offset_s=round(offset_s, 4),
+                duration_s=round(duration_s, 4),
+                words=words or [],
+            )
+        )
+        self.chunks_sent += 1
 
 
 class Runner:

@@ -10,7 +10,6 @@ runs in the runner process and imports Piper, soundfile and soxr there.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -18,18 +17,15 @@ from typing import Any
 import config
 from errors import InvalidInput
 from models.protocol import OutputFile
+from models.runners._audio import SpeechAssembler
 from models.runners.base import RunContext, Runner, RunnerSpec
+from models.text import max_chars, split_text
 
 DEFAULT_VOICE = "joe"
 _VOICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-# soundfile format and subtype per output format; content types per RFC 3003/5334/2361.
-ENCODINGS: dict[str, tuple[str, str, str]] = {
-    "wav": ("WAV", "PCM_16", "audio/wav"),
-    "flac": ("FLAC", "PCM_16", "audio/flac"),
-    "ogg": ("OGG", "VORBIS", "audio/ogg"),
-    "mp3": ("MP3", "MPEG_LAYER_III", "audio/mpeg"),
-}
+# Piper phonemizes a whole piece before speaking it: bounding the piece keeps
+# the first streamed audio early and memory flat on long input.
+MAX_PIECE_CHARS = 400
 
 
 def voices_dir() -> Path:
@@ -61,7 +57,18 @@ def find_voice(name: str | None) -> Path | None:
 
 
 def check_job(job: Any) -> None:
-    """Pre-flight check in the handler: the voice exists."""
+    """Pre-flight check in the handler: the voice exists; no word timestamps.
+
+    Raises:
+        InvalidInput: an unknown voice (field ``voice``), or ``timestamps`` asked
+            of Piper, which does not align words to audio (field ``timestamps``).
+    """
+    if getattr(job, "timestamps", False):
+        raise InvalidInput(
+            "timestamps: Piper cannot align words to its audio; use model kokoro for "
+            "word timestamps and captions",
+            field="timestamps",
+        )
     find_voice(job.voice)
 
 
@@ -83,35 +90,26 @@ class PiperRunner(Runner):
         return self._voices[key]
 
     def run(self, job: dict[str, Any], ctx: RunContext) -> list[OutputFile]:
-        import numpy as np
-        import soundfile
         from piper import SynthesisConfig
 
         voice = self._voice(job.get("voice"))
         syn = SynthesisConfig(length_scale=voice.config.length_scale / float(job.get("speed", 1.0)))
-        chunks = []
-        for n, chunk in enumerate(voice.synthesize(job["text"], syn_config=syn), start=1):
-            chunks.append(chunk.audio_float_array)
-            ctx.progress(f"synthesized sentence {n}", None)
-        if not chunks:
+        speech = SpeechAssembler(
+            ctx,
+            rate=voice.config.sample_rate,
+            out_rate=job.get("sample_rate"),
+            fmt=job.get("format", "wav"),
+            stream=bool(job.get("stream")),
+        )
+        n = 0
+        for piece in split_text(job["text"], max_chars(MAX_PIECE_CHARS)):
+            for chunk in voice.synthesize(piece, syn_config=syn):
+                n += 1
+                speech.add(chunk.audio_float_array)
+                ctx.progress(f"synthesized sentence {n}", None)
+        if n == 0:
             raise InvalidInput("text: nothing speakable in the text", field="text")
-        audio = np.concatenate(chunks)
-        rate = voice.config.sample_rate
-        if job.get("sample_rate") and job["sample_rate"] != rate:
-            import soxr
-
-            audio = soxr.resample(audio, rate, job["sample_rate"])
-            rate = job["sample_rate"]
-
-        fmt = job.get("format", "wav")
-        sf_format, subtype, content_type = ENCODINGS[fmt]
-        final = ctx.scratch / f"speech.{fmt}"
-        partial = ctx.scratch / f".speech.{fmt}.partial"
-        # Encode beside the final name and rename: a crash mid-encode leaves no
-        # file that looks like a finished output.
-        soundfile.write(partial, audio, rate, format=sf_format, subtype=subtype)
-        os.replace(partial, final)
-        return [OutputFile(str(final), content_type, round(len(audio) / rate, 3))]
+        return speech.finish()
 
 
 SPECS = (
