@@ -37,6 +37,8 @@ JOBS = [
     {"id": "plat-bad", "input": {"task": "tts", "text": ""}},
 ]
 DEADLINE_S = 45.0
+# Final results (and progress) go to job-done; a streaming endpoint's items to job-stream.
+_ROUTES = ("job-done", "job-stream")
 
 
 class FakePlatform:
@@ -86,11 +88,12 @@ class FakePlatform:
             def do_POST(self):
                 url = urlparse(self.path)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                parts = url.path.split("/")  # "", "v2", "job-done", worker, job
-                if parts[:3] != ["", "v2", "job-done"] or len(parts) != 5:
+                parts = url.path.split("/")  # "", "v2", "job-done"|"job-stream", worker, job
+                if parts[:2] != ["", "v2"] or parts[2] not in _ROUTES or len(parts) != 5:
                     return self._reply(404)
                 platform._record(
                     {
+                        "route": parts[2],
                         "worker": parts[3],
                         "job_id": parts[4],
                         "query": url.query,
@@ -110,7 +113,11 @@ class FakePlatform:
     def _record(self, post: dict) -> None:
         with self._lock:
             self.posts.append(post)
-            finished = {p["job_id"] for p in self.posts if p["body"].get("status") != "IN_PROGRESS"}
+            finished = {
+                p["job_id"]
+                for p in self.posts
+                if p["route"] == "job-done" and p["body"].get("status") != "IN_PROGRESS"
+            }
             if self._expected <= finished:
                 self.done.set()
 

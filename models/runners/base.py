@@ -111,8 +111,8 @@ class RunContext:
                 content_type=content_type,
                 format=format,
                 sample_rate=sample_rate,
-                offset_s=round(offset_s, 4),
-                duration_s=round(duration_s, 4),
+                offset_s=round(offset_s, 6),
+                duration_s=round(duration_s, 6),
                 words=words or [],
             )
         )

@@ -75,3 +75,20 @@ class InputEchoRunner(Runner):
         out = Path(ctx.scratch) / "speech.wav"
         out.write_bytes(source.read_bytes())
         return [OutputFile(str(out), "audio/wav")]
+
+
+class ChunkThenFail(Runner):
+    """A streaming runner that sends one chunk, then rejects the job."""
+
+    def run(self, job, ctx):
+        path = Path(ctx.scratch) / "chunk-00000.wav"
+        path.write_bytes(b"RIFF-not-really")
+        ctx.emit_chunk(
+            path,
+            content_type="audio/wav",
+            format="wav",
+            sample_rate=24000,
+            offset_s=0.0,
+            duration_s=0.5,
+        )
+        raise InvalidInput("text: the second sentence cannot be spoken", field="text")
