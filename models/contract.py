@@ -120,7 +120,7 @@ class _SpeechBase(_JobBase):
         description="Yield each sentence's audio as soon as it exists (a StreamChunk each, "
         "then the full result). Only on a streaming endpoint (MEDIA_WORKER_STREAMING=1).",
     )
-    timestamps: bool = Field(
+    timestamps: Annotated[bool, KNOB] = Field(
         default=False,
         description="Return per-word start/end times (`words`) and publish .srt and .vtt "
         "captions beside the audio. Only models that align (kokoro).",

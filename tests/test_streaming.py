@@ -164,6 +164,7 @@ def test_platform_streams_chunks_then_posts_the_aggregate_and_fails_a_bad_job(tm
         fake.server.server_close()
     worker_log = log_path.read_text(errors="replace")
     assert fake.done.is_set(), worker_log
+
     def final(job_id: str) -> dict:
         (post,) = [
             p
@@ -182,3 +183,10 @@ def test_platform_streams_chunks_then_posts_the_aggregate_and_fails_a_bad_job(tm
     failed = final("s-bad")
     assert failed["body"]["error"].startswith("invalid_input: voice: unknown Piper voice")
     assert json.dumps(failed["body"]).count("Traceback") == 0
+
+
+def test_timestamps_on_piper_is_invalid_input_naming_the_field():
+    result = handler.handler(_job("piper-ts", timestamps=True))
+    assert result["error_code"] == "invalid_input"
+    assert result["details"][0]["field"] == "timestamps"
+    assert "'piper' does not use this option" in result["error"]

@@ -57,18 +57,11 @@ def find_voice(name: str | None) -> Path | None:
 
 
 def check_job(job: Any) -> None:
-    """Pre-flight check in the handler: the voice exists; no word timestamps.
+    """Pre-flight check in the handler: the voice exists.
 
-    Raises:
-        InvalidInput: an unknown voice (field ``voice``), or ``timestamps`` asked
-            of Piper, which does not align words to audio (field ``timestamps``).
+    ``timestamps`` is not among Piper's knobs (it cannot align words to its
+    audio), so the registry refuses it before this runs.
     """
-    if getattr(job, "timestamps", False):
-        raise InvalidInput(
-            "timestamps: Piper cannot align words to its audio; use model kokoro for "
-            "word timestamps and captions",
-            field="timestamps",
-        )
     find_voice(job.voice)
 
 

@@ -55,8 +55,12 @@ def test_a_runner_module_without_specs_is_named(tmp_path):
         (contract.TtsJob, contract.MEDIA, ()),
         (contract.CloneJob, contract.MEDIA, ("reference_audio",)),
         (contract.RestoreJob, contract.MEDIA, ("video",)),
-        (contract.TtsJob, contract.KNOB, ("voice", "speed")),
-        (contract.CloneJob, contract.KNOB, ("speed", "exaggeration", "cfg_weight", "nfe_step")),
+        (contract.TtsJob, contract.KNOB, ("timestamps", "voice", "speed")),
+        (
+            contract.CloneJob,
+            contract.KNOB,
+            ("timestamps", "speed", "exaggeration", "cfg_weight", "nfe_step"),
+        ),
         (contract.RestoreJob, contract.KNOB, ("batch_size", "color_correction")),
     ],
 )
