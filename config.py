@@ -242,6 +242,18 @@ STREAMING = _declare(
     '"stream": true yield audio chunks, and every job\'s output is a list ending with '
     'its result. 0: plain results; "stream": true is invalid_input.',
 )
+ALLOW_NONCOMMERCIAL = _declare(
+    "MEDIA_WORKER_ALLOW_NONCOMMERCIAL",
+    False,
+    parse_flag,
+    "1: serve models whose weights forbid commercial use (f5tts, CC-BY-NC-4.0).",
+)
+VOICES_CACHE_ITEMS = _declare(
+    "MEDIA_WORKER_VOICES_CACHE_ITEMS",
+    16,
+    _positive(int),
+    "Speaker conditionings each cloning runner keeps in memory (least recently used go).",
+)
 JOB_TIMEOUT_S = _declare(
     "MEDIA_WORKER_JOB_TIMEOUT_S",
     600.0,

@@ -90,6 +90,8 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
             "with MEDIA_WORKER_STREAMING=1 (see the README's streaming section)",
             field="stream",
         )
+    if isinstance(request, contract.VoicesJob):
+        return _voices_job(request, storage.s3_settings(job.get("s3Config")), job_id)
     spec = registry.resolve(request)
     prefix = storage.validate_prefix(request.output.prefix) if request.output.prefix else None
     s3 = storage.s3_settings(job.get("s3Config"))
@@ -106,6 +108,11 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
             if (value := getattr(request, field)) is not None:
                 ref = storage.parse_media_ref(value, field=field)
                 inputs[field] = storage.fetch(ref, scratch, s3=s3)
+        payload = request.model_dump(mode="json")
+        if isinstance(request, contract.CloneJob) and request.voice:
+            voice = storage.load_voice(request.voice, scratch, s3=s3)
+            inputs["reference_audio"] = voice.audio
+            payload["reference_text"] = request.reference_text or voice.reference_text
         fetch_s = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -117,13 +124,24 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
             python=env.python,
             runner_ref=spec.runner_ref,
             job_id=job_id,
-            payload=request.model_dump(mode="json"),
+            payload=payload,
             scratch=scratch,
             inputs=inputs,
             weights={repo: str(path) for repo, path in env.weights.items()},
             on_progress=report,
             on_chunk=on_chunk if getattr(request, "stream", False) else None,
         )
+
+        saved_voice = None
+        if isinstance(request, contract.CloneJob) and request.save_voice:
+            # after the run: only a reference the model has read is ever saved
+            storage.save_voice(
+                request.save_voice,
+                inputs["reference_audio"],
+                request.reference_text,
+                s3=s3,
+            )
+            saved_voice = request.save_voice
 
         t = time.perf_counter()
         artifacts = [
@@ -152,6 +170,7 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
         ),
         cold=outcome.cold,
         words=outcome.result.get("words"),
+        saved_voice=saved_voice,
     )
     logger.info(
         "job=%s done outputs=%d cold=%s total_s=%.3f",
@@ -160,7 +179,24 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
         result.cold,
         result.timings.total_s,
     )
-    return result.model_dump(mode="json")
+    return result.model_dump(mode="json", exclude={"saved_voice"} if saved_voice is None else None)
+
+
+def _voices_job(
+    request: contract.VoicesJob, s3: storage.S3Settings | None, job_id: str
+) -> dict[str, Any]:
+    """List or delete saved cloning voices; no runner is involved."""
+    if request.action == "delete":
+        assert request.name is not None  # the contract requires it for delete
+        storage.delete_voice(request.name, s3=s3)
+    voices = storage.list_voices(s3=s3)
+    logger.info("job=%s voices %s count=%d", job_id, request.action, len(voices))
+    return contract.VoicesResult(
+        task="voices",
+        action=request.action,
+        voices=[contract.SavedVoice(**vars(v)) for v in voices],
+        deleted=request.name if request.action == "delete" else None,
+    ).model_dump(mode="json", exclude_none=True)
 
 
 def error_envelope(exc: WorkerError) -> dict[str, Any]:

@@ -19,7 +19,9 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from errors import InvalidInput
 
@@ -144,13 +146,48 @@ class TtsJob(_SpeechBase):
     speed: Annotated[float, KNOB] = Field(default=1.0, ge=0.5, le=2.0)
 
 
+# Saved voice names become directory names on the volume and S3 key parts.
+VOICE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+VoiceNameField = Annotated[
+    str,
+    Field(
+        pattern=VOICE_NAME_PATTERN,
+        description="A saved voice: 1-64 of a-z, 0-9, '_', '-', starting with a letter or digit.",
+        examples=["narrator", "ana-es"],
+    ),
+]
+
+
 class CloneJob(_SpeechBase):
-    """Zero-shot voice cloning from a reference recording."""
+    """Zero-shot voice cloning from a reference recording or a saved voice."""
 
     task: Literal["clone"]
-    reference_audio: MediaRefField
-    reference_text: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
-    speed: Annotated[float, KNOB] = Field(default=1.0, ge=0.5, le=2.0)
+    reference_audio: MediaRefField | None = Field(
+        default=None,
+        description="The voice to clone (a few seconds of clean speech). Without it and "
+        "without `voice`, chatterbox speaks with its built-in voice.",
+    )
+    voice: VoiceNameField | None = Field(
+        default=None, description="A voice saved earlier with `save_voice`, instead of audio."
+    )
+    save_voice: VoiceNameField | None = Field(
+        default=None,
+        description="Save this job's reference (and reference_text) under this name once "
+        "the job succeeds; an existing voice of that name is replaced.",
+    )
+    reference_text: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        description="Transcript of the reference; required by f5tts.",
+    )
+    language: Annotated[str | None, KNOB] = Field(
+        default=None, min_length=2, max_length=8, description="chatterbox: 'en'."
+    )
+    speed: Annotated[float, KNOB] = Field(default=1.0, ge=0.5, le=2.0, description="f5tts")
+    temperature: Annotated[float | None, KNOB] = Field(
+        default=None, ge=0.05, le=2.0, description="chatterbox"
+    )
     exaggeration: Annotated[float | None, KNOB] = Field(
         default=None, ge=0.0, le=2.0, description="chatterbox"
     )
@@ -158,6 +195,33 @@ class CloneJob(_SpeechBase):
         default=None, ge=0.0, le=1.0, description="chatterbox"
     )
     nfe_step: Annotated[int | None, KNOB] = Field(default=None, ge=4, le=128, description="f5tts")
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> CloneJob:
+        if self.reference_audio is not None and self.voice is not None:
+            raise PydanticCustomError(
+                "voice_and_audio", "send reference_audio or voice (a saved voice), not both"
+            )
+        if self.save_voice is not None and self.reference_audio is None:
+            raise PydanticCustomError(
+                "save_without_audio", "save_voice needs reference_audio: the voice to save"
+            )
+        return self
+
+
+class VoicesJob(_Strict):
+    """List or delete saved cloning voices (no model runs)."""
+
+    task: Literal["voices"]
+    action: Literal["list", "delete"] = "list"
+    name: VoiceNameField | None = Field(default=None, description="The voice to delete.")
+    output: OutputOptions = Field(default_factory=OutputOptions)
+
+    @model_validator(mode="after")
+    def _name_for_delete(self) -> VoicesJob:
+        if self.action == "delete" and self.name is None:
+            raise PydanticCustomError("name_missing", "action 'delete' needs the voice's name")
+        return self
 
 
 class RestoreJob(_JobBase):
@@ -175,8 +239,9 @@ class RestoreJob(_JobBase):
     color_correction: Annotated[Literal["none", "wavelet", "adain"] | None, KNOB] = None
 
 
-Job = Annotated[TtsJob | CloneJob | RestoreJob, Field(discriminator="task")]
-_JOB_ADAPTER: TypeAdapter[TtsJob | CloneJob | RestoreJob] = TypeAdapter(Job)
+AnyJob = TtsJob | CloneJob | RestoreJob | VoicesJob
+Job = Annotated[AnyJob, Field(discriminator="task")]
+_JOB_ADAPTER: TypeAdapter[AnyJob] = TypeAdapter(Job)
 
 
 # --- Results -------------------------------------------------------------------------
@@ -219,6 +284,27 @@ class JobResult(BaseModel):
     words: list[WordTiming] | None = Field(
         default=None, description="With timestamps: every word, in order, in seconds."
     )
+
+    saved_voice: str | None = Field(
+        default=None, description="clone: the name the reference was saved under."
+    )
+
+
+class SavedVoice(BaseModel):
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Of the saved reference audio.")
+    bytes: int = Field(ge=0)
+    has_reference_text: bool
+    created: str = Field(description="When it was saved (UTC, ISO 8601).")
+
+
+class VoicesResult(BaseModel):
+    """What a ``voices`` job returns: the saved voices after the action."""
+
+    task: Literal["voices"]
+    action: Literal["list", "delete"]
+    voices: list[SavedVoice]
+    deleted: str | None = None
 
 
 class StreamChunk(BaseModel):
@@ -273,11 +359,21 @@ class ErrorEnvelope(BaseModel):
 # --- Parsing ---------------------------------------------------------------------------
 
 
+_TASKS = ("tts", "clone", "restore", "voices")
+_TASK_LIST = ", ".join(repr(t) for t in _TASKS)
+# Rules over several fields (model validators) name the field the caller should change.
+_MODEL_RULE_FIELDS = {
+    "voice_and_audio": "voice",
+    "save_without_audio": "save_voice",
+    "name_missing": "name",
+}
+
+
 def _field_path(loc: tuple[Any, ...]) -> str:
     # The discriminated union puts the tag ("tts") first in the location; the
     # caller knows the job by its fields, not by pydantic's union branch.
     parts = [str(p) for p in loc]
-    if parts and parts[0] in ("tts", "clone", "restore"):
+    if parts and parts[0] in _TASKS:
         parts = parts[1:]
     return ".".join(parts) or "input"
 
@@ -285,14 +381,14 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 def _details(exc: ValidationError) -> list[dict[str, str]]:
     details = []
     for err in exc.errors(include_url=False, include_input=False):
-        field = _field_path(err["loc"])
+        field = _MODEL_RULE_FIELDS.get(err["type"]) or _field_path(err["loc"])
         message = err["msg"]
         if err["type"] == "extra_forbidden":
             message = "unknown field (check the spelling; see the job contract)"
         elif err["type"] == "union_tag_invalid":
-            field, message = "task", "must be one of 'tts', 'clone', 'restore'"
+            field, message = "task", "must be one of " + _TASK_LIST
         elif err["type"] == "union_tag_not_found":
-            field, message = "task", "is required: one of 'tts', 'clone', 'restore'"
+            field, message = "task", "is required: one of " + _TASK_LIST
         details.append({"field": field, "message": message.removeprefix("Value error, ")})
     return details
 
@@ -305,7 +401,7 @@ def _invalid(details: list[dict[str, str]]) -> InvalidInput:
     )
 
 
-def parse_job(raw: Any) -> TtsJob | CloneJob | RestoreJob:
+def parse_job(raw: Any) -> AnyJob:
     """Validate a job's ``input`` object.
 
     Raises:
@@ -324,15 +420,16 @@ def json_schema() -> dict[str, Any]:
     """The contract as one JSON Schema document (request, result, error)."""
     request = _JOB_ADAPTER.json_schema(ref_template="#/$defs/{model}")
     defs = request.pop("$defs", {})
-    for model in (JobResult, ErrorEnvelope, StreamChunk, StreamFinal):
+    for model in (JobResult, VoicesResult, ErrorEnvelope, StreamChunk, StreamFinal):
         schema = model.model_json_schema(ref_template="#/$defs/{model}")
         defs.update(schema.pop("$defs", {}))
         defs[model.__name__] = schema
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": f"media-worker job contract v{CONTRACT_VERSION}",
-        "description": "`input` of a job request; results are JobResult or ErrorEnvelope "
-        "(a streaming endpoint yields StreamChunk items, then a StreamFinal).",
+        "description": "`input` of a job request; results are JobResult (VoicesResult "
+        "for `voices`) or ErrorEnvelope (a streaming endpoint yields StreamChunk items, "
+        "then a StreamFinal).",
         **request,
         "$defs": dict(sorted(defs.items())),
     }

@@ -6,7 +6,7 @@ without loading anything heavy. Runners whose pins collide get separate profiles
 
 from __future__ import annotations
 
-from bootstrap import Profile
+from bootstrap import Profile, Weights
 
 # PyTorch's wheel index for every torch profile on a GPU worker. torch 2.13 is
 # published for cu126 and cu130 only (cu128 was dropped in 2.12: pytorch/pytorch
@@ -33,7 +33,80 @@ PIPER = Profile(
     size_mb=260,
 )
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (PIPER,)}
+# Chatterbox keeps the library's own pins (torch and torchaudio 2.6.0, transformers
+# 5.2.0, diffusers 0.29.0, gradio 6.8.0) in an environment of its own. Overriding
+# torch to the 2.13 the other torch profiles share was tried (uv --overrides
+# torch==2.13.0, torchaudio>=2.11): it resolves, but PyPI's torchaudio wheels are CUDA
+# builds whose extension must load beside the very torch it runs with, and chatterbox
+# imports torchaudio at module load (s3gen Resample, kaldi fbank) - so the override
+# cannot be proven on a CPU machine and would risk every GPU worker. Its own pins are
+# what upstream tests. The 2.6.0 wheels come from the same CUDA index (cu126 serves
+# them). av reads the reference clip (models/reference_audio.py); soxr resamples.
+CHATTERBOX = Profile(
+    name="chatterbox",
+    requirements=(
+        "chatterbox-tts==0.1.7",
+        "torch==2.6.0",
+        "torchaudio==2.6.0",
+        "av==18.1.0",
+        "soundfile==0.14.0",
+        "numpy==1.26.4",
+        "soxr==1.1.0",
+    ),
+    weights=(
+        Weights(
+            "ResembleAI/chatterbox",
+            "5bb1f6ee58e50c3b8d408bc82a6d3740c2db6e18",
+            (
+                "ve.safetensors",
+                "t3_cfg.safetensors",
+                "s3gen.safetensors",
+                "tokenizer.json",
+                "conds.pt",
+            ),
+        ),
+    ),
+    smoke_imports=("chatterbox.tts", "av", "soundfile", "soxr"),
+    extra_index_urls=(TORCH_CUDA_INDEX,),
+    size_mb=6500,
+    cuda=True,
+)
+
+# F5-TTS: code MIT, weights CC-BY-NC-4.0 (opt-in only, see models/runners/f5tts.py).
+# Its own requirements are unpinned (torch>=2.0, torchaudio, torchcodec), so it shares
+# torch 2.13 with the other torch profiles; torchaudio 2.11 is the newest release and
+# declares torch>=2.11. The vocoder is its own repository, read from the volume.
+F5TTS = Profile(
+    name="f5tts",
+    requirements=(
+        "f5-tts==1.1.22",
+        "torch==2.13.0",
+        "torchaudio==2.11.0",
+        "torchcodec==0.17.0",
+        "av==18.1.0",
+        "soundfile==0.14.0",
+        "numpy==2.4.6",
+        "soxr==1.1.0",
+    ),
+    weights=(
+        Weights(
+            "SWivid/F5-TTS",
+            "84e5a410d9cead4de2f847e7c9369a6440bdfaca",
+            ("F5TTS_v1_Base/model_1250000.safetensors", "F5TTS_v1_Base/vocab.txt"),
+        ),
+        Weights(
+            "charactr/vocos-mel-24khz",
+            "0feb3fdd929bcd6649e0e7c5a688cf7dd012ef21",
+            ("config.yaml", "pytorch_model.bin"),
+        ),
+    ),
+    smoke_imports=("f5_tts.api", "av", "soundfile", "soxr"),
+    extra_index_urls=(TORCH_CUDA_INDEX,),
+    size_mb=7000,
+    cuda=True,
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (PIPER, CHATTERBOX, F5TTS)}
 
 
 def get_profile(name: str) -> Profile:

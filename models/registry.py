@@ -59,14 +59,19 @@ RUNNERS: tuple[RunnerSpec, ...] = discover()
 
 PLANNED: dict[str, tuple[str, ...]] = {
     "tts": ("kokoro",),
-    "clone": ("f5tts", "chatterbox"),
     "restore": ("seedvr2",),
 }
+
+
+# clone: chatterbox (MIT weights); f5tts is never a default (CC-BY-NC weights).
+DEFAULT_MODELS = {"clone": "chatterbox"}
 
 
 def default_model(task: str) -> str | None:
     if task == "tts":
         return config.DEFAULT_TTS_MODEL.get()
+    if task in DEFAULT_MODELS:
+        return DEFAULT_MODELS[task]
     shipped = [r.model for r in RUNNERS if r.task == task]
     return shipped[0] if shipped else None
 

@@ -9,7 +9,8 @@ returns presigned URLs, or copies them into the local store when no bucket is
 configured (:func:`s3_settings` returns ``None``).
 
 Modules: ``_refs`` (parsing), ``_fetch`` (inputs), ``_s3`` (settings, client),
-``_publish`` (outputs), ``_local`` (local store), ``_scratch`` (per-job dirs).
+``_publish`` (outputs), ``_local`` (local store), ``_scratch`` (per-job dirs),
+``_voices`` (saved cloning voices, volume or bucket).
 """
 
 from ._fetch import fetch
@@ -17,16 +18,23 @@ from ._publish import Artifact, PublishedOutput, publish
 from ._refs import MediaRef, parse_media_ref, validate_prefix
 from ._s3 import S3Settings, s3_settings
 from ._scratch import scratch
+from ._voices import LoadedVoice, VoiceInfo, delete_voice, list_voices, load_voice, save_voice
 
 __all__ = [
     "Artifact",
+    "LoadedVoice",
     "MediaRef",
     "PublishedOutput",
     "S3Settings",
+    "VoiceInfo",
+    "delete_voice",
     "fetch",
+    "list_voices",
+    "load_voice",
     "parse_media_ref",
     "publish",
     "s3_settings",
+    "save_voice",
     "scratch",
     "validate_prefix",
 ]

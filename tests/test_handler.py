@@ -64,10 +64,19 @@ def _stop_runners():
         (_job(voice="amy"), "invalid_input", "voice", "unknown Piper voice 'amy'"),
         (_job(model="kokoro"), "model_unavailable", "model", "not available in this worker"),
         (
-            {"id": "e2", "input": {"task": "clone", "text": "x", "reference_audio": "s3://b/k"}},
+            {
+                "id": "e2",
+                "input": {
+                    "task": "clone",
+                    "model": "f5tts",
+                    "text": "x",
+                    "reference_audio": "s3://bucket/k.wav",
+                    "reference_text": "y",
+                },
+            },
             "model_unavailable",
-            "task",
-            "task 'clone' is not available",
+            "model",
+            "licensed CC-BY-NC-4.0",
         ),
         (
             {"id": "e3", "input": {"task": "restore", "video": "https://example.com/v.mp4"}},

@@ -92,3 +92,34 @@ class ChunkThenFail(Runner):
             duration_s=0.5,
         )
         raise InvalidInput("text: the second sentence cannot be spoken", field="text")
+
+
+class ReferenceRunner(Runner):
+    """Runs the real reference step of the cloning runners and answers with the
+    prepared clip, so handler tests see what a cloning model would be given. Caches
+    prepared clips by the reference file's sha256 as the f5tts runner does, and says
+    in a progress message whether the cache served the job."""
+
+    def setup(self, weights):
+        import tempfile
+
+        from models.runners._cloning import ConditioningCache
+
+        self.refs = Path(tempfile.mkdtemp(prefix="refecho-"))
+        self.cache = ConditioningCache(2, on_evict=lambda ref: ref.path.unlink())
+
+    def run(self, job, ctx):
+        import soundfile
+
+        from models.reference_audio import ReferenceSpec
+        from models.runners._cloning import prepared_reference, reference_key, write_speech
+
+        spec = ReferenceSpec("refecho", 24_000, min_s=1.0, max_s=5.0)
+        key = reference_key(ctx)
+        hit = key in self.cache
+        ref = self.cache.get_or_make(
+            key, lambda: prepared_reference(ctx, spec, self.refs / f"{key}.wav")
+        )
+        ctx.progress(f"cache {'hit' if hit else 'miss'} text={job.get('reference_text')}", None)
+        audio, rate = soundfile.read(ref.path, dtype="float32")
+        return [write_speech(audio, rate, job, Path(ctx.scratch))]

@@ -57,7 +57,22 @@ def test_minimal_tts_gets_documented_defaults():
         ({**TTS, "output": {"presign_seconds": 604_801}}, "output.presign_seconds", "604800"),
         ({**TTS, "output": {"bucket": "x"}}, "output.bucket", "unknown field"),
         ({**TTS, "output": "x"}, "output", "valid dictionary"),
-        ({"task": "clone", "text": "hi"}, "reference_audio", "Field required"),
+        (
+            {"task": "clone", "text": "hi", "reference_audio": "s3://b/k", "voice": "ana"},
+            "voice",
+            "not both",
+        ),
+        ({"task": "clone", "text": "hi", "save_voice": "ana"}, "save_voice", "needs reference"),
+        ({"task": "clone", "text": "hi", "voice": "../etc"}, "voice", "match pattern"),
+        (
+            {"task": "clone", "text": "hi", "reference_audio": "s3://b/k", "save_voice": "A b"},
+            "save_voice",
+            "match pattern",
+        ),
+        ({"task": "clone", "text": "hi", "temperature": 0}, "temperature", "0.05"),
+        ({"task": "clone", "text": "hi", "reference_text": ""}, "reference_text", "at least 1"),
+        ({"task": "voices", "action": "delete"}, "name", "needs the voice's name"),
+        ({"task": "voices", "action": "rename", "name": "a"}, "action", "'list' or 'delete'"),
         (
             {"task": "clone", "text": "hi", "reference_audio": "http://x/a.wav"},
             "reference_audio",
@@ -121,11 +136,14 @@ def test_schema_cli_prints_a_valid_draft_2020_schema():
     validator = Draft202012Validator(schema)
     assert validator.is_valid({"task": "tts", "text": "Hello."})
     assert not validator.is_valid({"task": "tts", "text": "Hello.", "bogus": 1})
-    assert not validator.is_valid({"task": "clone", "text": "x"})
+    assert validator.is_valid({"task": "clone", "text": "x", "voice": "ana"})
+    assert not validator.is_valid({"task": "clone", "text": "x", "voice": "Ana B"})
     assert set(schema["$defs"]) >= {
         "TtsJob",
         "CloneJob",
         "RestoreJob",
+        "VoicesJob",
         "JobResult",
+        "VoicesResult",
         "ErrorEnvelope",
     }

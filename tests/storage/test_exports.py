@@ -6,13 +6,19 @@ import storage
 
 PUBLIC = {
     "Artifact",
+    "LoadedVoice",
     "MediaRef",
     "PublishedOutput",
     "S3Settings",
+    "VoiceInfo",
+    "delete_voice",
     "fetch",
+    "list_voices",
+    "load_voice",
     "parse_media_ref",
     "publish",
     "s3_settings",
+    "save_voice",
     "scratch",
     "validate_prefix",
 }

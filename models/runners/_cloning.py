@@ -1,0 +1,97 @@
+"""What both cloning runners share: the conditioning cache, the reference step and
+writing the output. Stdlib at import; numpy/soundfile/soxr are imported inside."""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from errors import InvalidInput
+from models.protocol import OutputFile
+from models.reference_audio import Reference, ReferenceSpec, file_sha256, prepare
+from models.runners.base import RunContext
+
+T = TypeVar("T")
+
+# soundfile format and subtype per output format, with the content type.
+ENCODINGS: dict[str, tuple[str, str, str]] = {
+    "wav": ("WAV", "PCM_16", "audio/wav"),
+    "flac": ("FLAC", "PCM_16", "audio/flac"),
+    "ogg": ("OGG", "VORBIS", "audio/ogg"),
+    "mp3": ("MP3", "MPEG_LAYER_III", "audio/mpeg"),
+}
+
+
+class ConditioningCache(Generic[T]):
+    """Speaker conditionings by the reference file's sha256, least recently used out.
+
+    Computing a speaker's conditioning (voice encoder, speech tokens, mel features)
+    is the repeated part of a cloning job; a repeated reference reuses it. The key is
+    the digest of the reference *file*, so a hit skips decoding the audio too.
+    """
+
+    def __init__(self, max_items: int, on_evict: Callable[[T], None] | None = None) -> None:
+        if max_items < 1:
+            raise ValueError("max_items must be >= 1")
+        self.max_items = max_items
+        self._on_evict = on_evict
+        self._items: OrderedDict[str, T] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get_or_make(self, key: str, make: Callable[[], T]) -> T:
+        if key in self._items:
+            self._items.move_to_end(key)
+            self.hits += 1
+            return self._items[key]
+        self.misses += 1
+        value = make()  # an error here caches nothing
+        self._items[key] = value
+        if len(self._items) > self.max_items:
+            _, evicted = self._items.popitem(last=False)
+            if self._on_evict is not None:
+                self._on_evict(evicted)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+
+def reference_key(ctx: RunContext) -> str:
+    """The cache key of the job's reference file (fetched, or a saved voice's)."""
+    return file_sha256(ctx.inputs["reference_audio"])
+
+
+def prepared_reference(ctx: RunContext, spec: ReferenceSpec, dest: Path) -> Reference:
+    """The job's reference decoded, trimmed and cut for ``spec`` (see reference_audio)."""
+    return prepare(ctx.inputs["reference_audio"], spec, dest=dest)
+
+
+def write_speech(samples: Any, rate: int, job: dict[str, Any], scratch: Path) -> OutputFile:
+    """Encode mono float ``samples`` as the job's format (temp name, then rename)."""
+    import numpy as np
+    import soundfile
+
+    audio = np.asarray(samples, dtype=np.float32).reshape(-1)
+    if audio.size == 0:
+        raise InvalidInput("text: the model produced no audio for this text", field="text")
+    if job.get("sample_rate") and job["sample_rate"] != rate:
+        import soxr
+
+        audio = soxr.resample(audio, rate, job["sample_rate"])
+        rate = job["sample_rate"]
+    fmt = job.get("format", "wav")
+    sf_format, subtype, content_type = ENCODINGS[fmt]
+    final = scratch / f"speech.{fmt}"
+    partial = scratch / f".speech.{fmt}.partial"
+    try:
+        soundfile.write(partial, audio, rate, format=sf_format, subtype=subtype)
+        os.replace(partial, final)
+    finally:
+        partial.unlink(missing_ok=True)
+    return OutputFile(str(final), content_type, round(len(audio) / rate, 3))

@@ -1,0 +1,131 @@
+"""F5-TTS (code MIT, weights CC-BY-NC-4.0): zero-shot cloning, opt-in only.
+
+The weights forbid commercial use, so the model answers ``model_unavailable`` unless
+the operator sets ``MEDIA_WORKER_ALLOW_NONCOMMERCIAL=1``; it is never a default.
+Reads ``F5TTS_v1_Base`` from a snapshot of ``SWivid/F5-TTS`` and the Vocos vocoder
+from a snapshot of ``charactr/vocos-mel-24khz`` on the volume (``vocoder_local_path``:
+the library would otherwise download it at load). Knobs: ``nfe_step``, ``speed``,
+``seed``.
+
+``reference_text`` is required: with an empty one the library transcribes the
+reference with Whisper large-v3-turbo, a 1.6 GB download nobody asked for.
+
+``check_job`` runs in the handler (no torch); ``F5Runner`` runs in the ``f5tts``
+profile's environment and imports torch and f5_tts in ``setup()``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import config
+from errors import InvalidInput, ModelUnavailable
+from models.protocol import OutputFile
+from models.reference_audio import ReferenceSpec
+from models.runners._cloning import (
+    ConditioningCache,
+    prepared_reference,
+    reference_key,
+    write_speech,
+)
+from models.runners.base import RunContext, Runner, RunnerSpec
+
+REPO = "SWivid/F5-TTS"
+VOCODER_REPO = "charactr/vocos-mel-24khz"
+MODEL = "F5TTS_v1_Base"
+CHECKPOINT = f"{MODEL}/model_1250000.safetensors"
+VOCAB = f"{MODEL}/vocab.txt"
+LICENSE = "CC-BY-NC-4.0"
+# F5 reads its reference at 24 kHz and clips a longer one to about 12 s itself
+# (preprocess_ref_audio_text); a cut clip would no longer match reference_text,
+# so a longer one is refused instead.
+REFERENCE = ReferenceSpec("f5tts", sample_rate=24_000, min_s=2.0, max_s=12.0, cut_long=False)
+DEFAULT_NFE_STEP = 32
+
+
+def check_job(job: Any, *, voice_has_text: bool | None = None) -> None:
+    """Pre-flight in the handler: the operator opted in, the transcript is there.
+
+    Raises:
+        ModelUnavailable: ``MEDIA_WORKER_ALLOW_NONCOMMERCIAL`` is not set (names the license).
+        InvalidInput: no ``reference_text`` (and no saved voice to bring one), or no
+            reference at all.
+    """
+    if not config.ALLOW_NONCOMMERCIAL.get():
+        raise ModelUnavailable(
+            f"model 'f5tts' is off: its weights are licensed {LICENSE} (no commercial use); "
+            f"the operator may enable it with {config.ALLOW_NONCOMMERCIAL.name}=1",
+            field="model",
+        )
+    if job.reference_audio is None and job.voice is None:
+        raise InvalidInput(
+            "reference_audio: f5tts has no built-in voice; send reference_audio or voice",
+            field="reference_audio",
+        )
+    if job.reference_text is None and job.voice is None:
+        raise InvalidInput(
+            "reference_text: f5tts needs the transcript of reference_audio (without it the "
+            "library would download and run a 1.6 GB Whisper model to guess it)",
+            field="reference_text",
+        )
+
+
+class F5Runner(Runner):
+    """Loads F5TTS once; caches each reference's prepared clip by its sha256."""
+
+    def setup(self, weights: dict[str, str]) -> None:
+        import torch
+        from f5_tts.api import F5TTS
+
+        snapshot = Path(weights[REPO])
+        self._tts = F5TTS(
+            model=MODEL,
+            ckpt_file=str(snapshot / CHECKPOINT),
+            vocab_file=str(snapshot / VOCAB),
+            vocoder_local_path=weights[VOCODER_REPO],
+            device="cuda" if torch.cuda.is_available() else "cpu",
+        )
+        # F5 re-reads the clip on every call, so a prepared clip must outlive the job's
+        # scratch directory: it lives here until the cache lets it go.
+        self._refs = Path(tempfile.mkdtemp(prefix="f5tts-refs-"))
+        self._cache: ConditioningCache[Any] = ConditioningCache(
+            config.VOICES_CACHE_ITEMS.get(), on_evict=lambda ref: ref.path.unlink(missing_ok=True)
+        )
+
+    def run(self, job: dict[str, Any], ctx: RunContext) -> list[OutputFile]:
+        if not job.get("reference_text"):
+            # a saved voice without a transcript reaches here; never let F5 guess one
+            raise InvalidInput(
+                "reference_text: f5tts needs the transcript of the reference; this voice "
+                "was saved without one, so send reference_text",
+                field="reference_text",
+            )
+        key = reference_key(ctx)
+        ref = self._cache.get_or_make(
+            key, lambda: prepared_reference(ctx, REFERENCE, self._refs / f"{key}.wav")
+        )
+        wav, rate, _ = self._tts.infer(
+            ref_file=str(ref.path),
+            ref_text=job["reference_text"],
+            gen_text=job["text"],
+            show_info=lambda *a, **k: None,
+            progress=None,
+            nfe_step=job.get("nfe_step") or DEFAULT_NFE_STEP,
+            speed=job.get("speed", 1.0),
+            seed=job.get("seed"),
+        )
+        return [write_speech(wav, rate, job, ctx.scratch)]
+
+
+SPECS = (
+    RunnerSpec(
+        "clone",
+        "f5tts",
+        "models.runners.f5tts:F5Runner",
+        profile="f5tts",
+        check=check_job,
+        knobs=("nfe_step", "speed"),
+    ),
+)

@@ -1,0 +1,237 @@
+"""clone and voices jobs through the handler: pre-flight rules of the two cloning
+models, saved voices, and the reference step in a real runner process.
+
+The cloning libraries cannot run on this CPU machine (README, "Voice cloning": their
+torchaudio wheels need CUDA torch), so the runner-process tests use a fixture runner
+that runs the real reference step (models/reference_audio.py) and echoes the clip
+the model would be given; nothing pretends to be Chatterbox or F5-TTS.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import ssl
+import threading
+import urllib.request
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+import soundfile
+
+import handler
+from models import contract, registry
+from tests.models.test_reference_audio import encode, voice_like
+from tests.storage.test_fetch import PUBLIC_IP, _self_signed_cert, _serve, _Server
+
+
+def _local_file(output: dict) -> Path:
+    url = urlparse(output["url"])
+    assert url.scheme == "file"
+    return Path(urllib.request.url2pathname(url.path))
+
+
+def _clone(job_id: str, **fields) -> dict:
+    return {"id": job_id, "input": {"task": "clone", "text": "Hello there.", **fields}}
+
+
+def _error(result: dict) -> tuple[str, str]:
+    envelope = contract.ErrorEnvelope.model_validate(result)
+    return envelope.error_code, envelope.details[0].field
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_runners():
+    yield
+    handler._HOST.shutdown()
+
+
+# --- Pre-flight: no runner, no fetch ----------------------------------------------
+
+
+def test_clone_defaults_to_chatterbox():
+    job = contract.parse_job(_clone("d")["input"])
+    assert registry.resolve(job).model == "chatterbox"
+
+
+@pytest.mark.parametrize(
+    ("fields", "code", "field", "fragment"),
+    [
+        (
+            {"model": "f5tts", "reference_audio": "s3://bucket/a.wav", "reference_text": "x"},
+            "model_unavailable",
+            "model",
+            "MEDIA_WORKER_ALLOW_NONCOMMERCIAL=1",
+        ),
+        ({"nfe_step": 16}, "invalid_input", "nfe_step", "f5tts setting"),
+        ({"speed": 1.2}, "invalid_input", "speed", "f5tts setting"),
+        ({"language": "fr"}, "invalid_input", "language", "speaks en"),
+        ({"voice": "nobody"}, "invalid_input", "voice", "no saved voice 'nobody'"),
+    ],
+)
+def test_bad_clone_jobs_fail_before_any_runner(fields, code, field, fragment):
+    result = handler.handler(_clone("pre", **fields))
+    assert _error(result) == (code, field), result
+    assert fragment in result["error"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "fragment"),
+    [
+        ({"reference_audio": "s3://bucket/a.wav"}, "reference_text", "1.6 GB Whisper"),
+        ({}, "reference_audio", "no built-in voice"),
+        (
+            {"reference_audio": "s3://bucket/a.wav", "reference_text": "x", "cfg_weight": 0.3},
+            "cfg_weight",
+            "chatterbox setting",
+        ),
+    ],
+)
+def test_f5tts_when_opted_in_still_needs_its_inputs(monkeypatch, fields, field, fragment):
+    monkeypatch.setenv("MEDIA_WORKER_ALLOW_NONCOMMERCIAL", "1")
+    result = handler.handler(_clone("f5", model="f5tts", **fields))
+    assert _error(result) == ("invalid_input", field), result
+    assert fragment in result["error"]
+
+
+def test_voices_list_is_empty_and_deleting_an_unknown_voice_names_the_field():
+    assert handler.handler({"id": "v", "input": {"task": "voices"}}) == {
+        "task": "voices",
+        "action": "list",
+        "voices": [],
+    }
+    result = handler.handler({"id": "v", "input": {"task": "voices", "action": "delete",
+                                                   "name": "ghost"}})  # fmt: skip
+    assert _error(result) == ("invalid_input", "name")
+
+
+# --- The reference step in a real runner process -----------------------------------
+
+
+@pytest.fixture
+def reference_runner(monkeypatch):
+    spec = registry.RunnerSpec(
+        "clone", "refecho", "tests.models.fixture_runners:ReferenceRunner", "piper"
+    )
+    monkeypatch.setattr(registry, "RUNNERS", (*registry.RUNNERS, spec))
+    return spec
+
+
+def _data_uri(path: Path, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+
+def _clip(tmp_path: Path, seconds: float = 2.0) -> Path:
+    """A stereo 44.1 kHz MP3 with a second of silence each side."""
+    return encode(
+        tmp_path / "ref.mp3",
+        voice_like(seconds, 44_100, lead_s=1.0, tail_s=1.0, channels=2),
+        44_100,
+        codec="libmp3lame",
+        fmt="mp3",
+    )
+
+
+@pytest.mark.slow
+def test_saved_voice_round_trip_through_the_handler(tmp_path, reference_runner, caplog):
+    caplog.set_level(logging.INFO, logger="handler")
+    clip = _data_uri(_clip(tmp_path), "audio/mpeg")
+    first = handler.handler(
+        _clone("s1", model="refecho", reference_audio=clip, reference_text="Hi.", save_voice="ana")
+    )
+    assert "error" not in first, first
+    assert first["saved_voice"] == "ana"
+    audio, rate = soundfile.read(_local_file(first["outputs"][0]))
+    assert rate == 24_000 and audio.ndim == 1
+    assert 1.9 <= len(audio) / rate <= 2.4  # silence trimmed, downmixed, resampled
+
+    listed = handler.handler({"id": "l", "input": {"task": "voices"}})
+    assert [(v["name"], v["has_reference_text"]) for v in listed["voices"]] == [("ana", True)]
+
+    caplog.clear()
+    again = handler.handler(_clone("s2", model="refecho", voice="ana"))
+    assert "error" not in again, again
+    assert "saved_voice" not in again
+    reused, _ = soundfile.read(_local_file(again["outputs"][0]))
+    np.testing.assert_array_equal(reused, audio)
+    # the saved transcript came along, and the repeated reference hit the cache
+    assert "job=s2 progress cache hit text=Hi." in caplog.text
+
+    deleted = handler.handler({"id": "d", "input": {"task": "voices", "action": "delete",
+                                                    "name": "ana"}})  # fmt: skip
+    assert deleted == {"task": "voices", "action": "delete", "voices": [], "deleted": "ana"}
+    gone = handler.handler(_clone("s3", model="refecho", voice="ana"))
+    assert _error(gone) == ("invalid_input", "voice")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("make", "mime", "code", "fragment"),
+    [
+        (lambda p: soundfile.write(p, np.zeros(48_000, "float32"), 24_000), "audio/wav",
+         "invalid_input", "silent"),
+        (lambda p: soundfile.write(p, voice_like(0.3, 24_000), 24_000), "audio/wav",
+         "invalid_input", "only 0."),
+        (lambda p: p.write_bytes(b"RIFF" + b"\x00" * 400), "audio/wav", "unsupported_media",
+         "not usable as audio"),
+    ],
+    ids=["silence", "too-short", "not-audio"],
+)  # fmt: skip
+def test_unusable_references_fail_in_the_runner_naming_the_field(
+    tmp_path, reference_runner, make, mime, code, fragment
+):
+    path = tmp_path / "bad.wav"
+    make(path)
+    result = handler.handler(
+        _clone("bad", model="refecho", reference_audio=_data_uri(path, mime), save_voice="bad")
+    )
+    assert _error(result) == (code, "reference_audio"), result
+    assert fragment in result["error"]
+    # a reference the model could not read is never saved
+    assert handler.handler({"id": "l", "input": {"task": "voices"}})["voices"] == []
+
+
+@pytest.fixture
+def https_origin(tmp_path, monkeypatch):
+    """An https origin on 127.0.0.2 serving one reference clip, counted as public."""
+    from runpod.serverless.utils import rp_ssrf
+
+    body = _clip(tmp_path).read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/mpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = _Server((PUBLIC_IP, 0), Handler)
+    cert, key = _self_signed_cert(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread: threading.Thread = _serve(server)
+    real = rp_ssrf.is_safe_address
+    monkeypatch.setattr(rp_ssrf, "is_safe_address", lambda ip: ip == PUBLIC_IP or real(ip))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    try:
+        yield f"https://{PUBLIC_IP}:{server.server_address[1]}/voice.mp3"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.slow
+def test_reference_by_https_url(reference_runner, https_origin):
+    result = handler.handler(_clone("u1", model="refecho", reference_audio=https_origin))
+    assert "error" not in result, result
+    audio, rate = soundfile.read(_local_file(result["outputs"][0]))
+    assert rate == 24_000 and 1.9 <= len(audio) / rate <= 2.4
