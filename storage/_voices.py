@@ -183,8 +183,13 @@ def _save_local(folder: Path, audio: Path, manifest: dict[str, Any]) -> None:
     _write_atomically(folder / _MANIFEST, json.dumps(manifest, indent=2).encode())
     now = time.time()
     for path in folder.iterdir():
-        stale = now - path.stat().st_mtime > _ORPHAN_GRACE_S
-        if path.name not in (_MANIFEST, manifest["audio"]) and stale:
+        if path.name in (_MANIFEST, manifest["audio"]):
+            continue
+        try:
+            stale = now - path.stat().st_mtime > _ORPHAN_GRACE_S
+        except FileNotFoundError:  # another save renamed its temp file meanwhile
+            continue
+        if stale:
             path.unlink(missing_ok=True)
 
 

@@ -66,8 +66,8 @@ def test_clone_defaults_to_chatterbox():
             "model",
             "MEDIA_WORKER_ALLOW_NONCOMMERCIAL=1",
         ),
-        ({"nfe_step": 16}, "invalid_input", "nfe_step", "f5tts setting"),
-        ({"speed": 1.2}, "invalid_input", "speed", "f5tts setting"),
+        ({"nfe_step": 16}, "invalid_input", "nfe_step", "chatterbox' does not use"),
+        ({"speed": 1.2}, "invalid_input", "speed", "chatterbox' does not use"),
         ({"language": "fr"}, "invalid_input", "language", "speaks en"),
         ({"voice": "nobody"}, "invalid_input", "voice", "no saved voice 'nobody'"),
     ],
@@ -86,7 +86,7 @@ def test_bad_clone_jobs_fail_before_any_runner(fields, code, field, fragment):
         (
             {"reference_audio": "s3://bucket/a.wav", "reference_text": "x", "cfg_weight": 0.3},
             "cfg_weight",
-            "chatterbox setting",
+            "f5tts' does not use",
         ),
     ],
 )

@@ -59,7 +59,15 @@ def test_a_runner_module_without_specs_is_named(tmp_path):
         (
             contract.CloneJob,
             contract.KNOB,
-            ("timestamps", "speed", "exaggeration", "cfg_weight", "nfe_step"),
+            (
+                "timestamps",
+                "language",
+                "speed",
+                "temperature",
+                "exaggeration",
+                "cfg_weight",
+                "nfe_step",
+            ),
         ),
         (contract.RestoreJob, contract.KNOB, ("batch_size", "color_correction")),
     ],
@@ -98,9 +106,9 @@ def test_a_model_refuses_options_it_would_ignore(monkeypatch, fields, knobs, ref
 
 
 def test_planned_model_is_unavailable_until_a_module_ships_it(monkeypatch):
-    job = _clone(model="f5tts")
-    with pytest.raises(ModelUnavailable, match="'f5tts' is not available"):
+    job = contract.parse_job({"task": "restore", "model": "seedvr2", "video": "s3://b/k.mp4"})
+    with pytest.raises(ModelUnavailable, match="'seedvr2' is not available"):
         registry.resolve(job)
-    shipped = registry.RunnerSpec("clone", "f5tts", "x:Y", "piper")
+    shipped = registry.RunnerSpec("restore", "seedvr2", "x:Y", "piper")
     monkeypatch.setattr(registry, "RUNNERS", (shipped,))
     assert registry.resolve(job) is shipped

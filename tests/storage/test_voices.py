@@ -43,6 +43,18 @@ def test_saving_a_name_again_replaces_the_voice(tmp_path):
     assert loaded.audio.read_bytes() == b"second" and loaded.reference_text == "Text."
 
 
+def test_a_superseded_clip_is_removed_only_after_the_grace_period(tmp_path):
+    old = storage.save_voice("ana", _clip(tmp_path, "a.wav", b"first"), None, s3=None)
+    storage.save_voice("ana", _clip(tmp_path, "b.wav", b"second"), None, s3=None)
+    folder = _voices.voices_root() / "ana"
+    superseded = folder / f"{old.sha256}.wav"
+    assert superseded.exists()  # a concurrent save might still be about to commit it
+    past = superseded.stat().st_mtime - _voices._ORPHAN_GRACE_S - 1
+    os.utime(superseded, (past, past))
+    storage.save_voice("ana", _clip(tmp_path, "c.wav", b"third"), None, s3=None)
+    assert not superseded.exists()
+
+
 def test_unknown_voice_names_the_field_and_lists_the_saved_ones(tmp_path):
     storage.save_voice("bob", _clip(tmp_path, "a.wav", b"x"), None, s3=None)
     with pytest.raises(InvalidInput, match=r"voice: no saved voice 'ana' \(saved: bob\)") as exc:
