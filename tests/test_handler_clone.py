@@ -10,6 +10,7 @@ the model would be given; nothing pretends to be Chatterbox or F5-TTS.
 from __future__ import annotations
 
 import base64
+import io
 import logging
 import ssl
 import threading
@@ -235,3 +236,22 @@ def test_reference_by_https_url(reference_runner, https_origin):
     assert "error" not in result, result
     audio, rate = soundfile.read(_local_file(result["outputs"][0]))
     assert rate == 24_000 and 1.9 <= len(audio) / rate <= 2.4
+
+
+@pytest.mark.slow
+def test_a_streamed_clone_job_yields_chunks_that_add_up_to_its_output(tmp_path, reference_runner):
+    clip = _data_uri(_clip(tmp_path), "audio/mpeg")
+    items = list(
+        handler.stream_handler(_clone("st", model="refecho", reference_audio=clip, stream=True))
+    )
+    *chunks, final = items
+    assert final["type"] == "result" and "error" not in final, final
+    contract.StreamFinal.model_validate(final)
+    assert [c["index"] for c in chunks] == [0, 1]
+    decoded = [
+        soundfile.read(io.BytesIO(base64.b64decode(c["audio_base64"])), dtype="int16")[0]
+        for c in chunks
+    ]
+    full, rate = soundfile.read(_local_file(final["outputs"][0]), dtype="int16")
+    assert rate == 24_000 and chunks[1]["offset_s"] == pytest.approx(len(decoded[0]) / rate)
+    assert np.array_equal(np.concatenate(decoded), full)

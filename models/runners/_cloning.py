@@ -1,28 +1,17 @@
-"""What both cloning runners share: the conditioning cache, the reference step and
-writing the output. Stdlib at import; numpy/soundfile/soxr are imported inside."""
+"""What both cloning runners share: the conditioning cache and the reference step.
+Stdlib at import (the handler imports the runner modules for their pre-flight checks)."""
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-from errors import InvalidInput
-from models.protocol import OutputFile
 from models.reference_audio import Reference, ReferenceSpec, file_sha256, prepare
 from models.runners.base import RunContext
 
 T = TypeVar("T")
-
-# soundfile format and subtype per output format, with the content type.
-ENCODINGS: dict[str, tuple[str, str, str]] = {
-    "wav": ("WAV", "PCM_16", "audio/wav"),
-    "flac": ("FLAC", "PCM_16", "audio/flac"),
-    "ogg": ("OGG", "VORBIS", "audio/ogg"),
-    "mp3": ("MP3", "MPEG_LAYER_III", "audio/mpeg"),
-}
 
 
 class ConditioningCache(Generic[T]):
@@ -70,28 +59,3 @@ def reference_key(ctx: RunContext) -> str:
 def prepared_reference(ctx: RunContext, spec: ReferenceSpec, dest: Path) -> Reference:
     """The job's reference decoded, trimmed and cut for ``spec`` (see reference_audio)."""
     return prepare(ctx.inputs["reference_audio"], spec, dest=dest)
-
-
-def write_speech(samples: Any, rate: int, job: dict[str, Any], scratch: Path) -> OutputFile:
-    """Encode mono float ``samples`` as the job's format (temp name, then rename)."""
-    import numpy as np
-    import soundfile
-
-    audio = np.asarray(samples, dtype=np.float32).reshape(-1)
-    if audio.size == 0:
-        raise InvalidInput("text: the model produced no audio for this text", field="text")
-    if job.get("sample_rate") and job["sample_rate"] != rate:
-        import soxr
-
-        audio = soxr.resample(audio, rate, job["sample_rate"])
-        rate = job["sample_rate"]
-    fmt = job.get("format", "wav")
-    sf_format, subtype, content_type = ENCODINGS[fmt]
-    final = scratch / f"speech.{fmt}"
-    partial = scratch / f".speech.{fmt}.partial"
-    try:
-        soundfile.write(partial, audio, rate, format=sf_format, subtype=subtype)
-        os.replace(partial, final)
-    finally:
-        partial.unlink(missing_ok=True)
-    return OutputFile(str(final), content_type, round(len(audio) / rate, 3))

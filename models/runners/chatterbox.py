@@ -18,12 +18,8 @@ import config
 from errors import InvalidInput
 from models.protocol import OutputFile
 from models.reference_audio import ReferenceSpec
-from models.runners._cloning import (
-    ConditioningCache,
-    prepared_reference,
-    reference_key,
-    write_speech,
-)
+from models.runners._audio import SpeechAssembler
+from models.runners._cloning import ConditioningCache, prepared_reference, reference_key
 from models.runners.base import RunContext, Runner, RunnerSpec
 from models.text import max_chars, split_text
 
@@ -79,22 +75,26 @@ class ChatterboxRunner(Runner):
         return self._cache.get_or_make(reference_key(ctx), make)
 
     def run(self, job: dict[str, Any], ctx: RunContext) -> list[OutputFile]:
-        import numpy as np
-
         conds = self._conditionals(job, ctx)
         knobs = {k: job[k] if job.get(k) is not None else v for k, v in DEFAULTS.items()}
         if job.get("seed") is not None:
             self._torch.manual_seed(job["seed"])
         pieces = split_text(job["text"], max_chars(MAX_CHARS_PER_CALL))
-        audio = []
+        if not pieces:
+            raise InvalidInput("text: nothing speakable in the text", field="text")
+        speech = SpeechAssembler(
+            ctx,
+            rate=self._model.sr,
+            out_rate=job.get("sample_rate"),
+            fmt=job.get("format", "wav"),
+            stream=bool(job.get("stream")),
+        )
         for n, piece in enumerate(pieces, start=1):
             self._model.conds = conds
             wav = self._model.generate(piece, **knobs)
-            audio.append(wav.squeeze(0).cpu().numpy())
+            speech.add(wav.squeeze(0).cpu().numpy())  # one streamed chunk per sentence
             ctx.progress(f"synthesized sentence {n}/{len(pieces)}", n / len(pieces))
-        if not audio:
-            raise InvalidInput("text: nothing speakable in the text", field="text")
-        return [write_speech(np.concatenate(audio), self._model.sr, job, ctx.scratch)]
+        return speech.finish()
 
 
 SPECS = (

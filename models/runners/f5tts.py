@@ -24,13 +24,10 @@ import config
 from errors import InvalidInput, ModelUnavailable
 from models.protocol import OutputFile
 from models.reference_audio import ReferenceSpec
-from models.runners._cloning import (
-    ConditioningCache,
-    prepared_reference,
-    reference_key,
-    write_speech,
-)
+from models.runners._audio import SpeechAssembler
+from models.runners._cloning import ConditioningCache, prepared_reference, reference_key
 from models.runners.base import RunContext, Runner, RunnerSpec
+from models.text import max_chars, split_text
 
 REPO = "SWivid/F5-TTS"
 VOCODER_REPO = "charactr/vocos-mel-24khz"
@@ -43,6 +40,9 @@ LICENSE = "CC-BY-NC-4.0"
 # so a longer one is refused instead.
 REFERENCE = ReferenceSpec("f5tts", sample_rate=24_000, min_s=2.0, max_s=12.0, cut_long=False)
 DEFAULT_NFE_STEP = 32
+# One infer() call per sentence, so a streaming job gets a chunk per sentence; F5
+# batches a longer text itself, so this only bounds how long a first chunk waits.
+MAX_CHARS_PER_CALL = 250
 
 
 def check_job(job: Any, *, voice_has_text: bool | None = None) -> None:
@@ -106,17 +106,32 @@ class F5Runner(Runner):
         ref = self._cache.get_or_make(
             key, lambda: prepared_reference(ctx, REFERENCE, self._refs / f"{key}.wav")
         )
-        wav, rate, _ = self._tts.infer(
-            ref_file=str(ref.path),
-            ref_text=job["reference_text"],
-            gen_text=job["text"],
-            show_info=lambda *a, **k: None,
-            progress=None,
-            nfe_step=job.get("nfe_step") or DEFAULT_NFE_STEP,
-            speed=job.get("speed", 1.0),
-            seed=job.get("seed"),
+        pieces = split_text(job["text"], max_chars(MAX_CHARS_PER_CALL))
+        if not pieces:
+            raise InvalidInput("text: nothing speakable in the text", field="text")
+        speech = SpeechAssembler(
+            ctx,
+            rate=self._tts.target_sample_rate,
+            out_rate=job.get("sample_rate"),
+            fmt=job.get("format", "wav"),
+            stream=bool(job.get("stream")),
         )
-        return [write_speech(wav, rate, job, ctx.scratch)]
+        for n, piece in enumerate(pieces, start=1):
+            wav, _, _ = self._tts.infer(
+                ref_file=str(ref.path),
+                ref_text=job["reference_text"],
+                gen_text=piece,
+                show_info=lambda *a, **k: None,
+                progress=None,
+                nfe_step=job.get("nfe_step") or DEFAULT_NFE_STEP,
+                speed=job.get("speed", 1.0),
+                # F5 seeds every call; a fixed job seed gives each sentence its own
+                # fixed seed so the job is reproducible as a whole.
+                seed=None if job.get("seed") is None else job["seed"] + n - 1,
+            )
+            speech.add(wav)
+            ctx.progress(f"synthesized sentence {n}/{len(pieces)}", n / len(pieces))
+        return speech.finish()
 
 
 SPECS = (

@@ -112,7 +112,8 @@ class ReferenceRunner(Runner):
         import soundfile
 
         from models.reference_audio import ReferenceSpec
-        from models.runners._cloning import prepared_reference, reference_key, write_speech
+        from models.runners._audio import SpeechAssembler
+        from models.runners._cloning import prepared_reference, reference_key
 
         spec = ReferenceSpec("refecho", 24_000, min_s=1.0, max_s=5.0)
         key = reference_key(ctx)
@@ -122,4 +123,10 @@ class ReferenceRunner(Runner):
         )
         ctx.progress(f"cache {'hit' if hit else 'miss'} text={job.get('reference_text')}", None)
         audio, rate = soundfile.read(ref.path, dtype="float32")
-        return [write_speech(audio, rate, job, Path(ctx.scratch))]
+        speech = SpeechAssembler(
+            ctx, rate=rate, out_rate=None, fmt=job["format"], stream=bool(job.get("stream"))
+        )
+        half = len(audio) // 2  # two pieces: a streaming job gets two chunks
+        speech.add(audio[:half])
+        speech.add(audio[half:])
+        return speech.finish()
