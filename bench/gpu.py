@@ -1,0 +1,209 @@
+"""The GPU benchmark: every runner at full size on this machine, one table.
+
+Made for a lent CUDA machine that has a CUDA torch (and the runners' model
+libraries) preinstalled and no network at all: each row makes full-size random
+weights on the spot (checkpoints in the model's own format, see
+``tests/fixtures``) and runs the model in this interpreter. Random weights
+speak noise, but cost what trained ones cost.
+
+Rows are functions in ``ROWS``: each takes a :class:`Bench` and returns
+:class:`Row` s; a runner adds its row by appending its function. A row that
+fails (a missing library, out of memory) prints its error in the table and the
+others still run. ``--device cpu --small`` runs every row at test sizes on a
+CPU, so the script is exercised without a GPU (CI smoke, or a laptop).
+
+Usage:
+    python bench/gpu.py                      # CUDA, full size, every row
+    python bench/gpu.py --device cpu --small # the same script, small and on the CPU
+    python bench/gpu.py --only kokoro
+
+Columns: rtf_x = seconds of output per second of compute (higher is faster),
+first_ms = time to the first streamed piece, peak_mb = peak GPU memory
+(torch.cuda.max_memory_allocated; "-" on the CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# Phonemes of a ~25 s English paragraph, sentence by sentence (misaki-style, US).
+# Rows that take phonemes skip G2P, which runs on the CPU whatever the device.
+PARAGRAPH_PHONEMES = (
+    "ðə wˈɜɹkəɹ ɹəsˈivz ɐ ʤˈɑb, ʧˈɛks ˈɛvɹi fˈild, ænd hˈændz ðə tˈɛkst tə ɐ ɹˈʌnəɹ.",
+    "ðə ɹˈʌnəɹ lˈOdz ɪts vˈYs wˈʌns ænd kˈips ɪt wˈɔɹm.",
+    "sˈO ðə sˈɛkənd ɹəkwˈɛst ɪz sˈɜɹvd ɪn ɐ fɹˈækʃən ʌv ðə tˈIm ʌv ðə fˈɜɹst.",
+    "wˌɛn ðə ˈɑdiˌO ɪz ɹˈɛdi, ɪt ɪz ənkˈOdᵊd, hˈæʃt, ænd pˈʌblɪʃt.",
+    "ænd ðə kˈɔləɹ ɡˈɛts ɐ lˈɪŋk, ðə dʊɹˈAʃən, ænd ɐ bɹˈAkdˌWn ʌv wˈɛɹ ðə tˈIm wˈɛnt.",
+    "ɪf ˈɛniθˌɪŋ fˈAlz, ðɪ ˈɛɹəɹ nˈAmz ðə fˈild ɔɹ ðə fˈIl.",
+)
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What every row gets: where to run, how big, a scratch directory."""
+
+    device: str
+    small: bool
+    tmp: Path
+    runs: int
+
+
+@dataclass
+class Row:
+    runner: str
+    variant: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _peak_mb(torch: Any, device: str) -> str:
+    if not device.startswith("cuda"):
+        return "-"
+    return f"{torch.cuda.max_memory_allocated() / 2**20:.0f}"
+
+
+def _sync(torch: Any, device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+# --- rows ------------------------------------------------------------------------------
+
+
+def kokoro_rows(bench: Bench) -> list[Row]:
+    """Kokoro-82M: a paragraph sentence by sentence, fp32 and half precision."""
+    import torch
+    from kokoro import KModel
+
+    from tests.fixtures import kokoro as ckpt
+
+    size = "tiny" if bench.small else "full"
+    weights = bench.tmp / f"kokoro-{size}"
+    ckpt.make_checkpoint(weights, size=size, voices=("af_bella",))
+    model = KModel(
+        repo_id="hexgrad/Kokoro-82M",
+        config=str(weights / "config.json"),
+        model=str(weights / "kokoro-v1_0.pth"),
+    )
+    model = model.to(bench.device).eval()
+    pack = torch.load(weights / "voices" / "af_bella.pt", weights_only=True).to(bench.device)
+    sentences = PARAGRAPH_PHONEMES[:1] if bench.small else PARAGRAPH_PHONEMES
+    half = torch.float16 if bench.device.startswith("cuda") else torch.bfloat16
+    rows = []
+    for variant, dtype in (("fp32", None), (f"autocast {str(half)[6:]}", half)):
+
+        def speak(dtype: Any = dtype) -> tuple[float, float, float]:
+            """Returns (audio_s, wall_s, first_s) for the paragraph."""
+            torch.manual_seed(0)
+            audio_s, first_s = 0.0, 0.0
+            _sync(torch, bench.device)
+            started = time.perf_counter()
+            for n, ps in enumerate(sentences):
+                with torch.autocast(
+                    device_type=bench.device.split(":")[0], dtype=dtype, enabled=dtype is not None
+                ):
+                    out = model(ps, pack[len(ps) - 1], 1.0)
+                _sync(torch, bench.device)
+                audio_s += out.shape[-1] / 24000
+                if n == 0:
+                    first_s = time.perf_counter() - started
+            return audio_s, time.perf_counter() - started, first_s
+
+        try:
+            if bench.device.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+            speak()  # warm-up: kernels, allocator
+            runs = [speak() for _ in range(bench.runs)]
+        except Exception as exc:  # a variant the model cannot run is a table entry
+            rows.append(Row("kokoro", variant, note=f"failed: {type(exc).__name__}: {exc}"[:120]))
+            continue
+        audio_s = runs[0][0]
+        rows.append(
+            Row(
+                "kokoro",
+                variant,
+                {
+                    "audio_s": f"{audio_s:.1f}",
+                    "rtf_x": f"{audio_s / _median([r[1] for r in runs]):.1f}",
+                    "first_ms": f"{1000 * _median([r[2] for r in runs]):.0f}",
+                    "peak_mb": _peak_mb(torch, bench.device),
+                },
+                note=f"{size} random weights, model only (no G2P), median of {bench.runs}",
+            )
+        )
+    return rows
+
+
+ROWS: list[Callable[[Bench], list[Row]]] = [kokoro_rows]
+
+
+# --- the table -------------------------------------------------------------------------
+
+
+def render(rows: list[Row]) -> str:
+    """One plain-text table: runner, variant, the union of metrics, note."""
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row.metrics if k not in keys]
+    header = ["runner", "variant", *keys, "note"]
+    cells = [
+        [r.runner, r.variant, *(str(r.metrics.get(k, "")) for k in keys), r.note] for r in rows
+    ]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *cells, strict=True)]
+    lines = [" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("-+-".join("-" * w for w in widths))
+    lines += [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default=None, help="cuda (default when available) or cpu")
+    parser.add_argument("--small", action="store_true", help="test sizes (for the CPU path)")
+    parser.add_argument("--runs", type=int, default=None, help="timed runs per variant")
+    parser.add_argument("--only", default="", help="comma-separated runner names")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    runs = args.runs or (1 if args.small else 5)
+    wanted = {n.strip() for n in args.only.split(",") if n.strip()}
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="mw-gpu-bench-") as tmp:
+        bench = Bench(device=device, small=args.small, tmp=Path(tmp), runs=runs)
+        for row_fn in ROWS:
+            name = row_fn.__name__.removesuffix("_rows")
+            if wanted and name not in wanted:
+                continue
+            started = time.perf_counter()
+            try:
+                rows += row_fn(bench)
+            except Exception as exc:
+                traceback.print_exc(file=sys.stderr)
+                rows.append(Row(name, "-", note=f"failed: {type(exc).__name__}: {exc}"[:120]))
+            print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    gpu = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
+    print(f"device={device} ({gpu}) torch={torch.__version__} small={args.small}")
+    print(render(rows))
+    return 0 if all(not r.note.startswith("failed") for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

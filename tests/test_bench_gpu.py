@@ -1,0 +1,46 @@
+"""bench/gpu.py's table: one row per runner variant, the union of their metrics."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _gpu_bench():
+    spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "bench" / "gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_gpu"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rows_with_different_metrics_share_one_table():
+    gpu = _gpu_bench()
+    table = gpu.render(
+        [
+            gpu.Row("kokoro", "fp32", {"rtf_x": "210.0", "first_ms": "95"}, "full"),
+            gpu.Row("upscale", "fp16", {"fps": "31.5"}),
+            gpu.Row("whisper", "-", note="failed: ImportError: no module"),
+        ]
+    )
+    header, rule, *lines = table.splitlines()
+    assert header.split(" | ")[0].strip() == "runner"
+    assert [c.strip() for c in header.split("|")] == [
+        "runner",
+        "variant",
+        "rtf_x",
+        "first_ms",
+        "fps",
+        "note",
+    ]
+    assert set(rule) <= {"-", "+"}
+    assert [c.strip() for c in lines[1].split("|")] == ["upscale", "fp16", "", "", "31.5", ""]
+    assert lines[2].rstrip().endswith("failed: ImportError: no module")
+
+
+def test_every_row_function_is_named_after_its_runner():
+    gpu = _gpu_bench()
+    assert gpu.ROWS and all(fn.__name__.endswith("_rows") for fn in gpu.ROWS)
