@@ -79,3 +79,20 @@ class JobTimeout(WorkerError, TimeoutError):
 
 class StorageFailed(WorkerError):
     code = "storage_failed"
+
+
+ERRORS: dict[str, type[WorkerError]] = {
+    cls.code: cls
+    for cls in (
+        WorkerError,
+        InvalidInput,
+        FetchFailed,
+        UnsupportedMedia,
+        ModelUnavailable,
+        BootstrapFailed,
+        RunnerCrashed,
+        JobTimeout,
+        StorageFailed,
+    )
+}
+"""Contract error code -> class; a test keeps its keys equal to ``contract.ErrorCode``."""

@@ -144,12 +144,9 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
             saved_voice = request.save_voice
 
         t = time.perf_counter()
-        artifacts = [
-            storage.Artifact(Path(o.path), o.content_type, o.duration_s) for o in outcome.outputs
-        ]
         published = storage.publish(
             job_id,
-            artifacts,
+            outcome.outputs,
             s3=s3,
             prefix=prefix,
             presign_seconds=request.output.presign_seconds,
@@ -159,7 +156,7 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
     result = contract.JobResult(
         task=request.task,
         model=spec.model,
-        outputs=[contract.Output(**vars(o)) for o in published],
+        outputs=published,
         timings=contract.Timings(
             bootstrap_s=round(bootstrap_s, 4),
             fetch_s=round(fetch_s, 4),

@@ -48,7 +48,7 @@ from bootstrap._manifest import (
     write_json_atomic,
 )
 from bootstrap._profile import Profile, normalize_name, with_index_overrides
-from bootstrap._spec import Target, current_target, spec_hash
+from bootstrap._spec import FORMAT, Target, current_target, spec_hash
 from errors import BootstrapFailed
 
 logger = logging.getLogger(__name__)
@@ -448,7 +448,7 @@ def _build_and_publish(
 
         packed = _pack.pack(tmp_env, tmp_archive, on_member=on_member)
         manifest = {
-            "format": 1,
+            "format": FORMAT,
             "profile": profile.name,
             "spec_hash": layout.key.rsplit("-", 1)[1],
             "requirements": sorted(profile.requirements),

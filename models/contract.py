@@ -27,8 +27,16 @@ from errors import InvalidInput
 
 CONTRACT_VERSION = 1
 
-AUDIO_FORMATS = ("wav", "flac", "ogg", "mp3")
-VIDEO_FORMATS = ("mp4",)
+# Each word of the contract is written once, here: the Literal types are what the
+# models use, the tuples (via get_args) are what code and messages iterate over.
+RunnerTask = Literal["tts", "clone", "restore"]  # served by a runner; a JobResult's task
+Task = Literal[RunnerTask, "voices"]  # every job's tag
+TASKS: tuple[str, ...] = get_args(Task)
+AudioFormat = Literal["wav", "flac", "ogg", "mp3"]
+AUDIO_FORMATS: tuple[str, ...] = get_args(AudioFormat)
+VideoFormat = Literal["mp4"]
+VIDEO_FORMATS: tuple[str, ...] = get_args(VideoFormat)
+# SigV4 presigned URLs live at most 7 days; below a minute a URL is useless.
 MIN_PRESIGN_S, MAX_PRESIGN_S = 60, 604_800
 MAX_TEXT_CHARS = 20_000
 _MEDIA_SCHEMES = ("https://", "s3://", "data:")
@@ -113,7 +121,7 @@ class _JobBase(_Strict):
 
 class _SpeechBase(_JobBase):
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-    format: Literal["wav", "flac", "ogg", "mp3"] = "wav"
+    format: AudioFormat = "wav"
     sample_rate: int | None = Field(
         default=None, ge=8_000, le=48_000, description="Resample the output to this rate (Hz)."
     )
@@ -229,7 +237,7 @@ class RestoreJob(_JobBase):
 
     task: Literal["restore"]
     video: MediaRefField
-    format: Literal["mp4"] = "mp4"
+    format: VideoFormat = "mp4"
     resolution: int | None = Field(
         default=None, ge=144, le=4320, description="Target short side in pixels."
     )
@@ -248,6 +256,8 @@ _JOB_ADAPTER: TypeAdapter[AnyJob] = TypeAdapter(Job)
 
 
 class Output(BaseModel):
+    """One published file: the runner's ``protocol.OutputFile`` plus where it went."""
+
     url: str = Field(description="Presigned https URL, or file:// for the local store.")
     key: str
     content_type: str
@@ -276,7 +286,7 @@ class WordTiming(BaseModel):
 class JobResult(BaseModel):
     """What a successful job returns."""
 
-    task: Literal["tts", "clone", "restore"]
+    task: RunnerTask
     model: str
     outputs: list[Output]
     timings: Timings
@@ -359,8 +369,7 @@ class ErrorEnvelope(BaseModel):
 # --- Parsing ---------------------------------------------------------------------------
 
 
-_TASKS = ("tts", "clone", "restore", "voices")
-_TASK_LIST = ", ".join(repr(t) for t in _TASKS)
+_TASK_LIST = ", ".join(repr(t) for t in TASKS)
 # Rules over several fields (model validators) name the field the caller should change.
 _MODEL_RULE_FIELDS = {
     "voice_and_audio": "voice",
@@ -373,7 +382,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     # The discriminated union puts the tag ("tts") first in the location; the
     # caller knows the job by its fields, not by pydantic's union branch.
     parts = [str(p) for p in loc]
-    if parts and parts[0] in _TASKS:
+    if parts and parts[0] in TASKS:
         parts = parts[1:]
     return ".".join(parts) or "input"
 

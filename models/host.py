@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import config
-from errors import JobTimeout, RunnerCrashed, WorkerError
+from errors import ERRORS, JobTimeout, RunnerCrashed, WorkerError
 from models import protocol as p
 
 logger = logging.getLogger(__name__)
@@ -269,10 +269,10 @@ class RunnerProcess:
 
 
 def _failed_to_error(name: str, failed: p.Failed) -> WorkerError:
-    for cls in WorkerError.__subclasses__():
-        if cls.code == failed.code and cls is not RunnerCrashed:
-            return cls(failed.message, field=failed.field)
-    return RunnerCrashed(f"runner {name} failed on this job: {failed.message}")
+    cls = ERRORS.get(failed.code)
+    if cls is None or cls in (WorkerError, RunnerCrashed):
+        return RunnerCrashed(f"runner {name} failed on this job: {failed.message}")
+    return cls(failed.message, field=failed.field)
 
 
 class RunnerHost:

@@ -1,9 +1,11 @@
 """Outputs out: upload to S3 with presigned URLs, or copy into the local store.
 
 Object keys: ``[<prefix>/]jobs/<job id>/<file name>``, the same in S3 and in the
-local store. If an S3 upload still fails after botocore's retries, every artifact
-of the job is copied to the local store and :class:`errors.StorageFailed` names where
-each one is: nothing the worker produced is lost.
+local store. A runner's :class:`~models.protocol.OutputFile` goes in, the contract's
+:class:`~models.contract.Output` comes out. If an S3 upload still fails after
+botocore's retries, every file of the job is copied to the local store and
+:class:`errors.StorageFailed` names where each one is: nothing the worker produced
+is lost.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 import config
 from errors import InvalidInput, StorageFailed
+from models.contract import MAX_PRESIGN_S, MIN_PRESIGN_S, Output
+from models.protocol import OutputFile
 
 from . import _local, _s3
 from ._refs import validate_prefix
@@ -25,52 +29,27 @@ from ._scratch import safe_job_id
 
 logger = logging.getLogger(__name__)
 
-MIN_PRESIGN_SECONDS = 60
-MAX_PRESIGN_SECONDS = 604800
-"""SigV4 presigned URLs live at most 7 days."""
-
-
-@dataclass
-class Artifact:
-    """A file a runner produced, to be published."""
-
-    path: Path
-    content_type: str
-    duration_s: float | None = None
-
-
-@dataclass
-class PublishedOutput:
-    """One published output, as the job result lists it."""
-
-    url: str
-    key: str
-    content_type: str
-    bytes: int
-    sha256: str
-    duration_s: float | None
-
 
 def publish(
     job_id: str,
-    artifacts: list[Artifact],
+    files: Sequence[OutputFile],
     *,
     s3: S3Settings | None,
     prefix: str | None = None,
     presign_seconds: int | None = None,
-) -> list[PublishedOutput]:
+) -> list[Output]:
     """Publish a job's output files.
 
     Args:
         job_id: the job's id (untrusted; sanitised for the key).
-        artifacts: the files, each with its content type; file names must differ.
+        files: what the runner wrote, each with its content type; file names must differ.
         s3: the bucket (:func:`storage.s3_settings`), or ``None`` for the local store.
         prefix: optional key prefix (``output.prefix``), checked by :func:`validate_prefix`.
-        presign_seconds: presigned URL lifetime, 60..604800; default
+        presign_seconds: presigned URL lifetime, ``MIN_PRESIGN_S..MAX_PRESIGN_S``; default
             ``config.PRESIGN_SECONDS`` (read now).
 
     Returns:
-        One :class:`PublishedOutput` per artifact, in order: a presigned https URL
+        One :class:`~models.contract.Output` per file, in order: a presigned https URL
         (S3) or a ``file://`` URI (local store).
 
     Raises:
@@ -82,9 +61,9 @@ def publish(
     clean_prefix = validate_prefix(prefix) if prefix else ""
     lifetime = _checked_presign_seconds(presign_seconds)
     base = "/".join(p for p in (clean_prefix, "jobs", safe_job_id(job_id)) if p)
-    items = [(artifact, f"{base}/{_file_name(artifact, artifacts)}") for artifact in artifacts]
+    items = [(file, f"{base}/{_file_name(file, files)}") for file in files]
     start = time.monotonic()
-    sums = {key: _size_and_sha256(artifact.path) for artifact, key in items}
+    sums = {key: _size_and_sha256(Path(file.path)) for file, key in items}
     if s3 is None:
         outputs = _publish_local(items, sums, job_id=job_id)
         store = "local"
@@ -103,44 +82,44 @@ def publish(
 
 
 def _publish_local(
-    items: list[tuple[Artifact, str]], sums: dict[str, tuple[int, str]], *, job_id: str
-) -> list[PublishedOutput]:
+    items: list[tuple[OutputFile, str]], sums: dict[str, tuple[int, str]], *, job_id: str
+) -> list[Output]:
     outputs = []
-    for artifact, key in items:
+    for file, key in items:
         try:
-            path = _local.store_copy(artifact.path, key)
+            path = _local.store_copy(Path(file.path), key)
         except OSError as exc:
             raise StorageFailed(
                 f"could not write output {key!r} to the local store "
                 f"{_local.outputs_root()}: {exc.strerror or exc}",
                 field="output",
             ) from None
-        outputs.append(_output(artifact, key, sums[key], url=path.as_uri()))
+        outputs.append(_output(file, key, sums[key], url=path.as_uri()))
     return outputs
 
 
 def _publish_s3(
-    items: list[tuple[Artifact, str]],
+    items: list[tuple[OutputFile, str]],
     sums: dict[str, tuple[int, str]],
     *,
     job_id: str,
     settings: S3Settings,
     lifetime: int,
-) -> list[PublishedOutput]:
+) -> list[Output]:
     from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
 
     client = _s3.make_client(settings)
     transfer = _s3.transfer_config()
     outputs = []
-    for artifact, key in items:
+    for file, key in items:
         size, sha256 = sums[key]
         try:
             client.upload_file(
-                str(artifact.path),
+                file.path,
                 settings.bucket,
                 key,
-                ExtraArgs={"ContentType": artifact.content_type, "Metadata": {"sha256": sha256}},
+                ExtraArgs={"ContentType": file.content_type, "Metadata": {"sha256": sha256}},
                 Config=transfer,
             )
         except (ClientError, BotoCoreError, Boto3Error) as exc:
@@ -149,12 +128,12 @@ def _publish_s3(
             "get_object", Params={"Bucket": settings.bucket, "Key": key}, ExpiresIn=lifetime
         )
         logger.debug("job=%s upload ok key=%s bytes=%d", job_id, key, size)
-        outputs.append(_output(artifact, key, sums[key], url=url))
+        outputs.append(_output(file, key, sums[key], url=url))
     return outputs
 
 
 def _keep_locally_and_raise(
-    items: list[tuple[Artifact, str]],
+    items: list[tuple[OutputFile, str]],
     *,
     job_id: str,
     settings: S3Settings,
@@ -172,9 +151,9 @@ def _keep_locally_and_raise(
     )
     details = []
     kept = 0
-    for artifact, item_key in items:
+    for file, item_key in items:
         try:
-            local = _local.store_copy(artifact.path, item_key)
+            local = _local.store_copy(Path(file.path), item_key)
         except (OSError, ValueError) as copy_exc:
             message = f"upload failed ({code}) and the local copy failed too: {copy_exc}"
             details.append({"field": "output", "message": message, "local_path": None})
@@ -201,21 +180,21 @@ def _checked_presign_seconds(value: int | None) -> int:
     field = "output.presign_seconds"
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(f"{field}: expected an integer number of seconds", field=field)
-    if not MIN_PRESIGN_SECONDS <= value <= MAX_PRESIGN_SECONDS:
+    if not MIN_PRESIGN_S <= value <= MAX_PRESIGN_S:
         raise InvalidInput(
-            f"{field}: {value} is out of range {MIN_PRESIGN_SECONDS}..{MAX_PRESIGN_SECONDS} "
+            f"{field}: {value} is out of range {MIN_PRESIGN_S}..{MAX_PRESIGN_S} "
             "(presigned URLs live at most 7 days)",
             field=field,
         )
     return value
 
 
-def _file_name(artifact: Artifact, artifacts: list[Artifact]) -> str:
-    name = Path(artifact.path).name
+def _file_name(file: OutputFile, files: Sequence[OutputFile]) -> str:
+    name = Path(file.path).name
     if name in ("", ".", "..") or any(ord(c) < 32 or c == "\\" for c in name):
-        raise ValueError(f"artifact file name {name!r} cannot be an output key")
-    if sum(1 for other in artifacts if Path(other.path).name == name) > 1:
-        raise ValueError(f"two artifacts are named {name!r}; output names must differ")
+        raise ValueError(f"output file name {name!r} cannot be an output key")
+    if sum(1 for other in files if Path(other.path).name == name) > 1:
+        raise ValueError(f"two outputs are named {name!r}; output names must differ")
     return name
 
 
@@ -229,14 +208,12 @@ def _size_and_sha256(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def _output(
-    artifact: Artifact, key: str, size_sha: tuple[int, str], *, url: str
-) -> PublishedOutput:
-    return PublishedOutput(
+def _output(file: OutputFile, key: str, size_sha: tuple[int, str], *, url: str) -> Output:
+    return Output(
         url=url,
         key=key,
-        content_type=artifact.content_type,
+        content_type=file.content_type,
         bytes=size_sha[0],
         sha256=size_sha[1],
-        duration_s=artifact.duration_s,
+        duration_s=file.duration_s,
     )

@@ -5,10 +5,8 @@ from __future__ import annotations
 import storage
 
 PUBLIC = {
-    "Artifact",
     "LoadedVoice",
     "MediaRef",
-    "PublishedOutput",
     "S3Settings",
     "VoiceInfo",
     "delete_voice",

@@ -14,18 +14,20 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from errors import InvalidInput, StorageFailed
-from storage import Artifact, PublishedOutput, publish, s3_settings
+from models.contract import Output
+from models.protocol import OutputFile
 from storage import _s3 as s3_module
+from storage import publish, s3_settings
 from storage._scratch import safe_job_id
 from tests.fixtures.s3 import ALLOW_PRIVATE, make_bucket, settings_for
 
 MiB = 1024 * 1024
 
 
-def _artifact(directory: Path, name: str, size: int, content_type: str = "audio/wav") -> Artifact:
+def _artifact(directory: Path, name: str, size: int, content_type: str = "audio/wav") -> OutputFile:
     path = directory / name
     path.write_bytes(os.urandom(size))
-    return Artifact(path=path, content_type=content_type, duration_s=1.5)
+    return OutputFile(str(path), content_type, duration_s=1.5)
 
 
 def _sha(data: bytes) -> str:
@@ -56,8 +58,8 @@ def test_local_store(outputs: Path, tmp_path: Path, caplog) -> None:
     a = _artifact(tmp_path, "speech.wav", 3000)
     b = _artifact(tmp_path, "speech.mp3", 10, "audio/mpeg")
     result = publish("job-7", [a, b], s3=None, prefix="team/x/")
-    data = a.path.read_bytes()
-    assert result[0] == PublishedOutput(
+    data = Path(a.path).read_bytes()
+    assert result[0] == Output(
         url=(outputs / "team/x/jobs/job-7/speech.wav").as_uri(),
         key="team/x/jobs/job-7/speech.wav",
         content_type="audio/wav",
@@ -79,8 +81,8 @@ def test_job_ids_that_once_shared_a_key_keep_both_outputs(outputs: Path, tmp_pat
     second = _artifact(tmp_path / "second", "speech.wav", 200)
     [out_b] = publish("a_b", [second], s3=None)
     assert out_a.key != out_b.key and out_b.key == "jobs/a_b/speech.wav"
-    assert (outputs / out_a.key).read_bytes() == first.path.read_bytes()
-    assert (outputs / out_b.key).read_bytes() == second.path.read_bytes()
+    assert (outputs / out_a.key).read_bytes() == Path(first.path).read_bytes()
+    assert (outputs / out_b.key).read_bytes() == Path(second.path).read_bytes()
 
 
 def test_local_store_default_root_is_under_home(tmp_path: Path) -> None:
@@ -154,9 +156,9 @@ def test_s3_publish_and_presigned_download(s3_server, s3_bucket, tmp_path: Path,
     mp4 = _artifact(tmp_path, "clip.mp4", 2000, "video/mp4")
     result = publish("job-s3", [wav, mp4], s3=s3_bucket, prefix="p/q", presign_seconds=120)
     for artifact, out in zip([wav, mp4], result, strict=True):
-        assert out.key == f"p/q/jobs/job-s3/{artifact.path.name}"
+        assert out.key == f"p/q/jobs/job-s3/{Path(artifact.path).name}"
         body, content_type = _download(out.url)
-        assert body == artifact.path.read_bytes()
+        assert body == Path(artifact.path).read_bytes()
         assert content_type == artifact.content_type == out.content_type
         assert (out.bytes, out.sha256) == (len(body), _sha(body))
         query = parse_qs(urlsplit(out.url).query)
@@ -188,7 +190,7 @@ def test_s3_multipart_upload(monkeypatch, s3_server, s3_bucket, tmp_path: Path) 
     assert head["ETag"].strip('"').endswith("-3")  # a multipart object's ETag: <md5>-<parts>
     assert head["ContentType"] == "audio/wav"
     body, _ = _download(out.url)
-    assert _sha(body) == out.sha256 == _sha(big.path.read_bytes())
+    assert _sha(body) == out.sha256 == _sha(Path(big.path).read_bytes())
 
 
 @pytest.mark.slow
@@ -220,7 +222,7 @@ def test_s3_stopped_mid_run_keeps_outputs_locally(
     settings = make_bucket(server)
     first = _artifact(tmp_path, "a.wav", 4000)
     [ok] = publish("j1", [first], s3=settings)  # works while the server runs
-    assert _download(ok.url)[0] == first.path.read_bytes()
+    assert _download(ok.url)[0] == Path(first.path).read_bytes()
 
     server.kill()
     arts = [_artifact(tmp_path, "b.wav", 70_000), _artifact(tmp_path, "c.mp4", 10, "video/mp4")]
@@ -239,7 +241,7 @@ def test_s3_stopped_mid_run_keeps_outputs_locally(
     for artifact, detail in zip(arts, err.details, strict=True):
         assert detail["field"] == "output"
         kept = Path(detail["local_path"]).read_bytes()
-        assert _sha(kept) == _sha(artifact.path.read_bytes())
+        assert _sha(kept) == _sha(Path(artifact.path).read_bytes())
     assert _all_files(outputs) == ["pre/jobs/j2/b.wav", "pre/jobs/j2/c.mp4"]
     text = caplog.text + message + repr(err) + repr(err.details) + repr(settings)
     assert server.secret_key not in text

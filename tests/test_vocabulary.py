@@ -1,0 +1,67 @@
+"""Each word of the contract is defined once; these tests keep the other places equal."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import get_args
+
+import pytest
+
+import errors
+from models import contract
+from models import protocol as p
+from models.host import _failed_to_error
+from models.runners import piper
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _subclasses(cls: type) -> set[type]:
+    return {c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))}
+
+
+def test_error_table_is_the_contracts_error_codes():
+    assert sorted(errors.ERRORS) == sorted(get_args(contract.ErrorCode))
+    assert all(cls.code == code for code, cls in errors.ERRORS.items())
+    assert set(errors.ERRORS.values()) == {errors.WorkerError} | _subclasses(errors.WorkerError)
+
+
+def test_readme_lists_every_error_code():
+    text = (ROOT / "README.md").read_text()
+    listed = re.search(r"^Codes: (.+?)\. No", text, re.S | re.M)
+    assert listed, "README's 'Codes:' line is missing"
+    assert sorted(re.findall(r"`(\w+)`", listed.group(1))) == sorted(errors.ERRORS)
+
+
+def test_tasks_are_the_job_union_tags():
+    jobs = get_args(get_args(contract.Job)[0])
+    assert tuple(get_args(j.model_fields["task"].annotation)[0] for j in jobs) == contract.TASKS
+
+
+def test_piper_encodes_every_audio_format():
+    assert tuple(piper.ENCODINGS) == contract.AUDIO_FORMATS
+
+
+def test_output_carries_the_runners_output_file_fields():
+    runner_side = {f.name for f in dataclasses.fields(p.OutputFile)} - {"path"}
+    assert runner_side <= set(contract.Output.model_fields)
+
+
+@pytest.mark.parametrize(
+    ("code", "field", "expected", "message"),
+    [
+        ("invalid_input", "voice", errors.InvalidInput, "voice: unknown"),
+        ("unsupported_media", "video", errors.UnsupportedMedia, "voice: unknown"),
+        ("timeout", None, errors.JobTimeout, "voice: unknown"),
+        ("runner_crashed", None, errors.RunnerCrashed, "runner echo failed on this job: "),
+        ("internal", None, errors.RunnerCrashed, "runner echo failed on this job: "),
+        ("no_such_code", None, errors.RunnerCrashed, "runner echo failed on this job: "),
+    ],
+)
+def test_a_runners_failure_code_becomes_its_error_class(code, field, expected, message):
+    error = _failed_to_error("echo", p.Failed("j", code, "voice: unknown", field))
+    assert type(error) is expected
+    assert error.message.startswith(message)
+    assert error.field == field
