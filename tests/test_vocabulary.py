@@ -13,7 +13,7 @@ import errors
 from models import contract
 from models import protocol as p
 from models.host import _failed_to_error
-from models.runners import piper
+from models.runners import _audio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,8 +40,8 @@ def test_tasks_are_the_job_union_tags():
     assert tuple(get_args(j.model_fields["task"].annotation)[0] for j in jobs) == contract.TASKS
 
 
-def test_piper_encodes_every_audio_format():
-    assert tuple(piper.ENCODINGS) == contract.AUDIO_FORMATS
+def test_speech_runners_encode_every_audio_format():
+    assert tuple(_audio.ENCODINGS) == contract.AUDIO_FORMATS
 
 
 def test_output_carries_the_runners_output_file_fields():
