@@ -119,6 +119,14 @@ class _JobBase(_Strict):
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
 
 
+def _without_nul(value: str) -> str:
+    # A NUL reaches C libraries (espeak-ng via Piper) as the end of the string, or
+    # makes them raise mid-job: refuse it here, naming the field.
+    if "\x00" in value:
+        raise ValueError(f"contains a NUL character (\\x00) at index {value.index(chr(0))}")
+    return value
+
+
 class _SpeechBase(_JobBase):
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     format: AudioFormat = "wav"
@@ -141,7 +149,7 @@ class _SpeechBase(_JobBase):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must contain something to say, not only whitespace")
-        return value
+        return _without_nul(value)
 
 
 class TtsJob(_SpeechBase):
@@ -215,6 +223,11 @@ class CloneJob(_SpeechBase):
                 "save_without_audio", "save_voice needs reference_audio: the voice to save"
             )
         return self
+
+    @field_validator("reference_text")
+    @classmethod
+    def _reference_text_without_nul(cls, value: str | None) -> str | None:
+        return None if value is None else _without_nul(value)
 
 
 class VoicesJob(_Strict):

@@ -142,7 +142,7 @@ class RunnerProcess:
         self._inbox = Connection(from_child_r, writable=False)
         logger.info("job=%s runner %s starting pid=%s", job_id, self.name, self._proc.pid)
         self._send(p.Setup(p.PROTOCOL_VERSION, self.runner_ref, weights))
-        ready = self._receive(timeout_s, job_id, what="start")
+        ready = self._receive(timeout_s, job_id, what="start", limit_s=timeout_s)
         if isinstance(ready, p.Fatal):
             self.kill()
             raise RunnerCrashed(f"runner {self.name} could not start: {ready.reason}")
@@ -178,7 +178,9 @@ class RunnerProcess:
         paths = {name: str(path) for name, path in (inputs or {}).items()}
         self._send(p.Run(job_id, payload, str(scratch), paths))
         while True:
-            message = self._receive(deadline - time.monotonic(), job_id, what="job")
+            message = self._receive(
+                deadline - time.monotonic(), job_id, what="job", limit_s=timeout_s
+            )
             if isinstance(message, p.Progress):
                 on_progress(message.message, message.fraction)
                 continue
@@ -206,7 +208,9 @@ class RunnerProcess:
         except (BrokenPipeError, OSError):
             self._raise_dead("before it received its work")
 
-    def _receive(self, timeout_s: float, job_id: str, *, what: str) -> p.Message:
+    def _receive(self, timeout_s: float, job_id: str, *, what: str, limit_s: float) -> p.Message:
+        """The next message within ``timeout_s`` (what is left of ``limit_s``, the
+        configured limit that a timeout message names)."""
         assert self._inbox is not None
         try:
             ready = self._inbox.poll(max(timeout_s, 0.0))
@@ -214,11 +218,15 @@ class RunnerProcess:
             ready = True  # a closed pipe: recv below reports the exit
         if not ready:
             self.kill()
-            verb = "start" if what == "start" else "finish the job"
+            verb, setting = (
+                ("start", config.RUNNER_START_TIMEOUT_S)
+                if what == "start"
+                else ("finish the job", config.JOB_TIMEOUT_S)
+            )
             raise JobTimeout(
-                f"runner {self.name} did not {verb} within {timeout_s:.0f} s; it was stopped "
-                f"and the next job starts a fresh one",
-                details=[{"field": None, "message": f"timeout_s={timeout_s:.0f}"}],
+                f"runner {self.name} did not {verb} within {limit_s:g} s ({setting.name}); "
+                f"it was stopped and the next job starts a fresh one",
+                details=[{"field": None, "message": f"timeout_s={limit_s:g}"}],
             )
         try:
             return p.decode(self._inbox.recv_bytes())

@@ -27,6 +27,9 @@ MAX_URL_CHARS = 8192
 
 MAX_PREFIX_BYTES = 512
 """Longest output key prefix (S3 keys may be 1024 bytes; the rest is jobs/<id>/<name>)."""
+MAX_SEGMENT_BYTES = 255
+"""Longest segment of a prefix: the local store makes each one a directory, and file
+systems refuse longer names (ENAMETOOLONG), after the job's work was done."""
 
 # Standard alphabet, padding only at the end, length a multiple of 4 (checked apart).
 _BASE64_SHAPE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
@@ -121,7 +124,8 @@ def validate_prefix(prefix: str, *, field: str = "output.prefix") -> str:
 
     Raises:
         InvalidInput: the prefix is absolute, has ``.``/``..`` or empty segments,
-            backslashes, control characters, or is longer than ``MAX_PREFIX_BYTES``.
+            backslashes, control characters, a segment longer than ``MAX_SEGMENT_BYTES``, or
+            is longer than ``MAX_PREFIX_BYTES``.
     """
     if not isinstance(prefix, str):
         raise _invalid(field, "expected a string")
@@ -143,6 +147,12 @@ def validate_prefix(prefix: str, *, field: str = "output.prefix") -> str:
             raise _invalid(field, f"{prefix!r} has a {segment!r} segment")
         if segment != segment.strip():
             raise _invalid(field, f"{prefix!r} has a segment with leading or trailing spaces")
+        if len(segment.encode()) > MAX_SEGMENT_BYTES:
+            raise _invalid(
+                field,
+                f"segment {segment[:24]!r}... is {len(segment.encode())} bytes; each "
+                f"segment between '/' may have at most {MAX_SEGMENT_BYTES}",
+            )
     return normalised
 
 

@@ -85,7 +85,14 @@ def _stop_runners():
             "task 'restore'",
         ),
         (_job(output={"prefix": "../escape"}), "invalid_input", "output.prefix", ".."),
-        (_job(output={"prefix": "/abs"}), "invalid_input", "output.prefix", ""),
+        (_job(output={"prefix": "/abs"}), "invalid_input", "output.prefix", "is absolute"),
+        (
+            _job(output={"prefix": "team/" + "a" * 256}),
+            "invalid_input",
+            "output.prefix",
+            "at most 255",
+        ),
+        (_job(text="Hello\x00there"), "invalid_input", "text", "NUL character"),
         (
             {
                 **_job(),
@@ -107,8 +114,9 @@ def test_bad_jobs_get_the_contract_error_envelope(job, code, field, fragment):
     assert envelope.error_code == code
     assert envelope.error.startswith(f"{code}: ")
     assert "\n" not in envelope.error and "Traceback" not in envelope.error
-    assert fragment in envelope.error
-    assert any(d.field == field for d in envelope.details) or field in envelope.error
+    assert fragment and fragment in envelope.error
+    assert [d.field for d in envelope.details] == [field]
+    assert envelope.error.startswith(f"{code}: {field}: ") or code == "model_unavailable"
     assert "zz-secret" not in json.dumps(result)
 
 

@@ -38,6 +38,17 @@ class SleepRunner(Runner):
         return []
 
 
+class ProgressThenHang(Runner):
+    """Reports progress, works for job['seconds'], reports again, then hangs."""
+
+    def run(self, job, ctx):
+        ctx.progress("started", 0.0)
+        time.sleep(float(job["seconds"]))
+        ctx.progress("still going", 0.5)
+        time.sleep(3600)
+        return []
+
+
 class ExcInSetup(Runner):
     def setup(self, weights):
         raise RuntimeError("weights file is corrupt")

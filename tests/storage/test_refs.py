@@ -93,6 +93,8 @@ def test_data_payload_is_not_in_repr_and_describe_hides_query() -> None:
         ("team/a///", "team/a"),
         ("2024-05/run 1", "2024-05/run 1"),
         ("a.b/..c/c..", "a.b/..c/c.."),
+        ("x" * 255 + "/y", "x" * 255 + "/y"),
+        ("é" * 127, "é" * 127),  # 254 bytes
     ],
 )
 def test_validate_prefix_accepts(prefix: str, expected: str) -> None:
@@ -119,6 +121,8 @@ def test_validate_prefix_accepts(prefix: str, expected: str) -> None:
         "a/\x7f",
         " a/b",
         "x" * 600,
+        "x" * 256,
+        "team/" + "é" * 128,  # 128 characters, 256 bytes
     ],
 )
 def test_validate_prefix_rejects_naming_field(prefix: str) -> None:
