@@ -385,6 +385,17 @@ def _restore(
         if not layout.archive.exists():
             raise _pack.CorruptArchive(f"{layout.archive} disappeared") from exc
         raise
+    except OSError as exc:
+        # tarfile's writes raise ENOSPC without a file name; the caller would then
+        # blame the volume. What filled is the local envs directory.
+        if _disk.is_disk_full(exc):
+            _disk.raise_disk_full(
+                layout.local_envs,
+                need=need,
+                free=None,
+                what=f"restoring the {profile.name} environment",
+            )
+        raise
     finally:
         _remove(tmp)
     logger.info(

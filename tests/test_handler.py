@@ -29,6 +29,7 @@ import soundfile
 
 import handler
 from models import contract
+from tests.fixtures.tiers import small_tmpfs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -269,6 +270,24 @@ def test_request_s3_endpoint_on_loopback_is_refused_and_gets_nothing(loopback_si
     assert any(d.field == "s3Config.endpointUrl" for d in envelope.details)
     assert "zz-secret" not in json.dumps(result)
     assert seen == []
+
+
+@pytest.mark.slow
+def test_full_scratch_disk_says_no_space_left_and_where(tmp_path, monkeypatch):
+    # Before: "runner_crashed: ... LibsndfileError: System error." and no place named.
+    text = "This sentence is long enough to need some room on the disk. " * 8  # ~1 MB WAV
+    with small_tmpfs(tmp_path / "scratch", "512k") as scratch:
+        monkeypatch.setenv("MEDIA_WORKER_SCRATCH_DIR", str(scratch))
+        result = handler.handler(_job("full-1", text=text))
+        assert result["error_code"] == "storage_failed", result
+        assert result["error"].startswith("storage_failed: no space left on device: ")
+        assert f"into the job's scratch directory {scratch}/mw-full-1-" in result["error"]
+        assert "MEDIA_WORKER_SCRATCH_DIR" in result["error"]
+        assert list(scratch.iterdir()) == [], "the job's scratch dir was not removed"
+    # The runner reported a failure, it did not crash: the next job reuses it.
+    monkeypatch.setenv("MEDIA_WORKER_SCRATCH_DIR", str(tmp_path / "roomy"))
+    again, _, _ = _synthesize(tmp_path, "full-2", text=text)
+    assert again["cold"] is False
 
 
 @pytest.mark.slow

@@ -20,10 +20,13 @@ methods: this module is imported by runner modules the handler also imports.
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 from pathlib import Path
 from typing import Any
 
+from errors import StorageFailed
 from models.protocol import OutputFile
 from models.runners.base import RunContext
 
@@ -42,14 +45,32 @@ _WAV_HEADER_BYTES = 1024  # header allowance, generous
 
 
 def write_audio(path: Path, audio: Any, rate: int, fmt: str) -> None:
-    """Encode ``audio`` (float mono) to ``path`` through a temp name and a rename."""
+    """Encode ``audio`` (float mono) to ``path`` through a temp name and a rename.
+
+    Raises:
+        StorageFailed: the disk holding ``path`` is full; the message names the
+            directory and the setting that moves it.
+    """
     import soundfile
 
     sf_format, subtype, _ = ENCODINGS[fmt]
+    # Encode in memory, then write the bytes with Python's own I/O: libsndfile
+    # reports a full disk as "System error.", Python as ENOSPC with the file name.
+    encoded = io.BytesIO()
+    soundfile.write(encoded, audio, rate, format=sf_format, subtype=subtype)
     partial = path.with_name(f".{path.name}.partial")
     try:
-        soundfile.write(partial, audio, rate, format=sf_format, subtype=subtype)
+        partial.write_bytes(encoded.getbuffer())
         os.replace(partial, path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise StorageFailed(
+            f"no space left on device: could not write {path.name} "
+            f"({encoded.getbuffer().nbytes} bytes) into the job's scratch directory "
+            f"{path.parent}; free space there, or set MEDIA_WORKER_SCRATCH_DIR to a "
+            "larger disk"
+        ) from None
     finally:
         partial.unlink(missing_ok=True)
 

@@ -7,6 +7,7 @@ once per session, so the few other builds in this module take seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from bootstrap._lease import Lease
 from bootstrap._manifest import read_manifest
 from errors import BootstrapFailed
 from models.profiles import PIPER
+from tests.fixtures.tiers import skip_tier, small_tmpfs
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,6 +169,7 @@ if phase:
             time.sleep(600)
     _ensure._checkpoint = checkpoint
 from models.profiles import PIPER
+from tests.fixtures.tiers import skip_tier, small_tmpfs
 env = _ensure.ensure(PIPER, paths=config.resolve_paths(), in_place=False)
 print(json.dumps({{"source": env.source, "python": str(env.python)}}))
 """
@@ -335,7 +338,7 @@ def test_too_small_volume_gives_the_disk_error_and_leaves_nothing_valid(small_vo
 
 def test_volume_filling_up_while_packing_is_a_disk_error(small_volume, tmp_path, monkeypatch):
     if not os.path.ismount(small_volume):
-        pytest.skip("needs a real small file system (mount not permitted)")
+        skip_tier("tmpfs", "needs a real small file system (mount not permitted)")
     paths = config.Paths(
         home=small_volume / "mw", envs=tmp_path / "envs", outputs=tmp_path, on_volume=True
     )
@@ -346,3 +349,19 @@ def test_volume_filling_up_while_packing_is_a_disk_error(small_volume, tmp_path,
         _ensure.ensure(tiny, paths=paths, in_place=False)
     assert [p.name for p in (small_volume / "mw" / "envs").iterdir()] == []
     assert not [p for p in paths.envs.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_local_disk_filling_during_a_restore_names_the_local_envs_dir(published, tmp_path):
+    # Before: tarfile's ENOSPC carries no file name, so the message named the volume.
+    paths = _copy_volume(published, tmp_path)
+    manifest_path = next((paths.home / "envs").glob("piper-*.json"))
+    manifest = json.loads(manifest_path.read_text())
+    manifest["unpacked_bytes"] = 1  # passes the estimate, fails for real
+    manifest_path.write_text(json.dumps(manifest))
+    with small_tmpfs(tmp_path / "small-envs", "24m") as envs:
+        with pytest.raises(BootstrapFailed) as info:
+            _ensure.ensure(PIPER, paths=dataclasses.replace(paths, envs=envs), in_place=False)
+        msg = info.value.message
+        assert msg.startswith("not enough disk space for restoring the piper environment: ")
+        assert f" in {envs}, " in msg and str(paths.home) not in msg
+        assert list(envs.iterdir()) == [], "a half-restored environment was left behind"
