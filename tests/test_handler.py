@@ -206,10 +206,46 @@ def test_every_audio_format_decodes(tmp_path, fmt, content_type, sf_format):
 
 
 @pytest.mark.slow
-def test_sample_rate_resamples(tmp_path):
-    result, audio, rate = _synthesize(tmp_path, "sr-1", sample_rate=16_000)
-    assert rate == 16_000
-    assert result["outputs"][0]["duration_s"] == pytest.approx(len(audio) / 16_000, abs=0.01)
+def _spectrum(audio: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    power = np.abs(np.fft.rfft(audio.astype(np.float64))) ** 2
+    return np.fft.rfftfreq(len(audio), 1 / rate), power / power.sum()
+
+
+def _centroid_hz(audio: np.ndarray, rate: int) -> float:
+    freqs, power = _spectrum(audio, rate)
+    return float((freqs * power).sum())
+
+
+def _energy_above(audio: np.ndarray, rate: int, hz: float) -> float:
+    freqs, power = _spectrum(audio, rate)
+    return float(power[freqs > hz].sum())
+
+
+def test_spectrum_helpers_see_a_known_tone():
+    rate = 16_000
+    tone = np.sin(2 * np.pi * 440 * np.arange(rate) / rate)
+    assert _centroid_hz(tone, rate) == pytest.approx(440, abs=2)
+    assert _energy_above(tone, rate, 500) < 1e-6 and _energy_above(tone, rate, 400) > 0.99
+
+
+@pytest.mark.slow
+def test_sample_rate_resamples_the_audio_not_only_the_header(tmp_path):
+    # Piper samples its durations, so two runs of one text differ by a few percent;
+    # relabelling the samples with the new rate would be off by the rate ratio
+    # (x0.73 or x2.18), and a sample-and-hold upsampler leaves images above the
+    # source's Nyquist frequency.
+    text = "Hello there, this is a sentence about resampling."
+    _, native, native_rate = _synthesize(tmp_path, "sr-native", text=text)
+    for target in (16_000, 48_000):
+        result, audio, rate = _synthesize(tmp_path, f"sr-{target}", text=text, sample_rate=target)
+        assert rate == target
+        assert result["outputs"][0]["duration_s"] == pytest.approx(len(audio) / rate, abs=0.01)
+        assert len(audio) / rate == pytest.approx(len(native) / native_rate, rel=0.08)
+        assert _centroid_hz(audio, rate) == pytest.approx(
+            _centroid_hz(native, native_rate), rel=0.12
+        )
+        if target > native_rate:
+            assert _energy_above(audio, rate, native_rate / 2) < 1e-5
 
 
 class _Sink(BaseHTTPRequestHandler):
