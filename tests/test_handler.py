@@ -491,7 +491,7 @@ def test_rp_serve_api_runsync_with_s3_from_env(tmp_path, s3_server):
 @pytest.mark.parametrize(
     ("name", "value", "reason"),
     [
-        ("MEDIA_WORKER_PREPARE", "piper,nope", "no profile 'nope'; known: piper"),
+        ("MEDIA_WORKER_PREPARE", "piper,nope", "no profile 'nope'; known: "),
         ("MEDIA_WORKER_JOB_TIMEOUT_S", "soon", "could not convert string to float"),
         ("MEDIA_WORKER_LOG_LEVEL", "VERBOSE", "expected one of DEBUG, INFO, WARNING"),
         ("BUCKET_ADDRESSING_STYLE", "bogus", "expected one of path, virtual, auto"),
