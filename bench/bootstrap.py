@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import config
 from bootstrap import _build, _ensure, _pack
+from bootstrap._manifest import read_manifest
 from models.profiles import PIPER
 
 
@@ -52,8 +53,9 @@ def main() -> None:
             t = time.perf_counter()
             _ensure.ensure(PIPER, paths=paths, in_place=False)
             warm.append(time.perf_counter() - t)
-        key = f"piper-{env.spec_hash}"
-        archive = paths.home / "envs" / f"{key}.tar.zst"
+        layout = _ensure.Layout.of("piper", env.spec_hash, paths)
+        archive = layout.archive_of(read_manifest(layout.manifest) or {})
+        assert archive is not None, "prepare left no valid manifest"
         sha = hashlib.sha256(archive.read_bytes()).hexdigest()
         out = root / "restore"
 

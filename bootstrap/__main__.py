@@ -11,14 +11,13 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import config
 from bootstrap import _doctor, _gc, _pack, _weights
 from bootstrap._ensure import Layout, ensure, local_manifest
-from bootstrap._lease import lease_state
+from bootstrap._lease import lease_state, volume_now
 from bootstrap._manifest import env_is_ready, read_manifest
 from bootstrap._profile import Profile
 from bootstrap._spec import current_target, spec_hash
@@ -61,7 +60,8 @@ def _status(paths: config.Paths, cached_models: Path) -> dict[str, Any]:
             env, manifest = "missing", None
         try:
             mtime = layout.lease.stat().st_mtime
-            lease = lease_state(exists=True, expires_at=mtime, now=time.time())
+            now = volume_now(layout.lease.parent)
+            lease = lease_state(exists=True, expires_at=mtime, now=now)
         except OSError:
             lease = "free"
         out["profiles"][name] = {
@@ -107,16 +107,17 @@ def _cmd_status(args: argparse.Namespace, paths: config.Paths) -> int:
 def _verify_archive(layout: Layout, digest: str) -> str | None:
     """None when the published archive is complete and its sha256 matches, else the problem."""
     manifest = read_manifest(layout.manifest)
-    if not env_is_ready(manifest, digest):
-        if layout.archive.exists():
-            return f"{layout.archive}: no valid manifest"
+    archive = layout.archive_of(manifest) if env_is_ready(manifest, digest) else None  # type: ignore[arg-type]
+    if archive is None:
+        if layout.manifest.exists():
+            return f"{layout.manifest}: not a valid manifest for spec {digest}"
         return None
     import tempfile
 
     with tempfile.TemporaryDirectory(dir=layout.local_envs) as tmp:
         try:
             _pack.restore(
-                layout.archive,
+                archive,
                 Path(tmp) / "check",
                 sha256=manifest["archive_sha256"],  # type: ignore[index]
                 size=manifest["archive_bytes"],  # type: ignore[index]
@@ -185,22 +186,37 @@ def _cmd_gc(args: argparse.Namespace, paths: config.Paths) -> int:
     target = current_target()
     known = {f"{n}-{spec_hash(p, target)}" for n, p in _profiles().items()}
     envs_dir, leases_dir = paths.home / "envs", paths.home / "leases"
-    now = time.time()
+    if not paths.home.is_dir():
+        print("gc: removed 0")
+        return 0
+    now = volume_now(paths.home)  # every mtime below is stamped by the volume's clock
     expiry: dict[str, float] = {}
     leases: list[_gc.Entry] = []
     if leases_dir.is_dir():
         for f in leases_dir.iterdir():
             st = f.lstat()
             leases.append(_gc.Entry(f.name, st.st_mtime))
-            if "|" not in f.name:
+            if "|" not in f.name and not f.name.startswith(".clock-"):
                 live = lease_state(exists=True, expires_at=st.st_mtime, now=now) == "live"
                 expiry[f.name] = now + 1e9 if live else st.st_mtime
     live_keys = {n.removesuffix(".lock") for n, t in expiry.items() if t > now}
     envs: list[_gc.Entry] = []
+    referenced: dict[str, str] = {}
     if envs_dir.is_dir():
         for f in envs_dir.iterdir():
             envs.append(_gc.Entry(f.name, f.lstat().st_mtime, any(k in f.name for k in live_keys)))
-    plan = _gc.plan_gc(envs, leases, known=known, keep=args.keep, now=now, lease_expiry=expiry)
+            parsed = Layout.parse_volume_name(f.name)
+            if parsed and parsed[1] is None and (manifest := read_manifest(f)):
+                referenced[parsed[0]] = str(manifest.get("archive", ""))
+    plan = _gc.plan_gc(
+        envs,
+        leases,
+        known=known,
+        keep=args.keep,
+        now=now,
+        lease_expiry=expiry,
+        referenced=referenced,
+    )
     for rel in plan:
         path = paths.home / rel
         print(f"removing {path}")

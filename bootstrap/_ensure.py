@@ -4,21 +4,29 @@ The walk, cheapest first::
 
     in place   the current interpreter already has every pin     no I/O beyond metadata
     local      <envs>/<profile>-<hash>/ with a valid manifest    < 50 ms, no subprocess
-    restored   <home>/envs/<profile>-<hash>.tar.zst + .json      stream-extract, verify, rename
+    restored   <home>/envs/<profile>-<hash>.json + its archive   stream-extract, verify, rename
     built      under the lease: uv venv, install, smoke check, pack, publish by rename
 
-Files (``<home>`` is on the volume, ``<envs>`` on local disk)::
+Files (``<home>`` is on the volume, ``<envs>`` on local disk; :class:`Layout` names
+them all)::
 
-    <home>/envs/<key>.tar.zst            archive, renamed into place after it is complete
-    <home>/envs/<key>.json               its manifest, renamed last: the commit point
+    <home>/envs/<key>-<sha12>.tar.zst    archive, named by its content's sha256
+    <home>/envs/<key>.json               manifest naming the archive: the commit point
     <home>/envs/.tmp-<key>-<host>-<pid>-<rand>.*   a build in progress (or garbage)
     <home>/leases/<key>.lock             the build lease (see _lease)
     <envs>/<key>/                        unpacked venv; media-worker-manifest.json inside
-    <envs>/.tmp-<key>-<pid>-<rand>/      a restore or build in progress (or garbage)
+    <envs>/.tmp-<key>-<host>-<pid>-<rand>/   a restore or build in progress (or garbage)
 
-where ``<key>`` is ``<profile>-<spec hash>``. Whatever a crash leaves behind is a
-temp name nobody trusts; the next run that takes the lease (or finds the temp's
-process dead) removes it.
+where ``<key>`` is ``<profile>-<spec hash>``. Publishing renames the archive to its
+content name, then the manifest over the old one: two builders whose leases
+overlapped (a lease broken under a slow builder, or a volume without hard links)
+each publish a complete pair and the last manifest wins; neither ever removes the
+other's manifest or archive. Readers follow the manifest's ``archive`` field.
+
+Whatever a crash leaves behind is a temp name nobody trusts. A volume temp is
+garbage only when its builder no longer holds the lease and its heartbeat stopped
+(its mtime is older than a lease lifetime on the volume's clock), or its process is
+gone on this host; the next builder under the lease, or ``gc``, removes it.
 """
 
 from __future__ import annotations
@@ -27,12 +35,13 @@ import contextlib
 import importlib.metadata
 import logging
 import os
+import re
 import shutil
 import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +49,15 @@ from typing import Any, Literal
 
 import config
 from bootstrap import _build, _disk, _pack, _weights
-from bootstrap._lease import Lease, lease_owner, lease_path, pid_is_alive
+from bootstrap._lease import (
+    Lease,
+    LeasesUnsupported,
+    is_stale,
+    lease_owner,
+    lease_path,
+    pid_is_alive,
+    volume_now,
+)
 from bootstrap._manifest import (
     MANIFEST_IN_ENV,
     env_is_ready,
@@ -81,12 +98,17 @@ class Environment:
     root: Path | None = field(default=None, compare=False)
 
 
+# What a published file on the volume is called: <key>.json or <key>-<sha12>.tar.zst.
+_VOLUME_FILE = re.compile(
+    r"(?P<key>[a-z0-9_]+-[0-9a-f]{16})(?:\.json|-(?P<sha>[0-9a-f]{12})\.tar\.zst)"
+)
+
+
 @dataclass(frozen=True)
 class Layout:
     """Every path that belongs to one (profile, spec hash)."""
 
     key: str
-    archive: Path
     manifest: Path
     lease: Path
     local: Path
@@ -95,13 +117,32 @@ class Layout:
     hf_home: Path
     artifacts: Path
 
+    def archive_for(self, sha256: str) -> Path:
+        """The archive with this content: ``<key>-<sha256[:12]>.tar.zst``."""
+        return self.volume_envs / f"{self.key}-{sha256[:12]}.tar.zst"
+
+    def archives(self) -> list[Path]:
+        """Every archive of this key on the volume, whichever content it holds."""
+        return sorted(self.volume_envs.glob(f"{self.key}-*.tar.zst"))
+
+    def archive_of(self, manifest: dict[str, Any]) -> Path | None:
+        """The archive ``manifest`` names, or None when the name is not the one its
+        digest gives (a foreign or tampered manifest points nowhere)."""
+        archive = self.archive_for(str(manifest.get("archive_sha256", "")))
+        return archive if manifest.get("archive") == archive.name else None
+
+    @staticmethod
+    def parse_volume_name(name: str) -> tuple[str, str | None] | None:
+        """``(key, sha12)`` of an archive, ``(key, None)`` of a manifest, else None."""
+        m = _VOLUME_FILE.fullmatch(name)
+        return (m["key"], m["sha"]) if m else None
+
     @classmethod
     def of(cls, name: str, digest: str, paths: config.Paths) -> Layout:
         key = f"{name}-{digest}"
         volume_envs = paths.home / "envs"
         return cls(
             key=key,
-            archive=volume_envs / f"{key}.tar.zst",
             manifest=volume_envs / f"{key}.json",
             lease=lease_path(paths.home / "leases", key),
             local=paths.envs / key,
@@ -271,29 +312,42 @@ def _ensure_environment(
     last_note = 0.0
     while True:
         if not force:
-            manifest = read_manifest(layout.manifest)
-            if env_is_ready(manifest, digest) and manifest["archive_sha256"] != bad_sha:  # type: ignore[index]
+            manifest = _published(layout, digest)
+            if manifest is not None and manifest["archive_sha256"] != bad_sha:
                 try:
-                    return "restored", _restore(profile, layout, manifest, progress)  # type: ignore[arg-type]
+                    return "restored", _restore(profile, layout, manifest, progress)
                 except _pack.CorruptArchive as exc:
-                    bad_sha = manifest["archive_sha256"]  # type: ignore[index]
+                    bad_sha = manifest["archive_sha256"]
                     logger.warning("profile %s archive corrupt, rebuilding: %s", profile.name, exc)
                     progress(f"{profile.name}: the archive on the volume is corrupt; rebuilding")
         lease = Lease(layout.lease)
-        if lease.try_acquire(LEASE_POLL_S):
+        try:
+            acquired = lease.try_acquire(LEASE_POLL_S)
+        except LeasesUnsupported as exc:
+            # Leases only save duplicate work; the publish is safe without them.
+            logger.warning(
+                "profile %s building without a lease (duplicate builds possible): "
+                "the volume refuses hard links: %s",
+                profile.name,
+                exc,
+            )
+            progress(f"{profile.name}: building without a lease (the volume has no hard links)")
+            lease.start_heartbeat()  # keeps this build's temps fresh
             try:
-                manifest = read_manifest(layout.manifest)
-                if (
-                    not force
-                    and env_is_ready(manifest, digest)
-                    and manifest["archive_sha256"] != bad_sha  # type: ignore[index]
-                ):
+                return "built", _build_and_publish(profile, layout, target, progress, lease)
+            finally:
+                lease.release()
+        if acquired:
+            try:
+                manifest = _published(layout, digest)
+                if not force and manifest is not None and manifest["archive_sha256"] != bad_sha:
                     continue  # published while we waited: restore it (lease released below)
                 _clean_stale(layout, holding_lease=True)
-                if bad_sha is not None and manifest and manifest.get("archive_sha256") == bad_sha:
-                    layout.manifest.unlink(missing_ok=True)
-                    layout.archive.unlink(missing_ok=True)
-                return "built", _build_and_publish(profile, layout, target, progress)
+                # Under the lease, the archives we replace (the one found corrupt or
+                # forced out, or left unnamed by a crash) go once ours is published.
+                return "built", _build_and_publish(
+                    profile, layout, target, progress, lease, replaces=layout.archives()
+                )
             finally:
                 lease.release()
         waited = time.monotonic() - started
@@ -312,6 +366,14 @@ def _ensure_environment(
                 "profile %s waiting for build by %s elapsed_s=%.0f", profile.name, owner, waited
             )
             progress(f"{profile.name}: waiting for {owner} to build it ({waited:.0f} s)")
+
+
+def _published(layout: Layout, digest: str) -> dict[str, Any] | None:
+    """The volume's manifest when it is valid for ``digest`` and names its archive properly."""
+    manifest = read_manifest(layout.manifest)
+    if env_is_ready(manifest, digest) and layout.archive_of(manifest) is not None:  # type: ignore[arg-type]
+        return manifest
+    return None
 
 
 def _tmp_name(layout: Layout, suffix: str = "") -> str:
@@ -333,13 +395,24 @@ def _tmp_pid(name: str, key: str) -> tuple[str, int] | None:
 def _clean_stale(layout: Layout, *, holding_lease: bool) -> None:
     """Remove what interrupted runs left for this key.
 
-    On the volume only under the lease (no live builder then); on local disk only
-    temps whose process on this host is gone (a restore takes no lease).
+    On the volume only under the lease, and only temps whose builder is gone: its
+    process is dead on this host, or its heartbeat stopped (a builder that lost its
+    lease, or builds on a volume without hard links, still touches its temps). On
+    local disk only temps whose process on this host is gone (a restore takes no lease).
     """
     host = socket.gethostname().replace("-", "_")[:32]
     if holding_lease and layout.volume_envs.is_dir():
+        now = volume_now(layout.volume_envs)
         for entry in layout.volume_envs.iterdir():
-            if _tmp_pid(entry.name, layout.key) is not None:
+            owner = _tmp_pid(entry.name, layout.key)
+            if owner is None:
+                continue
+            try:
+                mtime = entry.lstat().st_mtime
+            except FileNotFoundError:
+                continue
+            dead_here = owner[0] == host and not pid_is_alive(owner[1])
+            if dead_here or is_stale(mtime=mtime, now=now):
                 logger.info("removing stale temp %s", entry)
                 _remove(entry)
     if layout.local_envs.is_dir():
@@ -368,12 +441,14 @@ def _restore(
     need = int(manifest["unpacked_bytes"] * 1.05) + 16 * _disk.MB
     _disk.require_free(layout.local_envs, need, what=f"restoring the {profile.name} environment")
     tmp = layout.local_envs / _tmp_name(layout)
+    archive = layout.archive_of(manifest)
+    assert archive is not None  # _published checked the name
     mb = manifest["archive_bytes"] / _disk.MB
     progress(f"{profile.name}: restoring the environment from the volume ({mb:.0f} MB)")
     t = time.perf_counter()
     try:
         _pack.restore(
-            layout.archive,
+            archive,
             tmp,
             sha256=manifest["archive_sha256"],
             size=manifest["archive_bytes"],
@@ -382,8 +457,8 @@ def _restore(
         write_json_atomic(tmp / MANIFEST_IN_ENV, manifest)
         _install_local(tmp, layout, manifest)
     except FileNotFoundError as exc:
-        if not layout.archive.exists():
-            raise _pack.CorruptArchive(f"{layout.archive} disappeared") from exc
+        if not archive.exists():
+            raise _pack.CorruptArchive(f"{archive} disappeared") from exc
         raise
     except OSError as exc:
         # tarfile's writes raise ENOSPC without a file name; the caller would then
@@ -426,8 +501,21 @@ def _install_local(tmp: Path, layout: Layout, manifest: dict[str, Any]) -> None:
 
 
 def _build_and_publish(
-    profile: Profile, layout: Layout, target: Target, progress: Callable[[str], None]
+    profile: Profile,
+    layout: Layout,
+    target: Target,
+    progress: Callable[[str], None],
+    lease: Lease,
+    *,
+    replaces: Sequence[Path] = (),
 ) -> dict[str, Any]:
+    """Build, pack and publish; ``lease``'s heartbeat keeps the volume temps fresh.
+
+    ``replaces``: archives that were on the volume before this build, removed once
+    ours is published, only while ``lease`` is still ours, and never the one the
+    manifest names at that moment (an overlapping builder's publish stays whole;
+    a reader part way through a removed archive retries with the new manifest).
+    """
     size = profile.size_mb * _disk.MB
     _disk.require_free(layout.local_envs, 2 * size, what=f"building the {profile.name} environment")
     _disk.require_free(
@@ -438,6 +526,7 @@ def _build_and_publish(
     tmp_env = layout.local_envs / _tmp_name(layout)
     tmp_archive = layout.volume_envs / _tmp_name(layout, ".tar.zst")
     tmp_manifest = layout.volume_envs / _tmp_name(layout, ".json")
+    lease.keep_fresh(tmp_archive, tmp_manifest)
     started = time.perf_counter()
     try:
         progress(f"{profile.name}: building the environment with uv")
@@ -458,6 +547,7 @@ def _build_and_publish(
                 _checkpoint("pack")
 
         packed = _pack.pack(tmp_env, tmp_archive, on_member=on_member)
+        archive = layout.archive_for(packed.archive_sha256)
         manifest = {
             "format": FORMAT,
             "profile": profile.name,
@@ -480,7 +570,7 @@ def _build_and_publish(
             "abi": target.abi,
             "platform": target.platform,
             "libc": target.libc,
-            "archive": layout.archive.name,
+            "archive": archive.name,
             "archive_bytes": packed.archive_bytes,
             "archive_sha256": packed.archive_sha256,
             "unpacked_bytes": packed.unpacked_bytes,
@@ -496,11 +586,16 @@ def _build_and_publish(
         write_json_atomic(tmp_env / MANIFEST_IN_ENV, manifest)
         write_json_atomic(tmp_manifest, manifest)
         _checkpoint("publish")
-        # Publish: drop any old manifest first so it never describes the new archive,
-        # then the archive, then the manifest (the commit point readers look for).
-        layout.manifest.unlink(missing_ok=True)
-        os.replace(tmp_archive, layout.archive)
+        # Publish: the archive under its content name (an old manifest never names
+        # it), then the manifest over the old one, the commit point readers look for.
+        os.replace(tmp_archive, archive)
         os.replace(tmp_manifest, layout.manifest)
+        if lease.held and not lease.lost:
+            named = layout.archive_of(read_manifest(layout.manifest) or {})
+            for old in replaces:
+                if old not in (archive, named):
+                    logger.info("removing replaced archive %s", old.name)
+                    old.unlink(missing_ok=True)
         _install_local(tmp_env, layout, manifest)
     except OSError as exc:
         if _disk.is_disk_full(exc):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-_ARCHIVE = re.compile(r"(?P<name>[a-z0-9_]+)-(?P<hash>[0-9a-f]{16})\.(?:tar\.zst|json)")
+from bootstrap._ensure import Layout
+from bootstrap._lease import is_stale
+
+# A reader may still be restoring from an archive a newer manifest replaced.
+REPLACED_GRACE_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -14,7 +17,7 @@ class Entry:
 
     name: str
     mtime: float
-    lease_live: bool = False  # for temps: is the lease of their key live?
+    lease_live: bool = False  # for envs entries: is the lease of their key live?
 
 
 def plan_gc(
@@ -25,33 +28,40 @@ def plan_gc(
     keep: int,
     now: float,
     lease_expiry: dict[str, float],
+    referenced: dict[str, str],
 ) -> list[str]:
-    """Names to remove (``envs/<name>`` or ``leases/<name>``).
+    """Names to remove (``envs/<name>`` or ``leases/<name>``). ``now`` and every mtime
+    are on the volume's clock.
 
-    * temps (``.tmp-*``) whose key has no live lease;
+    * temps (``.tmp-*``, ``.clock-*``) whose key has no live lease and whose builder's
+      heartbeat stopped (older than a lease lifetime);
     * leases (and claim files) that expired (``lease_expiry``: lock name -> expiry time);
-    * archives and manifests whose ``<profile>-<hash>`` no profile has, beyond the
-      ``keep`` newest per profile; an archive without its manifest is always garbage
-      when no lease for it is live.
+    * archives no manifest names (``referenced``: key -> the archive its manifest
+      names), once no lease of their key is live and they are old enough that no
+      reader can still be restoring them;
+    * manifests and their archives whose key no profile has, beyond the ``keep``
+      newest per profile.
     """
     remove: list[str] = []
     by_key: dict[str, dict[str, Entry]] = {}
     for e in envs:
-        if e.name.startswith(".tmp-"):
-            if not e.lease_live:
+        if e.name.startswith((".tmp-", ".clock-")):
+            if not e.lease_live and is_stale(mtime=e.mtime, now=now):
                 remove.append(f"envs/{e.name}")
             continue
-        m = _ARCHIVE.fullmatch(e.name)
-        if m:
-            by_key.setdefault(f"{m['name']}-{m['hash']}", {})[e.name] = e
+        if parsed := Layout.parse_volume_name(e.name):
+            by_key.setdefault(parsed[0], {})[e.name] = e
     stale_by_profile: dict[str, list[tuple[float, str]]] = {}
     for key, files in by_key.items():
-        has_manifest = f"{key}.json" in files
-        if not has_manifest:
-            if not any(f.lease_live for f in files.values()):
-                remove.extend(f"envs/{n}" for n in files)
-            continue
-        if key in known:
+        manifest = f"{key}.json"
+        named = referenced.get(key) if manifest in files else None
+        for name, e in files.items():
+            if name in (manifest, named) or e.lease_live:
+                continue
+            grace = REPLACED_GRACE_S if named else 0.0
+            if is_stale(mtime=e.mtime, now=now - grace):
+                remove.append(f"envs/{name}")
+        if named is None or key in known:
             continue
         newest = max(f.mtime for f in files.values())
         stale_by_profile.setdefault(key.rsplit("-", 1)[0], []).append((newest, key))
@@ -61,7 +71,10 @@ def plan_gc(
     for e in leases:
         lock = e.name.split("|", 1)[0]
         expiry = lease_expiry.get(lock)
-        if expiry is None and "|" in e.name:
+        if e.name.startswith(".clock-"):
+            if is_stale(mtime=e.mtime, now=now):
+                remove.append(f"leases/{e.name}")
+        elif expiry is None and "|" in e.name:
             if now - e.mtime > 3600:  # a claim file whose lock is gone
                 remove.append(f"leases/{e.name}")
         elif expiry is not None and now > expiry:

@@ -14,7 +14,7 @@ Manifest fields (JSON object)::
     requirements      list    the pins it was built from
     artifacts         list    {file, url, fetched_from, sha256, kind, name} per artifact
     python            str     "3.11.7"; abi, platform, libc as in ``_spec.Target``
-    archive           str     file name of the packed archive, next to the manifest
+    archive           str     the archive beside it, ``<key>-<sha256[:12]>.tar.zst`` (Layout)
     archive_bytes     int     its exact size
     archive_sha256    str     sha256 of the compressed bytes
     unpacked_bytes    int     size on local disk after restore

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 import bootstrap
+import config
 from bootstrap import _disk, _doctor, _gc
-from bootstrap._ensure import is_satisfied_in_place
+from bootstrap._ensure import Layout, is_satisfied_in_place
 from bootstrap._flash_attn import choose_flash_attn_wheel
-from bootstrap._lease import lease_state
+from bootstrap._lease import is_stale, lease_state
 from bootstrap._manifest import env_is_ready
 from bootstrap._spec import Target, spec_hash
 from errors import BootstrapFailed
@@ -134,37 +135,83 @@ def test_lease_state(exists, expires_at, now, state):
 
 def test_plan_gc():
     E = _gc.Entry
+    now = 10_000.0
+    old = now - 5_000  # older than the grace for replaced archives
+    fresh = now - 60  # touched by a heartbeat a minute ago
+    a, b, c, d, e, g = (f"piper-{ch * 16}" for ch in "abcdeg")
     envs = [
-        E("piper-aaaaaaaaaaaaaaaa.tar.zst", 10),
-        E("piper-aaaaaaaaaaaaaaaa.json", 10),  # known
-        E("piper-bbbbbbbbbbbbbbbb.tar.zst", 9),
-        E("piper-bbbbbbbbbbbbbbbb.json", 9),  # old, kept
-        E("piper-cccccccccccccccc.tar.zst", 5),
-        E("piper-cccccccccccccccc.json", 5),  # oldest
-        E("piper-dddddddddddddddd.tar.zst", 11),  # no manifest, no lease
-        E("piper-eeeeeeeeeeeeeeee.tar.zst", 11, lease_live=True),  # being published
-        E(".tmp-piper-ffff-host-1-ab.tar.zst", 1),
-        E(".tmp-piper-aaaa-host-2-cd.tar.zst", 1, lease_live=True),
+        E(f"{a}-aaaaaaaaaaaa.tar.zst", old),
+        E(f"{a}.json", old),  # known
+        E(f"{a}-a00000000000.tar.zst", old),  # replaced by the manifest's archive: garbage
+        E(f"{a}-a11111111111.tar.zst", fresh),  # replaced a minute ago: a reader may need it
+        E(f"{b}-bbbbbbbbbbbb.tar.zst", old + 2),
+        E(f"{b}.json", old + 2),  # old, kept
+        E(f"{c}-cccccccccccc.tar.zst", old),
+        E(f"{c}.json", old),  # oldest
+        E(f"{d}-dddddddddddd.tar.zst", old),  # no manifest, no lease
+        E(f"{g}-000000000000.tar.zst", fresh),  # no manifest yet: being published
+        E(f"{e}-eeeeeeeeeeee.tar.zst", old, lease_live=True),  # being published
+        E(".tmp-piper-ffff-host-1-ab.tar.zst", old),  # its builder is gone
+        E(".tmp-piper-ffff-host-3-ef.tar.zst", fresh),  # lease lost, heartbeat alive
+        E(".tmp-piper-aaaa-host-2-cd.tar.zst", old, lease_live=True),
+        E(".clock-x1", old),
     ]
-    leases = [E("piper-x.lock", 50), E("piper-y.lock", 50), E("piper-z.lock|h|1|r", 0)]
+    leases = [
+        E("piper-x.lock", 50),
+        E("piper-y.lock", 50),
+        E("piper-z.lock|h|1|r", 0),
+        E(".clock-y2", old),
+    ]
     plan = _gc.plan_gc(
         envs,
         leases,
-        known={"piper-aaaaaaaaaaaaaaaa"},
+        known={a},
         keep=1,
-        now=10_000.0,
+        now=now,
         lease_expiry={"piper-x.lock": 9_000.0, "piper-y.lock": 20_000.0},
+        referenced={
+            a: f"{a}-aaaaaaaaaaaa.tar.zst",
+            b: f"{b}-bbbbbbbbbbbb.tar.zst",
+            c: f"{c}-cccccccccccc.tar.zst",
+        },
     )
     assert plan == sorted(
         [
+            "envs/.clock-x1",
             "envs/.tmp-piper-ffff-host-1-ab.tar.zst",
-            "envs/piper-cccccccccccccccc.json",
-            "envs/piper-cccccccccccccccc.tar.zst",
-            "envs/piper-dddddddddddddddd.tar.zst",
+            f"envs/{a}-a00000000000.tar.zst",
+            f"envs/{c}.json",
+            f"envs/{c}-cccccccccccc.tar.zst",
+            f"envs/{d}-dddddddddddd.tar.zst",
+            "leases/.clock-y2",
             "leases/piper-x.lock",
             "leases/piper-z.lock|h|1|r",
         ]
     )
+
+
+@pytest.mark.parametrize(
+    ("mtime", "now", "stale"),
+    [(1000.0, 1000.0, False), (1000.0, 1129.0, False), (1000.0, 1131.0, True), (1e3, 0.0, False)],
+)
+def test_is_stale(mtime, now, stale):
+    assert is_stale(mtime=mtime, now=now, lifetime_s=120.0) is stale
+
+
+def test_layout_names_archives_by_content_and_parses_them_back(tmp_path):
+    paths = config.Paths(home=tmp_path, envs=tmp_path / "e", outputs=tmp_path, on_volume=True)
+    layout = Layout.of("piper", "0123456789abcdef", paths)
+    sha = "ab" * 32
+    archive = layout.archive_for(sha)
+    assert archive.name == "piper-0123456789abcdef-abababababab.tar.zst"
+    assert layout.archive_of({"archive": archive.name, "archive_sha256": sha}) == archive
+    assert layout.archive_of({"archive": "../../etc/passwd", "archive_sha256": sha}) is None
+    assert layout.archive_of({"archive": archive.name, "archive_sha256": "cd" * 32}) is None
+    parse = Layout.parse_volume_name
+    assert parse(archive.name) == ("piper-0123456789abcdef", "abababababab")
+    assert parse(layout.manifest.name) == ("piper-0123456789abcdef", None)
+    assert parse("piper-0123456789abcdef.tar.zst") is None  # the old, unaddressed name
+    assert parse(".tmp-piper-0123456789abcdef-h-1-x.json") is None
 
 
 def test_spec_hash_covers_what_changes_the_build_and_nothing_else():

@@ -8,7 +8,9 @@ once per session, so the few other builds in this module take seconds.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import logging
 import os
 import shutil
 import signal
@@ -24,6 +26,7 @@ import config
 from bootstrap import _disk, _ensure
 from bootstrap._lease import Lease
 from bootstrap._manifest import read_manifest
+from bootstrap._spec import current_target, spec_hash
 from errors import BootstrapFailed
 from models.profiles import PIPER
 from tests.fixtures.tiers import skip_tier, small_tmpfs
@@ -73,15 +76,21 @@ def _volume_files(paths: config.Paths) -> list[str]:
     )
 
 
+def _archive(paths: config.Paths, digest: str) -> Path:
+    """The archive the volume's manifest names."""
+    manifest = read_manifest(paths.home / "envs" / f"piper-{digest}.json")
+    assert manifest, "no valid manifest on the volume"
+    return paths.home / "envs" / manifest["archive"]
+
+
 def _assert_clean_and_valid(paths: config.Paths, digest: str) -> None:
     key = f"piper-{digest}"
-    assert _volume_files(paths) == [f"envs/{key}.json", f"envs/{key}.tar.zst"]
+    archive = _archive(paths, digest)
+    assert archive.name.startswith(f"{key}-") and archive.name.endswith(".tar.zst")
+    assert _volume_files(paths) == sorted([f"envs/{key}.json", f"envs/{archive.name}"])
     assert not [p for p in paths.envs.iterdir() if p.name.startswith(".tmp-")]
     manifest = read_manifest(paths.home / "envs" / f"{key}.json")
-    assert (
-        manifest
-        and manifest["archive_bytes"] == (paths.home / "envs" / f"{key}.tar.zst").stat().st_size
-    )
+    assert manifest and manifest["archive_bytes"] == archive.stat().st_size
 
 
 def _runs_piper(python: Path) -> None:
@@ -131,8 +140,8 @@ def test_path_independence_prepare_in_a_then_move_to_b(published, tmp_path):
 def test_corruption_is_detected_and_repaired(published, tmp_path, damage, caplog):
     paths = _copy_volume(published, tmp_path)
     digest = _ensure.ensure(PIPER, paths=published, in_place=False).spec_hash
-    archive = paths.home / "envs" / f"piper-{digest}.tar.zst"
-    manifest = archive.with_name(f"piper-{digest}.json")
+    archive = _archive(paths, digest)
+    manifest = paths.home / "envs" / f"piper-{digest}.json"
     if damage == "flip_byte":
         with open(archive, "r+b") as f:
             f.seek(archive.stat().st_size // 2)
@@ -208,7 +217,7 @@ def test_six_workers_one_volume_exactly_one_builds(tmp_path):
 
 
 @pytest.mark.parametrize("phase", ["install", "pack", "publish"])
-def test_builder_killed_then_next_run_recovers(tmp_path, phase, monkeypatch):
+def test_builder_killed_then_next_run_recovers(tmp_path, phase, monkeypatch, caplog):
     paths = _paths(tmp_path)
     mark = tmp_path / "reached"
     proc = _child(paths, T_PAUSE=phase, T_MARK=str(mark), T_LIFETIME="1")
@@ -222,9 +231,12 @@ def test_builder_killed_then_next_run_recovers(tmp_path, phase, monkeypatch):
     leftovers = [p.name for p in (paths.home / "envs").iterdir()]
     assert all(n.startswith(".tmp-") for n in leftovers), leftovers  # nothing valid-looking
     messages: list[str] = []
+    caplog.set_level(logging.INFO, logger="bootstrap")
     env = _ensure.ensure(PIPER, paths=paths, in_place=False, on_progress=messages.append)
     assert env.source == "built"
-    assert any("waiting for" in m for m in messages)  # the dead builder's lease, until it expired
+    # Its PID is gone on this host: taken over at once, not after the lifetime.
+    assert f"holder pid {proc.pid} on this host is gone" in caplog.text
+    assert not any("waiting for" in m for m in messages)
     _runs_piper(env.python)
     _assert_clean_and_valid(paths, env.spec_hash)
     assert not list((paths.home / "leases").iterdir())
@@ -251,8 +263,9 @@ def test_live_lease_is_waited_for_then_the_published_archive_restored(published,
         while not any("waiting for" in m for m in messages):
             assert time.monotonic() < deadline and thread.is_alive()
             time.sleep(0.1)
-        for suffix in (".tar.zst", ".json"):  # the "other builder" publishes
-            shutil.copy(published.home / "envs" / f"{key}{suffix}", paths.home / "envs")
+        # The "other builder" publishes: archive first, then the manifest naming it.
+        shutil.copy(_archive(published, digest), paths.home / "envs")
+        shutil.copy(published.home / "envs" / f"{key}.json", paths.home / "envs")
         thread.join(timeout=120)
     finally:
         holder.release()
@@ -365,3 +378,74 @@ def test_local_disk_filling_during_a_restore_names_the_local_envs_dir(published,
         assert msg.startswith("not enough disk space for restoring the piper environment: ")
         assert f" in {envs}, " in msg and str(paths.home) not in msg
         assert list(envs.iterdir()) == [], "a half-restored environment was left behind"
+
+
+def test_volume_without_hard_links_still_builds_unleased(tmp_path, monkeypatch, caplog):
+    def no_links(src, dst, *args, **kwargs):
+        raise PermissionError(errno.EPERM, "Operation not permitted", src)
+
+    monkeypatch.setattr(os, "link", no_links)  # as on a volume that refuses hard links
+    paths = _paths(tmp_path)
+    env = _ensure.ensure(PIPER, paths=paths, in_place=False)
+    assert env.source == "built"
+    assert "building without a lease" in caplog.text
+    _runs_piper(env.python)
+    _assert_clean_and_valid(paths, env.spec_hash)
+    assert not list((paths.home / "leases").iterdir())
+
+
+def test_overlapping_builder_whose_publish_fails_leaves_the_other_publish_intact(
+    tmp_path, monkeypatch
+):
+    """Two builders whose leases overlapped (A's was broken while it built): B
+    publishes first; A's publish then fails. B's manifest and archive stay valid."""
+    paths = _paths(tmp_path)
+    target = current_target()
+    digest = spec_hash(PIPER, target)
+    layout = _ensure.Layout.of("piper", digest, paths)
+    layout.volume_envs.mkdir(parents=True)
+    a_at_publish, b_done = threading.Event(), threading.Event()
+    real_checkpoint = _ensure._checkpoint
+
+    def checkpoint(phase: str) -> None:
+        if phase == "publish" and threading.current_thread().name == "builder-a":
+            mine = list(layout.volume_envs.glob(f".tmp-{layout.key}-*.tar.zst"))  # B not started
+            a_at_publish.set()
+            assert b_done.wait(600)
+            for tmp in mine:  # what the skewed worker's cleanup did to A's temp archive
+                tmp.unlink()
+        real_checkpoint(phase)
+
+    monkeypatch.setattr(_ensure, "_checkpoint", checkpoint)
+    errors: dict[str, BaseException] = {}
+
+    def build(name: str, envs: str) -> None:
+        lay = _ensure.Layout.of("piper", digest, _paths(tmp_path, envs=envs))
+        lay.local_envs.mkdir(parents=True, exist_ok=True)
+        lease = Lease(lay.lease)  # not held: the overlap the lease failed to prevent
+        lease.start_heartbeat()
+        try:
+            _ensure._build_and_publish(PIPER, lay, target, lambda _m: None, lease)
+        except BaseException as exc:  # reported by the test thread below
+            errors[name] = exc
+        finally:
+            lease.release()
+
+    a = threading.Thread(target=build, args=("a", "local-a"), name="builder-a")
+    a.start()
+    assert a_at_publish.wait(400)
+    b = threading.Thread(target=build, args=("b", "local-b"), name="builder-b")
+    b.start()
+    b.join(400)
+    assert "b" not in errors, errors
+    b_archive = _archive(paths, digest)
+    b_manifest = (paths.home / "envs" / f"piper-{digest}.json").read_text()
+    b_done.set()
+    a.join(400)
+    assert isinstance(errors.get("a"), FileNotFoundError)  # A's publish failed...
+    # ...and removed nothing of B's: the manifest is B's and names B's archive.
+    assert (paths.home / "envs" / f"piper-{digest}.json").read_text() == b_manifest
+    assert _archive(paths, digest) == b_archive and b_archive.exists()
+    env = _ensure.ensure(PIPER, paths=_paths(tmp_path, envs="local-c"), in_place=False)
+    assert env.source == "restored"
+    _runs_piper(env.python)
