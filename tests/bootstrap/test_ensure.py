@@ -449,3 +449,43 @@ def test_overlapping_builder_whose_publish_fails_leaves_the_other_publish_intact
     env = _ensure.ensure(PIPER, paths=_paths(tmp_path, envs="local-c"), in_place=False)
     assert env.source == "restored"
     _runs_piper(env.python)
+
+
+def test_gc_and_status_follow_the_manifest_and_spare_live_builders(published, tmp_path, capsys):
+    from bootstrap.__main__ import main
+
+    paths = _copy_volume(published, tmp_path)
+    paths.envs.mkdir(parents=True)
+    digest = spec_hash(PIPER, current_target())
+    key = f"piper-{digest}"
+    envs = paths.home / "envs"
+    two_hours_ago = time.time() - 7200
+    planted = {
+        "replaced": envs / f"{key}-000000000000.tar.zst",  # an older build's archive
+        "dead temp": envs / f".tmp-{key}-otherhost-7-aaaa.tar.zst",
+        "live temp": envs / f".tmp-{key}-otherhost-8-bbbb.tar.zst",  # its heartbeat is fresh
+        "clock": paths.home / "leases" / ".clock-crashed",
+    }
+    planted["clock"].parent.mkdir(exist_ok=True)
+    for label, path in planted.items():
+        path.write_bytes(b"x")
+        if label != "live temp":
+            os.utime(path, (two_hours_ago, two_hours_ago))
+    archive = _archive(paths, digest)
+    holder = Lease(paths.home / "leases" / f"{key}.lock")
+    assert holder.try_acquire(1)
+    try:
+        assert main(["--volume", str(paths.home), "status", "--json"]) == 0
+        status = json.loads(capsys.readouterr().out)["profiles"]["piper"]
+        assert (status["env"], status["lease"]) == ("volume", "live")
+    finally:
+        holder.release()
+    assert main(["--volume", str(paths.home), "gc"]) == 0
+    out = capsys.readouterr().out
+    assert "gc: removed 3" in out, out
+    assert sorted(p.name for p in envs.iterdir()) == sorted(
+        [f"{key}.json", archive.name, planted["live temp"].name]
+    )
+    assert not planted["clock"].exists()
+    env = _ensure.ensure(PIPER, paths=paths, in_place=False)
+    assert env.source == "restored"
