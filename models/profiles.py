@@ -52,6 +52,10 @@ CHATTERBOX = Profile(
         "soundfile==0.14.0",
         "numpy==1.26.4",
         "soxr==1.1.0",
+        # resemble-perth 1.0.1 imports pkg_resources, gone from setuptools 81+; without
+        # it perth's watermarker is None and ChatterboxTTS() fails ("'NoneType' object
+        # is not callable"), found running the runner on the real library.
+        "setuptools==80.9.0",
     ),
     weights=(
         Weights(
@@ -66,7 +70,13 @@ CHATTERBOX = Profile(
             ),
         ),
     ),
-    smoke_imports=("chatterbox.tts", "av", "soundfile", "soxr"),
+    smoke_imports=(
+        "chatterbox.tts",
+        "perth.perth_net.perth_net_implicit.perth_watermarker",  # the watermark is kept
+        "av",
+        "soundfile",
+        "soxr",
+    ),
     extra_index_urls=(TORCH_CUDA_INDEX,),
     size_mb=6500,
     cuda=True,
