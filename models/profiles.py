@@ -86,6 +86,10 @@ CHATTERBOX = Profile(
 # Its own requirements are unpinned (torch>=2.0, torchaudio, torchcodec), so it shares
 # torch 2.13 with the other torch profiles; torchaudio 2.11 is the newest release and
 # declares torch>=2.11. The vocoder is its own repository, read from the volume.
+# F5 reads the reference with torchaudio.load, which torchaudio 2.9+ hands to
+# torchcodec: PyPI's torchcodec 0.17 wheel is a CUDA 13 build (it needs
+# libnvrtc.so.13), so it must come from the same CUDA index as torch; on CPU torch it
+# does not load at all (found running the runner on the real library).
 F5TTS = Profile(
     name="f5tts",
     requirements=(
