@@ -76,16 +76,20 @@ COPY storage/ storage/
 #   --build-arg BAKE_PROFILES="piper"
 # Empty (the default) keeps the image slim: profiles are then prepared on the volume.
 # The unpacked environments land in /opt/media-worker/envs, which ensure() checks
-# before any volume; the packed archives prepare also publishes (under the build's
-# ~/.cache/media-worker/envs) would only duplicate them, so they are removed.
-# Weights stay in ~/.cache/media-worker/hf, the home of a worker without a volume.
+# before any volume. prepare runs with a throw-away home: its packed archives would
+# only duplicate the unpacked environments, so they are removed; its weights (an HF
+# cache with records) move to /opt/media-worker/hf (MEDIA_WORKER_IMAGE_WEIGHTS_DIR),
+# which ensure() checks before the volume's cache, so a worker with a volume mounted
+# does not download them again.
 ARG BAKE_PROFILES=""
 # Word splitting of BAKE_PROFILES is intended: one argument per profile.
 # hadolint ignore=SC2086
 RUN mkdir -p /opt/media-worker/envs \
     && if [ -n "${BAKE_PROFILES}" ]; then \
-        python -m bootstrap prepare ${BAKE_PROFILES} \
-        && rm -rf "${HOME:-/root}/.cache/media-worker/envs"; \
+        MEDIA_WORKER_HOME=/tmp/media-worker-bake python -m bootstrap prepare ${BAKE_PROFILES} \
+        && if [ -d /tmp/media-worker-bake/hf ]; then \
+            mv /tmp/media-worker-bake/hf /opt/media-worker/hf; fi \
+        && rm -rf /tmp/media-worker-bake; \
     fi
 
 CMD ["python", "-u", "handler.py"]

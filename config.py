@@ -223,6 +223,13 @@ BUILD_WAIT_S = _declare(
     _positive(float),
     "Longest a worker waits for another worker's build of the same profile (seconds).",
 )
+IMAGE_WEIGHTS_DIR = _declare(
+    "MEDIA_WORKER_IMAGE_WEIGHTS_DIR",
+    "/opt/media-worker/hf",
+    str,
+    "HF home baked into the image (BAKE_PROFILES); weights verified there are used "
+    "before the volume's, read only.",
+)
 CACHED_MODELS_DIR = _declare(
     "MEDIA_WORKER_CACHED_MODELS_DIR",
     "/runpod-volume/huggingface-cache/hub",

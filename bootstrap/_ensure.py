@@ -254,6 +254,7 @@ def ensure(
             Path(config.CACHED_MODELS_DIR.get()) if cached_models is None else cached_models
         ),
         on_progress=progress,
+        image_weights=Path(config.IMAGE_WEIGHTS_DIR.get()),
     )
     seconds = time.perf_counter() - started
     logger.info(

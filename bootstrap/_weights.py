@@ -3,6 +3,8 @@
 Layout (standard HF cache, so the hub client and RunPod share it)::
 
     /runpod-volume/huggingface-cache/hub/      RunPod's cached models (read only, used first)
+    /opt/media-worker/hf/                      weights baked into the image (read only,
+                                               same layout as <home>/hf; used next)
     <home>/hf/hub/models--<owner>--<name>/     our cache (HF_HOME=<home>/hf)
         blobs/<etag>  snapshots/<commit>/<file> -> ../../blobs/<etag>
     <home>/hf/media-worker/<owner>--<name>-<commit>.json
@@ -117,6 +119,23 @@ def _in_cached_models(w: Weights, cached_models: Path) -> Path | None:
     return None
 
 
+def _in_image(w: Weights, image_hf: Path) -> Path | None:
+    """The snapshot baked into the image, when its record says it is complete.
+
+    Read only: a damaged baked file is not repaired here (the image is immutable);
+    the weights then come from the volume as if nothing were baked.
+    """
+    snap = snapshot_dir(image_hf / "hub", w)
+    record = read_manifest(record_path(image_hf, w))
+    if not (record and isinstance(record.get("files"), dict)):
+        return None
+    problems = check_files(snap, record["files"], full=False)
+    if problems:
+        logger.warning("weights %s baked into the image are damaged: %s", w.repo_id, problems)
+        return None
+    return snap
+
+
 def _remove_files(snapshot: Path, rels: Iterable[str]) -> None:
     for rel in rels:
         link = snapshot / rel
@@ -154,8 +173,13 @@ def ensure_weights(
     hf_home: Path,
     cached_models: Path,
     on_progress: Callable[[str], None],
+    image_weights: Path | None = None,
 ) -> dict[str, Path]:
     """Local snapshot paths for ``weights``, downloading what is missing.
+
+    Looks in RunPod's ``cached_models``, then ``image_weights`` (an HF home baked
+    into the image, read only), then ``hf_home`` (the volume's), then downloads
+    into ``hf_home``.
 
     Raises:
         BootstrapFailed: the hub refused or failed, a file did not verify, or the
@@ -163,19 +187,32 @@ def ensure_weights(
     """
     return {
         w.repo_id: _ensure_one(
-            w, hf_home=hf_home, cached_models=cached_models, on_progress=on_progress
+            w,
+            hf_home=hf_home,
+            cached_models=cached_models,
+            image_weights=image_weights,
+            on_progress=on_progress,
         )
         for w in weights
     }
 
 
 def _ensure_one(
-    w: Weights, *, hf_home: Path, cached_models: Path, on_progress: Callable[[str], None]
+    w: Weights,
+    *,
+    hf_home: Path,
+    cached_models: Path,
+    image_weights: Path | None,
+    on_progress: Callable[[str], None],
 ) -> Path:
     cached = _in_cached_models(w, cached_models)
     if cached is not None:
         logger.info("weights %s@%s from RunPod cached models %s", w.repo_id, w.revision[:8], cached)
         return cached
+    baked = _in_image(w, image_weights) if image_weights not in (None, hf_home) else None
+    if baked is not None:
+        logger.info("weights %s@%s baked into the image %s", w.repo_id, w.revision[:8], baked)
+        return baked
     cache = hf_home / "hub"
     snap = snapshot_dir(cache, w)
     record = read_manifest(record_path(hf_home, w))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,48 @@ def test_runpod_cached_models_are_used_without_download(repo, hf_hub, tmp_path):
     env = _ensure.ensure(profile, paths=_paths(tmp_path), cached_models=cached)
     assert env.weights[weights.repo_id] == snap
     assert hf_hub.requests == []
+
+
+def test_weights_baked_into_the_image_are_found_first_with_a_volume(
+    repo, hf_hub, tmp_path, monkeypatch
+):
+    # As the Dockerfile's BAKE_PROFILES step does: prepare into a throw-away home,
+    # then move its HF cache to the image's weights dir.
+    weights, files = repo
+    profile = dataclasses.replace(PIPER, weights=(weights,))
+    bake = _paths(tmp_path / "bake")
+    _ensure.ensure(profile, paths=bake, cached_models=tmp_path / "none")
+    image_hf = tmp_path / "opt" / "media-worker" / "hf"
+    image_hf.parent.mkdir(parents=True)
+    shutil.move(bake.home / "hf", image_hf)
+    shutil.rmtree(tmp_path / "bake")
+
+    # A worker of that image with a volume mounted, and no way to reach the hub.
+    monkeypatch.setenv("MEDIA_WORKER_IMAGE_WEIGHTS_DIR", str(image_hf))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: refused
+    hf_hub.requests.clear()
+    volume = _paths(tmp_path / "worker")
+    env = _ensure.ensure(profile, paths=volume, cached_models=tmp_path / "none")
+    snap = env.weights[weights.repo_id]
+    assert snap.is_relative_to(image_hf)
+    assert (snap / "model.safetensors").read_bytes() == files["model.safetensors"]
+    assert hf_hub.requests == []
+    assert not (volume.home / "hf" / "hub").exists(), "weights were downloaded to the volume"
+
+
+def test_damaged_baked_weights_fall_back_to_the_volume(repo, hf_hub, tmp_path, monkeypatch):
+    weights, files = repo
+    profile = dataclasses.replace(PIPER, weights=(weights,))
+    bake = _paths(tmp_path / "bake")
+    baked = _ensure.ensure(profile, paths=bake, cached_models=tmp_path / "none")
+    blob = (baked.weights[weights.repo_id] / "model.safetensors").resolve()
+    blob.write_bytes(blob.read_bytes()[:-3])  # the image's copy is read only: not repaired
+    monkeypatch.setenv("MEDIA_WORKER_IMAGE_WEIGHTS_DIR", str(bake.home / "hf"))
+    volume = _paths(tmp_path / "worker")
+    env = _ensure.ensure(profile, paths=volume, cached_models=tmp_path / "none")
+    snap = env.weights[weights.repo_id]
+    assert snap.is_relative_to(volume.home / "hf")
+    assert (snap / "model.safetensors").read_bytes() == files["model.safetensors"]
 
 
 def test_unknown_revision_is_a_bootstrap_error(hf_hub, tmp_path):

@@ -21,154 +21,19 @@ the real image after each build.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pytest
 
-from bootstrap._build import uv_binary
-from tests.image import _dockerfile
-from tests.image._context import image_files
-from tests.image._dockerignore import DockerIgnore
+from tests.image._replay import Replay
 
-ROOT = Path(__file__).resolve().parents[2]
-JOB = {"input": {"task": "tts", "text": "Hello from the image."}}
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
-# Build-stage settings that only say where the image keeps its interpreter, or
-# whether uv caches downloads: they do not change what gets installed.
-_MACHINE_SPECIFIC = {"UV_PYTHON_INSTALL_DIR", "UV_PYTHON_PREFERENCE", "UV_PYTHON", "UV_NO_CACHE"}
-# Variables a developer's shell or CI may set that would leak into the replay.
-_LEAKY = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "CONDA_PREFIX", "UV_PROJECT_ENVIRONMENT")
-_LEAKY_PREFIXES = ("MEDIA_WORKER_", "BUCKET_", "RUNPOD_", "HF_", "AWS_")
 # Image paths the replay maps to temporary directories.
-_IMAGE_ENVS_DIR = "/opt/media-worker/envs"
-
-
-def _uv_dir() -> str:
-    return str(Path(uv_binary()).parent)
-
-
-def _missing_pieces() -> str | None:
-    if not (ROOT / "handler.py").is_file():
-        return "handler.py not present yet"
-    if not (ROOT / "bootstrap" / "__main__.py").is_file():
-        return "bootstrap/__main__.py not present yet (python -m bootstrap)"
-    return None
-
-
-def _base_env(home: Path) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if k not in _LEAKY and not k.startswith(_LEAKY_PREFIXES)
-    }
-    home.mkdir(parents=True, exist_ok=True)
-    env["HOME"] = str(home)  # ~/.cache must not be the developer's
-    return env
-
-
-@dataclass
-class Replay:
-    """The image, replayed: its venv, its WORKDIR and its runtime environment."""
-
-    root: Path
-    venv: Path
-    app: Path
-    dockerfile: _dockerfile.Dockerfile
-    installed_s: float
-
-    @property
-    def python(self) -> Path:
-        return self.venv / "bin" / "python"
-
-    def env(self, *, home: Path, envs_dir: Path, **extra: str) -> dict[str, str]:
-        """The final stage's ENV, with image paths mapped to temporary ones."""
-        env = _base_env(home)
-        for key, value in self.dockerfile.final.env().items():
-            if key not in {"PATH", "VIRTUAL_ENV", "UV_PYTHON_INSTALL_DIR", "MEDIA_WORKER_ENVS_DIR"}:
-                env[key] = value
-        envs_dir.mkdir(parents=True, exist_ok=True)
-        env.update(
-            {
-                "PATH": f"{self.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
-                "VIRTUAL_ENV": str(self.venv),
-                "MEDIA_WORKER_ENVS_DIR": str(envs_dir),
-                **extra,
-            }
-        )
-        return env
-
-    def run_cmd(self, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-        argv = self.dockerfile.final.of("CMD")[0].exec_form()
-        assert argv is not None
-        command = [str(self.python) if argv[0] == "python" else argv[0], *argv[1:]]
-        return subprocess.run(
-            [*command, "--test_input", json.dumps(JOB)],
-            cwd=self.app,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=1200,
-        )
-
-
-@pytest.fixture(scope="module")
-def replay(tmp_path_factory: pytest.TempPathFactory) -> Replay:
-    if reason := _missing_pieces():
-        pytest.skip(reason)
-    root = tmp_path_factory.mktemp("image")
-    dockerfile = _dockerfile.parse(ROOT / "Dockerfile")
-    build = next(s for s in dockerfile.stages if s.name == "build")
-    final = dockerfile.final
-    python_version = _dockerfile.stage_args(build, dockerfile.global_args)["PYTHON_VERSION"]
-    started = time.monotonic()
-
-    # 1. The install step: the same script, the same lockfile, the same uv settings.
-    venv = root / "opt" / "venv"
-    env = _base_env(root / "build-home")
-    env.update({k: v for k, v in build.env().items() if k not in _MACHINE_SPECIFIC})
-    env["UV_PYTHON"] = ".".join(python_version.split(".")[:2])
-    env["PATH"] = _uv_dir() + os.pathsep + env.get("PATH", "")
-    # The image builds with UV_NO_CACHE; here the developer's uv cache saves a
-    # download of every wheel on each run. A cache changes no installed byte.
-    env["UV_CACHE_DIR"] = subprocess.run(
-        [uv_binary(), "cache", "dir"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    install = subprocess.run(
-        ["sh", str(ROOT / "docker" / "install.sh"), str(venv), str(ROOT / "requirements.lock")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert install.returncode == 0, f"install step failed:\n{install.stdout}\n{install.stderr}"
-    probe = subprocess.run(
-        [
-            str(venv / "bin" / "python"),
-            "-c",
-            "import importlib.util as u; print(bool(u.find_spec('piper')))",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert probe.stdout.strip() == "False", "Piper must come from its profile, not the image"
-    installed_s = time.monotonic() - started
-
-    # 2. The project COPYs, into a WORKDIR of our own.
-    workdir = final.workdir()
-    app = root / "app"
-    files = image_files(final, DockerIgnore.from_file(ROOT / ".dockerignore"))
-    for image_path, context_path in files.items():
-        target = app / PurePosixPath(image_path).relative_to(workdir)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / context_path, target)
-    assert (app / "handler.py").is_file()
-    return Replay(root, venv, app, dockerfile, installed_s)
+_IMAGE_DIR = "/opt/media-worker"
+_BAKE_HOME = "/tmp/media-worker-bake"
 
 
 def _audio(volume: Path) -> list[Path]:
@@ -208,11 +73,14 @@ def test_baked_profile_serves_a_job_without_building(replay: Replay, tmp_path: P
     # 4. The BAKE_PROFILES step, as the Dockerfile writes it, with image paths mapped.
     final = replay.dockerfile.final
     bake = next(i.args for i in final.of("RUN") if "BAKE_PROFILES" in i.args)
-    baked_envs = tmp_path / "opt" / "media-worker" / "envs"
+    image_dir = tmp_path / "opt" / "media-worker"
+    baked_envs = image_dir / "envs"
     build_home = tmp_path / "build-home"
+    bake_home = tmp_path / "bake-home"
     env = replay.env(home=build_home, envs_dir=baked_envs, BAKE_PROFILES="piper")
+    script = bake.replace(_IMAGE_DIR, str(image_dir)).replace(_BAKE_HOME, str(bake_home))
     result = subprocess.run(
-        ["sh", "-c", bake.replace(_IMAGE_ENVS_DIR, str(baked_envs))],
+        ["sh", "-c", script],
         cwd=replay.app,
         env=env,
         capture_output=True,
@@ -221,11 +89,17 @@ def test_baked_profile_serves_a_job_without_building(replay: Replay, tmp_path: P
     )
     assert result.returncode == 0, f"BAKE_PROFILES step failed\n{_log(result)}"
     assert [p for p in baked_envs.iterdir() if p.name.startswith("piper-")], "nothing baked"
-    assert not (build_home / ".cache" / "media-worker" / "envs").exists(), "archives kept"
+    assert not bake_home.exists(), "the bake home (its packed archives) was kept"
+    assert not (build_home / ".cache" / "media-worker").exists(), "prepare used the build home"
 
     # The baked image on an endpoint with an empty volume: nothing may be built.
     volume = tmp_path / "runpod-volume" / "media-worker"
-    env = replay.env(home=build_home, envs_dir=baked_envs, MEDIA_WORKER_HOME=str(volume))
+    env = replay.env(
+        home=build_home,
+        envs_dir=baked_envs,
+        MEDIA_WORKER_HOME=str(volume),
+        MEDIA_WORKER_IMAGE_WEIGHTS_DIR=str(image_dir / "hf"),
+    )
     result = replay.run_cmd(env)
     assert result.returncode == 0, f"handler exited {result.returncode}\n{_log(result)}"
     assert _audio(volume), f"no audio output under {volume}\n{_log(result)}"
