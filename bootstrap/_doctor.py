@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packaging.version import Version
+
 from bootstrap import _disk
 from bootstrap._build import uv_binary
 from bootstrap._profile import Profile
@@ -50,8 +52,8 @@ def profile_cuda(profile: Profile) -> str | None:
     return None
 
 
-def _version(v: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in v.split("."))
+def _version(v: str) -> Version:
+    return Version(v)
 
 
 def diagnose(facts: Facts, min_free: int = 2 * 1024**3) -> list[Finding]:

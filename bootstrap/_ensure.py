@@ -47,6 +47,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from packaging.version import InvalidVersion, Version
+
 import config
 from bootstrap import _build, _disk, _pack, _weights
 from bootstrap._lease import (
@@ -64,7 +66,7 @@ from bootstrap._manifest import (
     read_manifest,
     write_json_atomic,
 )
-from bootstrap._profile import Profile, normalize_name, with_index_overrides
+from bootstrap._profile import Profile, with_index_overrides
 from bootstrap._spec import FORMAT, Target, current_target, spec_hash
 from errors import BootstrapFailed
 
@@ -164,9 +166,20 @@ def _checkpoint(phase: str) -> None:
 def is_satisfied_in_place(
     pins: Mapping[str, str], installed: Callable[[str], str | None] | None = None
 ) -> bool:
-    """True when every pin equals the installed version (``installed(name)``)."""
+    """True when every pin equals the installed version (``installed(name)``).
+
+    Equal as PEP 440 versions (``1.8`` is ``1.8.0``); a local label differs
+    (``2.13.0+cpu`` is not the CUDA index's ``2.13.0``).
+    """
     lookup = installed or _installed_version
-    return all(lookup(name) == version for name, version in pins.items())
+
+    def same(version: str, have: str | None) -> bool:
+        try:
+            return have is not None and Version(have) == Version(version)
+        except InvalidVersion:
+            return False
+
+    return all(same(version, lookup(name)) for name, version in pins.items())
 
 
 def _installed_version(name: str) -> str | None:
@@ -622,7 +635,4 @@ def _build_and_publish(
 
 
 def _installed_names(profile: Profile) -> list[str]:
-    return sorted(
-        [normalize_name(r.split("==")[0]) for r in profile.requirements]
-        + [a.name for a in profile.artifacts if a.kind == "wheel"]
-    )
+    return sorted(profile.pins)  # requirements and wheel artifacts, by normalised name

@@ -15,14 +15,18 @@ torch actually installed, and why an import failure falls back to sdpa.
 
 from __future__ import annotations
 
-import re
+from packaging.version import InvalidVersion, Version
 
 RELEASES_URL = "https://github.com/Dao-AILab/flash-attention/releases/download"
 _PLATFORMS = {"linux_x86_64"}  # the only platform upstream has shipped wheels for
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.findall(r"\d+", version.split("+")[0])[:3])
+    """``2.7.4.post1`` -> ``(2, 7, 4)``; ``()`` for a string that is no PEP 440 version."""
+    try:
+        return Version(version).release[:3]
+    except InvalidVersion:
+        return ()
 
 
 def _cuda_tag(flash_attn: tuple[int, ...], cuda_major: int) -> str | None:

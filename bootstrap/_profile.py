@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+
 import config
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_]{0,39}")
-_PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)(\[[A-Za-z0-9,._-]+\])?==([A-Za-z0-9.+!_-]+)")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-# PEP 427 wheel file name: name-version(-build)?-python-abi-platform.whl
-_WHEEL = re.compile(r"([A-Za-z0-9_.]+)-([A-Za-z0-9_.+!]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl")
 _SOURCE_SUFFIXES = (".tar.gz", ".tgz", ".tar.xz", ".tar.zst", ".zip")
 # A hash made only of one repeated character is a placeholder someone forgot.
 _PLACEHOLDER = re.compile(r"(.)\1{63}")
@@ -66,11 +66,14 @@ class Artifact:
                 "a profile never installs an unverified file"
             )
         if self.kind == "wheel":
-            match = _WHEEL.fullmatch(self.filename)
-            if match is None:
-                raise ValueError(f"artifact {self.filename!r} is not a PEP 427 wheel file name")
+            try:
+                name, _, _, _ = parse_wheel_filename(self.filename)
+            except InvalidWheelFilename:
+                raise ValueError(
+                    f"artifact {self.filename!r} is not a PEP 427 wheel file name"
+                ) from None
             if not self.name:
-                object.__setattr__(self, "name", normalize_name(match.group(1)))
+                object.__setattr__(self, "name", str(name))
         elif self.kind == "source":
             if not _NAME.fullmatch(self.name):
                 raise ValueError(
@@ -90,8 +93,9 @@ class Artifact:
     @property
     def version(self) -> str | None:
         """A wheel's version from its file name (None for a source archive)."""
-        match = _WHEEL.fullmatch(self.filename) if self.kind == "wheel" else None
-        return match.group(2) if match else None
+        if self.kind != "wheel":
+            return None
+        return str(parse_wheel_filename(self.filename)[1])
 
 
 @dataclass(frozen=True)
@@ -162,12 +166,12 @@ class Profile:
             raise ValueError(f"profile {self.name}: requirements must be a non-empty tuple")
         pins: dict[str, str] = {}
         for req in self.requirements:
-            match = _PIN.fullmatch(req.strip())
-            if match is None:
+            version = pinned_version(req)
+            if version is None:
                 raise ValueError(
                     f"profile {self.name}: requirement {req!r} is not pinned as 'name==version'"
                 )
-            pins[normalize_name(match.group(1))] = match.group(3)
+            pins[normalize_name(Requirement(req).name)] = version
         if isinstance(self.artifacts, Artifact):
             raise ValueError(f"profile {self.name}: artifacts must be a tuple")
         for artifact in self.artifacts:
@@ -187,7 +191,33 @@ class Profile:
 
 def normalize_name(name: str) -> str:
     """PEP 503 normalised distribution name (``Joe_US.Piper`` -> ``joe-us-piper``)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+    return str(canonicalize_name(name))
+
+
+def pinned_version(requirement: str) -> str | None:
+    """The version ``requirement`` pins exactly (``name[extras]==version``), else None.
+
+    A range, a wildcard (``==1.*``), a URL or an environment marker is not a pin:
+    a profile must say exactly what it installs everywhere.
+    """
+    try:
+        req = Requirement(requirement)
+    except InvalidRequirement:
+        return None
+    specs = list(req.specifier)
+    if req.url or req.marker or len(specs) != 1:
+        return None
+    spec = specs[0]
+    if spec.operator != "==" or spec.version.endswith(".*"):
+        return None
+    return spec.version
+
+
+def canonical_pin(requirement: str) -> str:
+    """A pin spelled one way: ``Piper_TTS[x,a] == 1.8.0`` -> ``piper-tts[a,x]==1.8.0``."""
+    req = Requirement(requirement)
+    extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
+    return f"{normalize_name(req.name)}{extras}=={pinned_version(requirement)}"
 
 
 def with_index_overrides(profile: Profile, env: Mapping[str, str] | None = None) -> Profile:

@@ -16,7 +16,7 @@ import sys
 import sysconfig
 from dataclasses import dataclass
 
-from bootstrap._profile import Profile, normalize_name
+from bootstrap._profile import Profile, canonical_pin
 
 # Bump when the archive layout or the build recipe changes in a way old archives
 # cannot satisfy; it is part of every hash.
@@ -54,10 +54,7 @@ def spec_hash(profile: Profile, target: Target) -> str:
     """
     payload = {
         "format": FORMAT,
-        "requirements": sorted(
-            f"{normalize_name(r.split('==')[0])}=={r.split('==', 1)[1].strip()}"
-            for r in profile.requirements
-        ),
+        "requirements": sorted(canonical_pin(r) for r in profile.requirements),
         "index_url": profile.index_url,
         "extra_index_urls": list(profile.extra_index_urls),
         "flash_attn": profile.flash_attn,

@@ -5,7 +5,8 @@ Layout (standard HF cache, so the hub client and RunPod share it)::
     /runpod-volume/huggingface-cache/hub/      RunPod's cached models (read only, used first)
     /opt/media-worker/hf/                      weights baked into the image (read only,
                                                same layout as <home>/hf; used next)
-    <home>/hf/hub/models--<owner>--<name>/     our cache (HF_HOME=<home>/hf)
+    <home>/hf/hub/models--<owner>--<name>/     our cache (HF_HOME=<home>/hf), named by
+                                               huggingface_hub's repo_folder_name
         blobs/<etag>  snapshots/<commit>/<file> -> ../../blobs/<etag>
     <home>/hf/media-worker/<owner>--<name>-<commit>.json
                                                record: each file's size and sha256 /
@@ -49,12 +50,13 @@ class RemoteFile:
     blob_id: str | None  # git blob sha1 (non-LFS files)
 
 
-def repo_folder_name(w: Weights) -> str:
-    return f"{w.repo_type}s--" + w.repo_id.replace("/", "--")
-
-
 def snapshot_dir(cache: Path, w: Weights) -> Path:
-    return cache / repo_folder_name(w) / "snapshots" / w.revision
+    """Where the hub client puts ``w``'s snapshot in the cache ``cache`` (its own naming)."""
+    # Imported here: the hub client costs a noticeable share of handler start-up.
+    from huggingface_hub.file_download import repo_folder_name
+
+    folder = repo_folder_name(repo_id=w.repo_id, repo_type=w.repo_type)
+    return cache / folder / "snapshots" / w.revision
 
 
 def record_path(hf_home: Path, w: Weights) -> Path:

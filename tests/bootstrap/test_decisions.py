@@ -227,6 +227,13 @@ def test_spec_hash_covers_what_changes_the_build_and_nothing_else():
     assert spec_hash(other_index, T) != base
     bumped = bootstrap.Profile("piper", (*PIPER.requirements[:-1], "soxr==1.0.0"))
     assert spec_hash(bumped, T) != base
+    respelled = bootstrap.Profile(
+        "piper",
+        tuple(r.replace("-", "_").upper().replace("==", " == ") for r in PIPER.requirements),
+    )
+    assert spec_hash(respelled, T) == base
+    with_extra = bootstrap.Profile("piper", (*PIPER.requirements[:-1], "soxr[x]==1.1.0"))
+    assert spec_hash(with_extra, T) != base
     assert re.fullmatch(r"[0-9a-f]{16}", base)
 
 
@@ -235,6 +242,11 @@ def test_spec_hash_covers_what_changes_the_build_and_nothing_else():
     [
         ({"name": "Bad Name", "requirements": ("a==1",)}, "profile name"),
         ({"name": "p", "requirements": ("numpy>=2",)}, "not pinned"),
+        ({"name": "p", "requirements": ("numpy==2.*",)}, "not pinned"),
+        ({"name": "p", "requirements": ("numpy==2,<3",)}, "not pinned"),
+        ({"name": "p", "requirements": ("numpy==2; os_name=='nt'",)}, "not pinned"),
+        ({"name": "p", "requirements": ("numpy @ https://x/n.whl",)}, "not pinned"),
+        ({"name": "p", "requirements": ("numpy=2",)}, "not pinned"),
         ({"name": "p", "requirements": ()}, "non-empty"),
         ({"name": "p", "requirements": ("x==1",), "flash_attn": "2.7.4"}, "torch"),
     ],
@@ -256,6 +268,9 @@ def test_weights_revision_must_be_a_commit():
         ({"a": "1", "b": "2"}, True),
         ({"a": "1", "b": "3"}, False),
         ({"a": "1"}, False),
+        ({"a": "1.0", "b": "2.0.0"}, True),  # PEP 440 equal
+        ({"a": "1", "b": "2+cpu"}, False),  # another build of 2
+        ({"a": "1", "b": "not a version"}, False),
     ],
 )
 def test_is_satisfied_in_place(installed, ok):
@@ -338,3 +353,25 @@ def test_index_overrides_from_the_environment_change_the_spec_hash(env, index_ur
     assert got.pins == base.pins
     same = spec_hash(got, current_target()) == spec_hash(base, current_target())
     assert same == (not env)
+
+
+@pytest.mark.parametrize(
+    ("requirement", "pins"),
+    [
+        ("Piper_TTS==1.8.0", {"piper-tts": "1.8.0"}),
+        ("joe.us-piper[voice,extra] == 1.0.0", {"joe-us-piper": "1.0.0"}),
+        ("torch==2.13.0+cpu", {"torch": "2.13.0+cpu"}),
+    ],
+)
+def test_pins_are_read_by_packaging(requirement, pins):
+    assert bootstrap.Profile("p", (requirement,)).pins == pins
+
+
+def test_wheel_artifact_name_and_version_come_from_its_file_name():
+    wheel = bootstrap.Artifact(
+        "https://example.com/Flash_Attn-2.7.4.post1+cu12torch2.6-cp311-cp311-linux_x86_64.whl",
+        "0123456789abcdef" * 4,
+    )
+    assert (wheel.name, wheel.version) == ("flash-attn", "2.7.4.post1+cu12torch2.6")
+    with pytest.raises(ValueError, match="PEP 427"):
+        bootstrap.Artifact("https://example.com/not-a-wheel.whl", "0123456789abcdef" * 4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import shutil
 from pathlib import Path
@@ -134,3 +135,20 @@ def test_unknown_revision_is_a_bootstrap_error(hf_hub, tmp_path):
     profile = dataclasses.replace(PIPER, weights=(Weights("tests/missing", "b" * 40),))
     with pytest.raises(BootstrapFailed, match="tests/missing@bbbbbbbb"):
         _ensure.ensure(profile, paths=_paths(tmp_path), cached_models=tmp_path / "none")
+
+
+def test_a_stale_shared_incomplete_file_never_reaches_the_blob(repo, hf_hub, tmp_path):
+    """What the huggingface_hub floor (>=1.18) carries: each download goes to its own
+    temp file. Up to 1.17 the client resumed from the shared ``<etag>.incomplete``, so
+    bytes another worker left there (or is still writing, where locks are not honoured)
+    became part of the blob."""
+    weights, files = repo
+    data = files["model.safetensors"]
+    paths = _paths(tmp_path)
+    blobs = paths.home / "hf" / "hub" / "models--tests--tiny-model" / "blobs"
+    blobs.mkdir(parents=True)
+    etag = hashlib.sha256(data).hexdigest()
+    (blobs / f"{etag}.incomplete").write_bytes(b"\xff" * (len(data) // 2))
+    profile = dataclasses.replace(PIPER, weights=(weights,))
+    env = _ensure.ensure(profile, paths=paths, cached_models=tmp_path / "none")
+    assert (env.weights[weights.repo_id] / "model.safetensors").read_bytes() == data
