@@ -211,7 +211,62 @@ def chatterbox_rows(bench: Bench) -> list[Row]:
     return rows
 
 
-ROWS: list[Callable[[Bench], list[Row]]] = [kokoro_rows, chatterbox_rows]
+def f5tts_rows(bench: Bench) -> list[Row]:
+    """F5-TTS v1 Base with the published Vocos: one sentence per nfe_step setting."""
+    if bench.small:
+        return [Row("f5tts", "-", note="skipped: its DiT sizes come from the package's config")]
+    import torch
+    from f5_tts.api import F5TTS
+
+    from tests.fixtures import f5tts as ckpt
+
+    f5_dir, vocos_dir = ckpt.make_checkpoints(bench.tmp / "f5tts", vocoder="full")
+    tts = F5TTS(
+        model=ckpt.MODEL,
+        ckpt_file=str(f5_dir / ckpt.MODEL / "model_1250000.safetensors"),
+        vocab_file=str(f5_dir / ckpt.MODEL / "vocab.txt"),
+        vocoder_local_path=str(vocos_dir),
+        device=bench.device,
+    )
+    reference = str(_reference_wav(bench.tmp / "f5-ref.wav", seconds=6.0))
+    ref_text = "The worker receives a job and checks every field."
+    text = "The runner loads its voice once and keeps it warm for the next request."
+    rows = []
+    for nfe in (32, 16):
+
+        def speak(nfe: int = nfe) -> tuple[float, float]:
+            _sync(torch, bench.device)
+            started = time.perf_counter()
+            wav, rate, _ = tts.infer(
+                reference, ref_text, text, show_info=lambda *a: None, progress=None,
+                nfe_step=nfe, seed=0,
+            )  # fmt: skip
+            _sync(torch, bench.device)
+            return len(wav) / rate, time.perf_counter() - started
+
+        if bench.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        speak()  # warm-up
+        runs = [speak() for _ in range(bench.runs)]
+        wall = _median([r[1] for r in runs])
+        rows.append(
+            Row(
+                "f5tts",
+                f"nfe_step={nfe}",
+                {
+                    "audio_s": f"{runs[0][0]:.1f}",
+                    "rtf_x": f"{runs[0][0] / wall:.2f}",
+                    "first_ms": f"{1000 * wall:.0f}",  # one sentence: its first chunk
+                    "peak_mb": _peak_mb(torch, bench.device),
+                },
+                note=f"full-size random weights; published RTF 0.147 on an L20 "
+                f"(= rtf_x 6.8), median of {bench.runs}",
+            )
+        )
+    return rows
+
+
+ROWS: list[Callable[[Bench], list[Row]]] = [kokoro_rows, chatterbox_rows, f5tts_rows]
 
 
 # --- the table -------------------------------------------------------------------------

@@ -57,15 +57,15 @@ class ReferenceSpec:
 
 @dataclass(frozen=True)
 class Reference:
-    """A prepared clip: where it is, its rate and length, and the input's digest."""
+    """A prepared clip: where it is, its rate and length."""
 
     path: Path
     sample_rate: int
     duration_s: float
-    sha256: str  # of the input file's bytes: the conditioning cache key
 
 
 def file_sha256(path: Path) -> str:
+    """The digest of the reference *file* (the runners' conditioning cache key)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -102,7 +102,7 @@ def prepare(path: Path, spec: ReferenceSpec, *, dest: Path | None = None) -> Ref
         os.replace(partial, dest)
     finally:
         partial.unlink(missing_ok=True)
-    return Reference(dest, spec.sample_rate, len(clip) / spec.sample_rate, file_sha256(path))
+    return Reference(dest, spec.sample_rate, len(clip) / spec.sample_rate)
 
 
 def decode(path: Path, *, sample_rate: int) -> Any:

@@ -84,7 +84,6 @@ def test_each_container_becomes_a_trimmed_mono_clip_at_the_model_rate(
     # (lossy codecs pad a few ms; their encoder delay moves the onset a little).
     assert 2.9 <= ref.duration_s <= 3.4, ref.duration_s
     assert ref.duration_s == pytest.approx(len(audio) / sr)
-    assert ref.sha256 == reference_audio.file_sha256(source)
 
 
 def test_a_long_clip_is_cut_to_the_useful_length(tmp_path):
