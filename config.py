@@ -239,7 +239,18 @@ CACHED_MODELS_DIR = _declare(
 
 # --- Jobs and runners --------------------------------------------------------------
 DEFAULT_TTS_MODEL = _declare(
-    "MEDIA_WORKER_DEFAULT_TTS_MODEL", "piper", str, "Model used when a tts job names none."
+    "MEDIA_WORKER_DEFAULT_TTS_MODEL",
+    "",
+    str,
+    "Model used when a tts job names none. Unset: kokoro when the worker sees a CUDA GPU, "
+    "else piper (decided once at start, and logged).",
+)
+MAX_TEXT_CHARS = _declare(
+    "MEDIA_WORKER_MAX_TEXT_CHARS",
+    20_000,
+    _positive(int),
+    "Longest text one tts job may ask for (characters); long text is spoken piece by "
+    "piece, this bounds the whole job.",
 )
 STREAMING = _declare(
     "MEDIA_WORKER_STREAMING",

@@ -320,6 +320,7 @@ def _checked_settings() -> tuple[str, ...]:
     for setting in config.SETTINGS:
         setting.get()
     registry.check_default_models()
+    registry.decide_default_tts()
     profiles = config.PREPARE_PROFILES.get()
     for name in profiles:
         try:

@@ -6,7 +6,7 @@ without loading anything heavy. Runners whose pins collide get separate profiles
 
 from __future__ import annotations
 
-from bootstrap import Profile, Weights
+from bootstrap import Artifact, Profile, Weights
 
 # PyTorch's wheel index for every torch profile on a GPU worker. torch 2.13 is
 # published for cu126 and cu130 only (cu128 was dropped in 2.12: pytorch/pytorch
@@ -120,7 +120,49 @@ F5TTS = Profile(
     cuda=True,
 )
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (PIPER, CHATTERBOX, F5TTS)}
+# Kokoro-82M: code and weights Apache-2.0. misaki[en] (its G2P) loads the spaCy
+# pipeline en_core_web_sm and would download it at run time when missing; no
+# index serves the official wheel, so it is an artifact pinned to explosion's
+# release (sha256 as published with it). espeakng-loader ships espeak-ng for the
+# out-of-lexicon fallback and the espeak languages. pysubs2 writes captions.
+# Only the voices of languages served without a run-time download are fetched.
+EN_CORE_WEB_SM = Artifact(
+    "https://github.com/explosion/spacy-models/releases/download/"
+    "en_core_web_sm-3.8.0/en_core_web_sm-3.8.0-py3-none-any.whl",
+    "1932429db727d4bff3deed6b34cfc05df17794f4a52eeb26cf8928f7c1a0fb85",
+)
+KOKORO = Profile(
+    name="kokoro",
+    requirements=(
+        "kokoro==0.9.4",
+        "misaki[en]==0.9.4",
+        "torch==2.13.0",
+        "spacy==3.8.18",
+        "transformers==5.24.0",
+        "soundfile==0.14.0",
+        "numpy==2.4.6",
+        "soxr==1.1.0",
+        "pysubs2==1.8.1",
+    ),
+    artifacts=(EN_CORE_WEB_SM,),
+    weights=(
+        Weights(
+            "hexgrad/Kokoro-82M",
+            "f3ff3571791e39611d31c381e3a41a3af07b4987",
+            (
+                "config.json",
+                "kokoro-v1_0.pth",
+                *(f"voices/{lang}*.pt" for lang in "abefhip"),
+            ),
+        ),
+    ),
+    smoke_imports=("kokoro", "misaki.en", "en_core_web_sm", "soundfile", "soxr", "pysubs2"),
+    extra_index_urls=(TORCH_CUDA_INDEX,),
+    size_mb=5500,
+    cuda=True,
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (PIPER, CHATTERBOX, F5TTS, KOKORO)}
 
 
 def get_profile(name: str) -> Profile:

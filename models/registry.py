@@ -11,7 +11,11 @@ reported as planned.
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import pkgutil
+from collections.abc import Mapping
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -20,13 +24,18 @@ from errors import InvalidInput, ModelUnavailable
 from models import contract, runners
 from models.runners.base import RunnerSpec
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "PLANNED",
     "RUNNERS",
     "RunnerSpec",
     "check_default_models",
+    "choose_default_tts",
+    "decide_default_tts",
     "default_model",
     "discover",
+    "is_gpu_visible",
     "resolve",
 ]
 
@@ -58,7 +67,6 @@ def discover(package: ModuleType = runners) -> tuple[RunnerSpec, ...]:
 RUNNERS: tuple[RunnerSpec, ...] = discover()
 
 PLANNED: dict[str, tuple[str, ...]] = {
-    "tts": ("kokoro",),
     "restore": ("seedvr2",),
 }
 
@@ -67,9 +75,50 @@ PLANNED: dict[str, tuple[str, ...]] = {
 DEFAULT_MODELS = {"clone": "chatterbox"}
 
 
+# The tts default for this process, decided once (see decide_default_tts).
+_DEFAULT_TTS: list[str] = []
+
+
+def choose_default_tts(setting: str, gpu_visible: bool) -> str:
+    """The tts default: the setting when set, else kokoro on a GPU, piper on a CPU."""
+    if setting:
+        return setting
+    return "kokoro" if gpu_visible else "piper"
+
+
+def is_gpu_visible(
+    proc_gpus: Path = Path("/proc/driver/nvidia/gpus"), env: Mapping[str, str] | None = None
+) -> bool:
+    """True when an NVIDIA GPU is visible to this process, without importing torch.
+
+    The driver lists one directory per GPU under ``/proc/driver/nvidia/gpus``
+    (also inside containers run with the NVIDIA runtime); ``CUDA_VISIBLE_DEVICES``
+    set to empty or ``-1`` hides them all.
+    """
+    env = os.environ if env is None else env
+    if env.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1"):
+        return False
+    try:
+        return any(proc_gpus.iterdir())
+    except OSError:
+        return False
+
+
+def decide_default_tts() -> str:
+    """Decide (once per process) and log the tts default; later calls return it."""
+    if not _DEFAULT_TTS:
+        setting = config.DEFAULT_TTS_MODEL.get()
+        gpu = is_gpu_visible()
+        model = choose_default_tts(setting, gpu)
+        why = f"{config.DEFAULT_TTS_MODEL.name}={setting}" if setting else f"gpu_visible={gpu}"
+        logger.info("default tts model=%s (%s)", model, why)
+        _DEFAULT_TTS.append(model)
+    return _DEFAULT_TTS[0]
+
+
 def default_model(task: str) -> str | None:
     if task == "tts":
-        return config.DEFAULT_TTS_MODEL.get()
+        return decide_default_tts()
     if task in DEFAULT_MODELS:
         return DEFAULT_MODELS[task]
     shipped = [r.model for r in RUNNERS if r.task == task]
@@ -131,7 +180,7 @@ def check_default_models() -> None:
             ``tts`` model; the message names the variable and the choices.
     """
     setting = config.DEFAULT_TTS_MODEL
-    model = setting.get()
+    model = setting.get() or decide_default_tts()
     shipped = [r.model for r in RUNNERS if r.task == "tts"]
     if model not in shipped:
         raise config.ConfigError(

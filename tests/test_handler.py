@@ -63,7 +63,12 @@ def _stop_runners():
         (_job(model="nope"), "invalid_input", "model", "unknown model 'nope'"),
         (_job(voice="../../etc/passwd"), "invalid_input", "voice", "not a valid voice name"),
         (_job(voice="amy"), "invalid_input", "voice", "unknown Piper voice 'amy'"),
-        (_job(model="kokoro"), "model_unavailable", "model", "not available in this worker"),
+        (
+            _job(model="kokoro", voice="af_nobody"),
+            "invalid_input",
+            "voice",
+            "unknown Kokoro voice 'af_nobody' (available: af_alloy, af_aoede",
+        ),
         (
             {
                 "id": "e2",

@@ -19,7 +19,7 @@ from errors import InvalidInput
 from models.protocol import OutputFile
 from models.runners._audio import SpeechAssembler
 from models.runners.base import RunContext, Runner, RunnerSpec
-from models.text import max_chars, split_text
+from models.text import check_text_length, max_chars, split_text
 
 DEFAULT_VOICE = "joe"
 _VOICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -62,6 +62,7 @@ def check_job(job: Any) -> None:
     ``timestamps`` is not among Piper's knobs (it cannot align words to its
     audio), so the registry refuses it before this runs.
     """
+    check_text_length(job.text)
     find_voice(job.voice)
 
 

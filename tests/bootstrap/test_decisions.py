@@ -281,7 +281,7 @@ def test_piper_pins_equal_the_piper_extra():
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert sorted(extra["piper"]) == sorted(PIPER.requirements)
     assert get_profile("piper") is PIPER and PROFILES["piper"] is PIPER
-    with pytest.raises(KeyError, match="known: chatterbox, f5tts, piper"):
+    with pytest.raises(KeyError, match="known: chatterbox, f5tts, kokoro, piper"):
         get_profile("nope")
 
 
