@@ -128,7 +128,8 @@ def kokoro_rows(bench: Bench) -> list[Row]:
         try:
             if bench.device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
-            speak()  # warm-up: kernels, allocator
+            if not bench.small:
+                speak()  # warm-up: kernels, allocator
             runs = [speak() for _ in range(bench.runs)]
         except Exception as exc:  # a variant the model cannot run is a table entry
             rows.append(Row("kokoro", variant, note=f"failed: {type(exc).__name__}: {exc}"[:120]))
