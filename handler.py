@@ -110,7 +110,7 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
                 inputs[field] = storage.fetch(ref, scratch, s3=s3)
         payload = request.model_dump(mode="json")
         if isinstance(request, contract.CloneJob) and request.voice:
-            voice = storage.load_voice(request.voice, scratch, s3=s3)
+            voice = storage.load_voice(request.voice, scratch, s3=s3, prefix=prefix)
             inputs["reference_audio"] = voice.audio
             payload["reference_text"] = request.reference_text or voice.reference_text
         fetch_s = time.perf_counter() - t
@@ -140,6 +140,7 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
                 inputs["reference_audio"],
                 request.reference_text,
                 s3=s3,
+                prefix=prefix,
             )
             saved_voice = request.save_voice
 
@@ -183,10 +184,11 @@ def _voices_job(
     request: contract.VoicesJob, s3: storage.S3Settings | None, job_id: str
 ) -> dict[str, Any]:
     """List or delete saved cloning voices; no runner is involved."""
+    prefix = storage.validate_prefix(request.output.prefix) if request.output.prefix else None
     if request.action == "delete":
         assert request.name is not None  # the contract requires it for delete
-        storage.delete_voice(request.name, s3=s3)
-    voices = storage.list_voices(s3=s3)
+        storage.delete_voice(request.name, s3=s3, prefix=prefix)
+    voices = storage.list_voices(s3=s3, prefix=prefix)
     logger.info("job=%s voices %s count=%d", job_id, request.action, len(voices))
     return contract.VoicesResult(
         task="voices",

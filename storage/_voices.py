@@ -11,7 +11,10 @@ On the volume (no bucket configured)::
     <home>/voices/clone/<name>/.<...>.partial      a write in progress
 
 Under S3 (a bucket configured for the job), the same layout under the key prefix
-``voices/clone/<name>/``.
+``voices/clone/<name>/``. A job's ``output.prefix`` namespaces its voices as it does
+its outputs: ``<prefix>/voices/clone/<name>/`` in the bucket, and
+``<home>/voices/clone/@<prefix>/<name>/`` on the volume (the prefix is validated by
+``storage.validate_prefix`` before it gets here).
 
 Writes never leave a half-written voice: the audio goes to a process-unique temp
 name and is renamed to its digest name (one S3 PUT is atomic), and only then is
@@ -68,12 +71,19 @@ class LoadedVoice:
     sha256: str
 
 
-def voices_root() -> Path:
-    return config.resolve_paths().home / "voices" / "clone"
+def voices_root(prefix: str | None = None) -> Path:
+    root = config.resolve_paths().home / "voices" / "clone"
+    # '@' cannot start a voice name, so a prefix folder never meets a voice folder.
+    return root / f"@{prefix}" if prefix else root
 
 
 def save_voice(
-    name: str, audio: Path, reference_text: str | None, *, s3: S3Settings | None
+    name: str,
+    audio: Path,
+    reference_text: str | None,
+    *,
+    s3: S3Settings | None,
+    prefix: str | None = None,
 ) -> VoiceInfo:
     """Save ``audio`` (and its transcript) as voice ``name``, replacing any older one.
 
@@ -97,24 +107,26 @@ def save_voice(
     }
     try:
         if s3 is None:
-            _save_local(voices_root() / name, audio, manifest)
+            _save_local(voices_root(prefix) / name, audio, manifest)
         else:
-            _save_s3(s3, name, audio, manifest)
+            _save_s3(s3, _Where(name, prefix), audio, manifest)
     except OSError as exc:
         raise StorageFailed(f"save_voice: could not save voice {name!r}: {exc.strerror}") from None
     logger.info("voice saved name=%s bytes=%d store=%s", name, size, "s3" if s3 else "volume")
     return info
 
 
-def load_voice(name: str, dest_dir: Path, *, s3: S3Settings | None) -> LoadedVoice:
+def load_voice(
+    name: str, dest_dir: Path, *, s3: S3Settings | None, prefix: str | None = None
+) -> LoadedVoice:
     """Copy voice ``name`` into ``dest_dir``.
 
     Raises:
         InvalidInput: no such voice (field ``voice``), or its audio is damaged.
     """
-    manifest = _read_manifest(name, s3=s3)
+    manifest = _read_manifest(_Where(name, prefix), s3=s3)
     if manifest is None:
-        known = ", ".join(v.name for v in list_voices(s3=s3)) or "none saved yet"
+        known = ", ".join(v.name for v in list_voices(s3=s3, prefix=prefix)) or "none saved yet"
         raise InvalidInput(
             f"voice: no saved voice {name!r} (saved: {known}); save one with a clone job's "
             "save_voice and reference_audio",
@@ -122,9 +134,9 @@ def load_voice(name: str, dest_dir: Path, *, s3: S3Settings | None) -> LoadedVoi
         )
     dest = dest_dir / f"voice-{name}{Path(manifest['audio']).suffix}"
     if s3 is None:
-        shutil.copyfile(voices_root() / name / manifest["audio"], dest)
+        shutil.copyfile(voices_root(prefix) / name / manifest["audio"], dest)
     else:
-        key = _key(name, manifest["audio"])
+        key = _Where(name, prefix).key(manifest["audio"])
         _s3_call(s3, "get", name, lambda c: c.download_file(s3.bucket, key, str(dest)))
     if _sha256_and_size(dest)[0] != manifest["sha256"]:
         raise InvalidInput(
@@ -134,39 +146,40 @@ def load_voice(name: str, dest_dir: Path, *, s3: S3Settings | None) -> LoadedVoi
     return LoadedVoice(dest, manifest.get("reference_text"), manifest["sha256"])
 
 
-def list_voices(*, s3: S3Settings | None) -> list[VoiceInfo]:
+def list_voices(*, s3: S3Settings | None, prefix: str | None = None) -> list[VoiceInfo]:
     """Every saved voice whose ``voice.json`` reads, by name."""
     if s3 is None:
-        root = voices_root()
+        root = voices_root(prefix)
         names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     else:
-        names = _s3_names(s3)
+        names = _s3_names(s3, prefix)
     voices = []
     for name in names:
-        manifest = _read_manifest(name, s3=s3)
+        manifest = _read_manifest(_Where(name, prefix), s3=s3)
         if manifest is not None:
             voices.append(_info(name, manifest))
     return voices
 
 
-def delete_voice(name: str, *, s3: S3Settings | None) -> None:
+def delete_voice(name: str, *, s3: S3Settings | None, prefix: str | None = None) -> None:
     """Delete voice ``name``.
 
     Raises:
         InvalidInput: no such voice (field ``name``).
     """
-    if _read_manifest(name, s3=s3) is None:
+    where = _Where(name, prefix)
+    if _read_manifest(where, s3=s3) is None:
         raise InvalidInput(f"name: no saved voice {name!r}", field="name")
     if s3 is None:
         # Rename first: the name disappears at once, and the removal can take its time.
-        doomed = voices_root() / f".deleted-{name}-{uuid.uuid4().hex[:8]}"
-        os.rename(voices_root() / name, doomed)
+        doomed = voices_root(prefix) / f".deleted-{name}-{uuid.uuid4().hex[:8]}"
+        os.rename(voices_root(prefix) / name, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
     else:
 
         def delete(client: Any) -> None:
-            client.delete_object(Bucket=s3.bucket, Key=_key(name, _MANIFEST))
-            listed = client.list_objects_v2(Bucket=s3.bucket, Prefix=_key(name, ""))
+            client.delete_object(Bucket=s3.bucket, Key=where.key(_MANIFEST))
+            listed = client.list_objects_v2(Bucket=s3.bucket, Prefix=where.key(""))
             for obj in listed.get("Contents", []):
                 client.delete_object(Bucket=s3.bucket, Key=obj["Key"])
 
@@ -214,16 +227,29 @@ def _write_atomically(final: Path, data: bytes) -> None:
 # --- S3 ---------------------------------------------------------------------------
 
 
-def _key(name: str, file: str) -> str:
-    return f"{_PREFIX}/{name}/{file}"
+def _base(prefix: str | None) -> str:
+    return f"{prefix}/{_PREFIX}" if prefix else _PREFIX
 
 
-def _save_s3(s3: S3Settings, name: str, audio: Path, manifest: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class _Where:
+    """One voice's place: its name under an optional job prefix."""
+
+    name: str
+    prefix: str | None
+
+    def key(self, file: str) -> str:
+        return f"{_base(self.prefix)}/{self.name}/{file}"
+
+
+def _save_s3(s3: S3Settings, where: _Where, audio: Path, manifest: dict[str, Any]) -> None:
+    name = where.name
+
     def save(client: Any) -> None:
-        client.upload_file(str(audio), s3.bucket, _key(name, manifest["audio"]))
+        client.upload_file(str(audio), s3.bucket, where.key(manifest["audio"]))
         client.put_object(
             Bucket=s3.bucket,
-            Key=_key(name, _MANIFEST),
+            Key=where.key(_MANIFEST),
             Body=json.dumps(manifest, indent=2).encode(),
             ContentType="application/json",
         )
@@ -231,15 +257,17 @@ def _save_s3(s3: S3Settings, name: str, audio: Path, manifest: dict[str, Any]) -
     _s3_call(s3, "save", name, save)
 
 
-def _s3_names(s3: S3Settings) -> list[str]:
+def _s3_names(s3: S3Settings, prefix: str | None) -> list[str]:
+    base = f"{_base(prefix)}/"
+
     def names(client: Any) -> list[str]:
         found: set[str] = set()
         paginator = client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=s3.bucket, Prefix=f"{_PREFIX}/"):
+        for page in paginator.paginate(Bucket=s3.bucket, Prefix=base):
             for obj in page.get("Contents", []):
-                parts = obj["Key"].split("/")
-                if len(parts) == 4 and parts[3] == _MANIFEST:
-                    found.add(parts[2])
+                parts = obj["Key"].removeprefix(base).split("/")
+                if len(parts) == 2 and parts[1] == _MANIFEST:
+                    found.add(parts[0])
         return sorted(found)
 
     return _s3_call(s3, "list", "*", names)
@@ -260,12 +288,12 @@ def _s3_call(s3: S3Settings, what: str, name: str, call: Any) -> Any:
 # --- shared -----------------------------------------------------------------------
 
 
-def _read_manifest(name: str, *, s3: S3Settings | None) -> dict[str, Any] | None:
+def _read_manifest(where: _Where, *, s3: S3Settings | None) -> dict[str, Any] | None:
     try:
         if s3 is None:
-            raw = (voices_root() / name / _MANIFEST).read_bytes()
+            raw = (voices_root(where.prefix) / where.name / _MANIFEST).read_bytes()
         else:
-            raw = _s3_get(s3, name)
+            raw = _s3_get(s3, where)
             if raw is None:
                 return None
         manifest = json.loads(raw)
@@ -277,18 +305,18 @@ def _read_manifest(name: str, *, s3: S3Settings | None) -> dict[str, Any] | None
         return None
 
 
-def _s3_get(s3: S3Settings, name: str) -> bytes | None:
+def _s3_get(s3: S3Settings, where: _Where) -> bytes | None:
     from botocore.exceptions import ClientError
 
     def get(client: Any) -> bytes | None:
         try:
-            return client.get_object(Bucket=s3.bucket, Key=_key(name, _MANIFEST))["Body"].read()
+            return client.get_object(Bucket=s3.bucket, Key=where.key(_MANIFEST))["Body"].read()
         except ClientError as exc:
             if error_code(exc) in ("NoSuchKey", "404"):
                 return None
             raise
 
-    return _s3_call(s3, "read", name, get)
+    return _s3_call(s3, "read", where.name, get)
 
 
 def _info(name: str, manifest: dict[str, Any]) -> VoiceInfo:

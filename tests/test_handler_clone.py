@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
+import os
 import ssl
 import threading
 import urllib.request
@@ -255,3 +257,37 @@ def test_a_streamed_clone_job_yields_chunks_that_add_up_to_its_output(tmp_path, 
     full, rate = soundfile.read(_local_file(final["outputs"][0]), dtype="int16")
     assert rate == 24_000 and chunks[1]["offset_s"] == pytest.approx(len(decoded[0]) / rate)
     assert np.array_equal(np.concatenate(decoded), full)
+
+
+@pytest.mark.slow
+def test_saved_voices_live_in_the_jobs_bucket_under_its_prefix(
+    tmp_path, reference_runner, s3_server, monkeypatch
+):
+    monkeypatch.setenv("MEDIA_WORKER_ALLOW_PRIVATE_S3_ENDPOINTS", "1")  # SeaweedFS: loopback
+    bucket = "voices-" + os.urandom(4).hex()
+    s3_server.client().create_bucket(Bucket=bucket)
+    s3_config = {
+        "accessId": s3_server.access_key,
+        "accessSecret": s3_server.secret_key,
+        "bucketName": bucket,
+        "endpointUrl": s3_server.endpoint_url,
+    }
+
+    def run(job_id: str, **fields) -> dict:
+        job = {"id": job_id, "input": fields, "s3Config": s3_config}
+        job["input"].setdefault("output", {"prefix": "tenant-a"})
+        return handler.handler(job)
+
+    clip = _data_uri(_clip(tmp_path), "audio/mpeg")
+    saved = run("b1", task="clone", model="refecho", text="Hi.", reference_audio=clip,
+                save_voice="ana")  # fmt: skip
+    assert saved.get("saved_voice") == "ana", saved
+    keys = {o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket)["Contents"]}
+    assert "tenant-a/voices/clone/ana/voice.json" in keys
+    assert run("b2", task="voices")["voices"][0]["name"] == "ana"
+    assert run("b3", task="voices", output={})["voices"] == []  # another prefix: not there
+    reused = run("b4", task="clone", model="refecho", text="Hi.", voice="ana")
+    assert "error" not in reused, reused
+    assert s3_server.secret_key not in json.dumps([saved, reused])
+    # nothing landed on the volume
+    assert handler.handler({"id": "b5", "input": {"task": "voices"}})["voices"] == []

@@ -14,6 +14,7 @@ import pytest
 import storage
 from errors import InvalidInput
 from storage import _voices
+from storage._s3 import make_client as s3_bucket_client
 
 
 def _clip(tmp_path: Path, name: str, payload: bytes) -> Path:
@@ -53,6 +54,19 @@ def test_a_superseded_clip_is_removed_only_after_the_grace_period(tmp_path):
     os.utime(superseded, (past, past))
     storage.save_voice("ana", _clip(tmp_path, "c.wav", b"third"), None, s3=None)
     assert not superseded.exists()
+
+
+@pytest.mark.parametrize("prefix", ["tenant-a", "a/b"])
+def test_a_prefix_keeps_voices_apart(tmp_path, prefix):
+    storage.save_voice("ana", _clip(tmp_path, "a.wav", b"plain"), None, s3=None)
+    storage.save_voice("ana", _clip(tmp_path, "b.wav", b"tenant"), None, s3=None, prefix=prefix)
+    assert [v.name for v in storage.list_voices(s3=None)] == ["ana"]
+    assert [v.name for v in storage.list_voices(s3=None, prefix=prefix)] == ["ana"]
+    loaded = storage.load_voice("ana", tmp_path, s3=None, prefix=prefix)
+    assert loaded.audio.read_bytes() == b"tenant"
+    storage.delete_voice("ana", s3=None, prefix=prefix)
+    assert storage.list_voices(s3=None, prefix=prefix) == []
+    assert storage.load_voice("ana", tmp_path, s3=None).audio.read_bytes() == b"plain"
 
 
 def test_unknown_voice_names_the_field_and_lists_the_saved_ones(tmp_path):
@@ -160,3 +174,11 @@ def test_voices_live_in_the_bucket_when_one_is_configured(tmp_path, s3_bucket):
     assert [v.name for v in storage.list_voices(s3=s3_bucket)] == ["bob"]
     with pytest.raises(InvalidInput, match="voice: no saved voice 'ana'"):
         storage.load_voice("ana", tmp_path, s3=s3_bucket)
+    # a job prefix namespaces voices in the bucket as it does outputs
+    storage.save_voice("bob", _clip(tmp_path, "t.wav", b"tenant"), None, s3=s3_bucket,
+                       prefix="tenant-a")  # fmt: skip
+    assert [v.name for v in storage.list_voices(s3=s3_bucket, prefix="tenant-a")] == ["bob"]
+    assert storage.load_voice("bob", tmp_path, s3=s3_bucket).audio.read_bytes() == src.read_bytes()
+    keys = {o["Key"] for o in s3_bucket_client(s3_bucket).list_objects_v2(
+        Bucket=s3_bucket.bucket)["Contents"]}  # fmt: skip
+    assert "tenant-a/voices/clone/bob/voice.json" in keys
