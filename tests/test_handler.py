@@ -316,8 +316,8 @@ def test_request_s3_endpoint_on_loopback_is_refused_and_gets_nothing(loopback_si
 @pytest.mark.slow
 def test_full_scratch_disk_says_no_space_left_and_where(tmp_path, monkeypatch):
     # Before: "runner_crashed: ... LibsndfileError: System error." and no place named.
-    text = "This sentence is long enough to need some room on the disk. " * 8  # ~1 MB WAV
-    with small_tmpfs(tmp_path / "scratch", "512k") as scratch:
+    text = "This sentence is long enough to need some room on the disk. " * 2  # ~250 kB WAV
+    with small_tmpfs(tmp_path / "scratch", "64k") as scratch:
         monkeypatch.setenv("MEDIA_WORKER_SCRATCH_DIR", str(scratch))
         result = handler.handler(_job("full-1", text=text))
         assert result["error_code"] == "storage_failed", result
