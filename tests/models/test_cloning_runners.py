@@ -214,6 +214,7 @@ def test_the_cache_is_bounded_and_least_recently_used_goes_first():
         ConditioningCache(0)
 
 
+@pytest.mark.slow
 def test_runner_modules_import_no_model_library():
     # the handler imports these modules for their pre-flight checks
     code = (

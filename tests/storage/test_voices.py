@@ -116,6 +116,7 @@ def _save_many(home: str, source: str, rounds: int) -> None:
         storage.save_voice("shared", Path(source), Path(source).name, s3=None)
 
 
+@pytest.mark.slow
 def test_concurrent_saves_of_one_name_never_leave_a_half_written_voice(tmp_path):
     """Four processes save different 2 MB clips as one name while a thread reads it."""
     home = os.environ["MEDIA_WORKER_HOME"]
