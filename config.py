@@ -252,6 +252,19 @@ MAX_TEXT_CHARS = _declare(
     "Longest text one tts job may ask for (characters); long text is spoken piece by "
     "piece, this bounds the whole job.",
 )
+DEFAULT_TRANSCRIBE_MODEL = _declare(
+    "MEDIA_WORKER_DEFAULT_TRANSCRIBE_MODEL",
+    "",
+    str,
+    "Whisper model used when a transcribe job names none. Default: large-v3-turbo "
+    "when a GPU is visible, else small.",
+)
+MAX_AUDIO_S = _declare(
+    "MEDIA_WORKER_MAX_AUDIO_S",
+    4 * 3600.0,
+    _positive(float),
+    "Longest audio a transcribe job accepts (seconds); longer input is invalid_input.",
+)
 STREAMING = _declare(
     "MEDIA_WORKER_STREAMING",
     False,

@@ -167,8 +167,8 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
             total_s=round(time.perf_counter() - started, 4),
         ),
         cold=outcome.cold,
-        words=outcome.result.get("words"),
         saved_voice=saved_voice,
+        **outcome.result,
     )
     logger.info(
         "job=%s done outputs=%d cold=%s total_s=%.3f",

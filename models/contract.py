@@ -1,4 +1,4 @@
-"""The job contract, version 1: what a caller sends and gets back.
+"""The job contract, version 1.3: what a caller sends and gets back.
 
 The pydantic models here are the reference; ``python -m models schema`` prints
 their JSON Schema and ``models/schema.json`` is the committed copy (a test keeps
@@ -25,11 +25,13 @@ from pydantic_core import PydanticCustomError
 
 from errors import InvalidInput
 
-CONTRACT_VERSION = 1
+# "<major>.<minor>": a new field or task bumps the minor (README changelog).
+CONTRACT_VERSION = "1.3"
 
 # Each word of the contract is written once, here: the Literal types are what the
 # models use, the tuples (via get_args) are what code and messages iterate over.
-RunnerTask = Literal["tts", "clone", "restore"]  # served by a runner; a JobResult's task
+# Served by a runner; a JobResult's task.
+RunnerTask = Literal["tts", "clone", "restore", "transcribe"]
 Task = Literal[RunnerTask, "voices"]  # every job's tag
 TASKS: tuple[str, ...] = get_args(Task)
 AudioFormat = Literal["wav", "flac", "ogg", "mp3"]
@@ -260,7 +262,53 @@ class RestoreJob(_JobBase):
     color_correction: Annotated[Literal["none", "wavelet", "adain"] | None, KNOB] = None
 
 
-AnyJob = TtsJob | CloneJob | RestoreJob | VoicesJob
+TranscriptFormat = Literal["json", "txt", "srt", "vtt", "ass"]
+TRANSCRIPT_FORMATS: tuple[str, ...] = get_args(TranscriptFormat)
+
+
+class TranscribeJob(_JobBase):
+    """Speech to text, with word timings and subtitles (Whisper)."""
+
+    task: Literal["transcribe"]
+    audio: MediaRefField
+    language: str | None = Field(
+        default=None,
+        min_length=2,
+        max_length=3,
+        pattern=r"^[a-z]{2,3}$",
+        description="Spoken language as a Whisper code ('en', 'de', 'yue'...); detected "
+        "and reported with its probability when absent.",
+        examples=["en"],
+    )
+    translate: bool = Field(default=False, description="Translate the speech to English.")
+    word_timestamps: bool = Field(
+        default=False, description="Per-word start, end and probability in the segments."
+    )
+    vad: bool = Field(default=False, description="Skip non-speech with Silero VAD first.")
+    initial_prompt: str | None = Field(
+        default=None,
+        max_length=2_000,
+        description="Text that conditions the first window (names, spelling, style).",
+    )
+    formats: list[TranscriptFormat] = Field(
+        default_factory=lambda: ["json"],
+        min_length=1,
+        max_length=len(TRANSCRIPT_FORMATS),
+        description="Files to publish: json (segments and words), txt, srt, vtt, ass "
+        "(karaoke: each word highlighted as it is spoken).",
+    )
+    max_chars_per_line: int = Field(
+        default=42, ge=10, le=120, description="Longest subtitle line (srt, vtt, ass)."
+    )
+    max_lines: int = Field(default=2, ge=1, le=3, description="Most lines per subtitle.")
+
+    @field_validator("formats")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+
+AnyJob = TtsJob | CloneJob | RestoreJob | VoicesJob | TranscribeJob
 Job = Annotated[AnyJob, Field(discriminator="task")]
 _JOB_ADAPTER: TypeAdapter[AnyJob] = TypeAdapter(Job)
 
@@ -296,6 +344,23 @@ class WordTiming(BaseModel):
     end_s: float = Field(ge=0)
 
 
+class TranscriptWord(WordTiming):
+    """One recognised word: where it is in the input, and how sure the model was."""
+
+    probability: float | None = Field(default=None, ge=0, le=1)
+
+
+class TranscriptSegment(BaseModel):
+    """One stretch of recognised speech, as the model segmented it."""
+
+    start_s: float = Field(ge=0)
+    end_s: float = Field(ge=0)
+    text: str
+    words: list[TranscriptWord] | None = Field(
+        default=None, description="With word_timestamps: its words, in order."
+    )
+
+
 class JobResult(BaseModel):
     """What a successful job returns."""
 
@@ -306,6 +371,19 @@ class JobResult(BaseModel):
     cold: bool = Field(description="True when this job started the runner process.")
     words: list[WordTiming] | None = Field(
         default=None, description="With timestamps: every word, in order, in seconds."
+    )
+    language: str | None = Field(
+        default=None, description="transcribe: the language spoken (given or detected)."
+    )
+    language_probability: float | None = Field(
+        default=None, ge=0, le=1, description="transcribe: 1.0 when given, else the detector's."
+    )
+    duration_s: float | None = Field(default=None, ge=0, description="transcribe: input length.")
+    text: str | None = Field(default=None, description="transcribe: the whole transcript.")
+    segments: list[TranscriptSegment] | None = Field(
+        default=None,
+        description="transcribe: the segments ([] for silence). null when they would make "
+        "the result too big: then they are in the transcript.json output.",
     )
 
     saved_voice: str | None = Field(
@@ -408,9 +486,9 @@ def _details(exc: ValidationError) -> list[dict[str, str]]:
         if err["type"] == "extra_forbidden":
             message = "unknown field (check the spelling; see the job contract)"
         elif err["type"] == "union_tag_invalid":
-            field, message = "task", "must be one of " + _TASK_LIST
+            field, message = "task", f"must be one of {_TASK_LIST}"
         elif err["type"] == "union_tag_not_found":
-            field, message = "task", "is required: one of " + _TASK_LIST
+            field, message = "task", f"is required: one of {_TASK_LIST}"
         details.append({"field": field, "message": message.removeprefix("Value error, ")})
     return details
 

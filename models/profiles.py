@@ -6,7 +6,10 @@ without loading anything heavy. Runners whose pins collide get separate profiles
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bootstrap import Artifact, Profile, Weights
+from models.runners import whisper
 
 # PyTorch's wheel index for every torch profile on a GPU worker. torch 2.13 is
 # published for cu126 and cu130 only (cu128 was dropped in 2.12: pytorch/pytorch
@@ -162,7 +165,48 @@ KOKORO = Profile(
     cuda=True,
 )
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (PIPER, CHATTERBOX, F5TTS, KOKORO)}
+# Whisper (faster-whisper on CTranslate2): one profile per model, so a worker
+# downloads only the weights of the model it serves (large-v3 alone is 3 GB). The
+# requirements are the same for every model. PyAV decodes the input (any container
+# FFmpeg reads, the audio track of a video), onnxruntime runs the Silero VAD that
+# ships inside faster-whisper, pysubs2 writes the captions. CTranslate2's PyPI wheel
+# carries CUDA but loads cuBLAS 12 at run time; the image's CUDA base has none, so a
+# machine with an NVIDIA driver adds the cuBLAS wheel (a CPU machine, where it would
+# be 600 MB of nothing, does not; the spec hashes differ, so the two never mix).
+WHISPER_REQUIREMENTS = (
+    "faster-whisper==1.2.1",
+    "ctranslate2==4.8.5",
+    "av==18.1.0",
+    "onnxruntime==1.32.0",
+    "tokenizers==0.23.3",
+    "numpy==2.4.6",
+    "pysubs2==1.8.1",
+)
+WHISPER_CUDA_REQUIREMENTS = ("nvidia-cublas-cu12==12.9.3.13",)
+
+
+def whisper_profile(model: str, *, gpu: bool) -> Profile:
+    """The profile of one Whisper model, for a machine with or without an NVIDIA GPU."""
+    repo, revision = whisper.MODELS[model]
+    return Profile(
+        name=whisper.profile_name(model),
+        requirements=WHISPER_REQUIREMENTS + (WHISPER_CUDA_REQUIREMENTS if gpu else ()),
+        weights=(
+            Weights(repo, revision, patterns=whisper.MODEL_FILES + whisper.MODEL_FILES_OPTIONAL),
+        ),
+        smoke_imports=("faster_whisper", "ctranslate2", "av", "onnxruntime", "pysubs2"),
+        size_mb=1000 if gpu else 350,
+    )
+
+
+def nvidia_visible() -> bool:
+    """True when the NVIDIA kernel driver is loaded (no subprocess, no CUDA import)."""
+    return Path("/proc/driver/nvidia/version").exists()
+
+
+WHISPER = tuple(whisper_profile(m, gpu=nvidia_visible()) for m in whisper.MODELS)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (PIPER, CHATTERBOX, F5TTS, KOKORO, *WHISPER)}
 
 
 def get_profile(name: str) -> Profile:

@@ -22,6 +22,7 @@ from typing import Any
 import config
 from errors import InvalidInput, ModelUnavailable
 from models import contract, runners
+from models.runners import whisper
 from models.runners.base import RunnerSpec
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,8 @@ def decide_default_tts() -> str:
 def default_model(task: str) -> str | None:
     if task == "tts":
         return decide_default_tts()
+    if task == "transcribe":
+        return config.DEFAULT_TRANSCRIBE_MODEL.get() or whisper.default_model(gpu=is_gpu_visible())
     if task in DEFAULT_MODELS:
         return DEFAULT_MODELS[task]
     shipped = [r.model for r in RUNNERS if r.task == task]
@@ -176,8 +179,9 @@ def check_default_models() -> None:
     """Each task's default model is one this worker ships (run at start).
 
     Raises:
-        config.ConfigError: ``MEDIA_WORKER_DEFAULT_TTS_MODEL`` names no shipped
-            ``tts`` model; the message names the variable and the choices.
+        config.ConfigError: ``MEDIA_WORKER_DEFAULT_TTS_MODEL`` or
+            ``MEDIA_WORKER_DEFAULT_TRANSCRIBE_MODEL`` names no shipped model of its
+            task; the message names the variable and the choices.
     """
     setting = config.DEFAULT_TTS_MODEL
     model = setting.get() or decide_default_tts()
@@ -186,4 +190,10 @@ def check_default_models() -> None:
         raise config.ConfigError(
             f"{setting.name}={model!r} is invalid: no tts model {model!r} in this worker "
             f"(available: {', '.join(shipped)})"
+        )
+    transcribe = config.DEFAULT_TRANSCRIBE_MODEL
+    if (model := transcribe.get()) and model not in whisper.MODELS:
+        raise config.ConfigError(
+            f"{transcribe.name}={model!r} is invalid: no transcribe model {model!r} in this "
+            f"worker (available: {', '.join(whisper.MODELS)})"
         )

@@ -13,7 +13,12 @@ import pytest
 
 import config
 
-pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.hub", "tests.fixtures.files"]
+pytest_plugins = [
+    "tests.fixtures.s3",
+    "tests.fixtures.hub",
+    "tests.fixtures.files",
+    "tests.fixtures.whisper",
+]
 
 # Variables the worker, the runpod SDK or the HF client read. Each test starts
 # without them, so a developer's shell or a CI secret never leaks into a result.
