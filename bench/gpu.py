@@ -267,7 +267,74 @@ def f5tts_rows(bench: Bench) -> list[Row]:
     return rows
 
 
-ROWS: list[Callable[[Bench], list[Row]]] = [kokoro_rows, chatterbox_rows, f5tts_rows]
+def whisper_rows(bench: Bench) -> list[Row]:
+    """Whisper large-v3-turbo through faster-whisper: float16 on CUDA (int8 on a CPU).
+
+    Random weights, full size, converted by CTranslate2's own converter
+    (tests/fixtures/make_whisper.py). Decoding is made to end after ~100 text tokens
+    per 30 s window (about what trained models emit for English speech; timestamp
+    tokens are left out, as random weights would place them anywhere), and one pass
+    per window with beam 5 is timed (temperature 0: random weights would otherwise
+    fail every quality check and decode each window six times, which a trained model
+    does not).
+    """
+    import subprocess
+
+    from faster_whisper import WhisperModel
+
+    dims = "micro" if bench.small else "large-v3-turbo"
+    out = bench.tmp / f"whisper-{dims}"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "fixtures" / "make_whisper.py"),
+            str(out),
+            "--dims",
+            dims,
+            "--quantization",
+            "float16",
+            "--eot-after",
+            "100",
+            "--eot-gain",
+            "1.0",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    cuda = bench.device.startswith("cuda")
+    compute = "float16" if cuda else "int8"
+    model = WhisperModel(str(out), device="cuda" if cuda else "cpu", compute_type=compute)
+    seconds = 30.0 if bench.small else 600.0
+    import numpy as np
+
+    t = np.arange(int(16_000 * seconds)) / 16_000
+    audio = (0.3 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 0.5 * t) > 0)).astype(
+        np.float32
+    )
+
+    def transcribe() -> tuple[float, int]:
+        started = time.perf_counter()
+        segments, _ = model.transcribe(
+            audio, language="en", beam_size=5, temperature=0.0, without_timestamps=True
+        )
+        tokens = sum(len(s.tokens) for s in segments)
+        return time.perf_counter() - started, tokens
+
+    transcribe()  # warm-up
+    runs = [transcribe() for _ in range(bench.runs)]
+    wall = _median([r[0] for r in runs])
+    return [
+        Row(
+            "whisper",
+            f"{dims} {compute}",
+            {"audio_s": f"{seconds:.0f}", "rtf_x": f"{seconds / wall:.1f}"},
+            note=f"faster-whisper beam 5, {runs[0][1]} tokens, random weights, "
+            f"median of {bench.runs}",
+        )
+    ]
+
+
+ROWS: list[Callable[[Bench], list[Row]]] = [kokoro_rows, chatterbox_rows, f5tts_rows, whisper_rows]
 
 
 # --- the table -------------------------------------------------------------------------
