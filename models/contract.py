@@ -308,7 +308,7 @@ class TranscribeJob(_JobBase):
         return list(dict.fromkeys(value))
 
 
-AnyJob = TtsJob | CloneJob | RestoreJob | VoicesJob | TranscribeJob
+AnyJob = TtsJob | CloneJob | RestoreJob | TranscribeJob | VoicesJob
 Job = Annotated[AnyJob, Field(discriminator="task")]
 _JOB_ADAPTER: TypeAdapter[AnyJob] = TypeAdapter(Job)
 
