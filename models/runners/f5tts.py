@@ -16,6 +16,8 @@ profile's environment and imports torch and f5_tts in ``setup()``.
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -90,6 +92,7 @@ class F5Runner(Runner):
         # F5 re-reads the clip on every call, so a prepared clip must outlive the job's
         # scratch directory: it lives here until the cache lets it go.
         self._refs = Path(tempfile.mkdtemp(prefix="f5tts-refs-"))
+        atexit.register(shutil.rmtree, self._refs, ignore_errors=True)
         self._cache: ConditioningCache[Any] = ConditioningCache(
             config.VOICES_CACHE_ITEMS.get(), on_evict=lambda ref: ref.path.unlink(missing_ok=True)
         )

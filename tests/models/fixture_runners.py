@@ -112,11 +112,14 @@ class ReferenceRunner(Runner):
     in a progress message whether the cache served the job."""
 
     def setup(self, weights):
+        import atexit
+        import shutil
         import tempfile
 
         from models.runners._cloning import ConditioningCache
 
         self.refs = Path(tempfile.mkdtemp(prefix="refecho-"))
+        atexit.register(shutil.rmtree, self.refs, ignore_errors=True)
         self.cache = ConditioningCache(2, on_evict=lambda ref: ref.path.unlink())
 
     def run(self, job, ctx):
