@@ -19,7 +19,7 @@ from bootstrap import _doctor, _gc, _pack, _weights
 from bootstrap._ensure import Layout, ensure, local_manifest
 from bootstrap._lease import lease_state, volume_now
 from bootstrap._manifest import env_is_ready, read_manifest
-from bootstrap._profile import Profile
+from bootstrap._profile import Profile, Weights
 from bootstrap._spec import current_target, spec_hash
 from errors import BootstrapFailed
 
@@ -44,7 +44,28 @@ def _paths(volume: str | None) -> config.Paths:
     return config.resolve_paths(env)
 
 
-def _status(paths: config.Paths, cached_models: Path) -> dict[str, Any]:
+def _cli(args: argparse.Namespace) -> str:
+    """The command line to suggest as a fix, with the volume the user named."""
+    return "python -m bootstrap" + (f" --volume {args.volume}" if args.volume else "")
+
+
+def _archive_problem(layout: Layout, manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the archive a valid manifest names, by size (cheap), or None."""
+    archive = layout.archive_of(manifest)
+    if archive is None:
+        return f"{layout.manifest} names no archive"
+    try:
+        size = archive.stat().st_size
+    except OSError:
+        return f"archive {archive} is missing"
+    if size != manifest["archive_bytes"]:
+        return f"archive {archive} is truncated ({size} of {manifest['archive_bytes']} bytes)"
+    return None
+
+
+def _status(
+    paths: config.Paths, cached_models: Path, cli: str = "python -m bootstrap"
+) -> dict[str, Any]:
     target = current_target()
     out: dict[str, Any] = {"home": str(paths.home), "envs": str(paths.envs), "profiles": {}}
     for name, profile in sorted(_profiles().items()):
@@ -52,12 +73,25 @@ def _status(paths: config.Paths, cached_models: Path) -> dict[str, Any]:
         layout = Layout.of(name, digest, paths)
         volume = read_manifest(layout.manifest)
         local = local_manifest(layout)
+        problems: list[dict[str, str]] = []
+        rebuild = f"{cli} prepare {name} --force"
         if env_is_ready(local, digest):
             env, manifest = "local", local
         elif env_is_ready(volume, digest):
             env, manifest = "volume", volume
         else:
             env, manifest = "missing", None
+        if env_is_ready(volume, digest):
+            if problem := _archive_problem(layout, volume):  # type: ignore[arg-type]
+                problems.append({"problem": problem, "fix": rebuild})
+                env = "local" if env == "local" else "damaged"
+        elif layout.manifest.exists():
+            problems.append(
+                {
+                    "problem": f"{layout.manifest} is not a valid manifest for spec {digest}",
+                    "fix": rebuild,
+                }
+            )
         try:
             mtime = layout.lease.stat().st_mtime
             now = volume_now(layout.lease.parent)
@@ -72,6 +106,7 @@ def _status(paths: config.Paths, cached_models: Path) -> dict[str, Any]:
             "attention": manifest["attention"] if manifest else None,
             "attention_reason": manifest["attention_reason"] if manifest else None,
             "lease": lease,
+            "problems": problems,
             "cuda": _doctor.profile_cuda(profile),
             "weights": {
                 w.repo_id: _weights.weights_state(
@@ -84,7 +119,8 @@ def _status(paths: config.Paths, cached_models: Path) -> dict[str, Any]:
 
 
 def _cmd_status(args: argparse.Namespace, paths: config.Paths) -> int:
-    status = _status(paths, args.cached_models)
+    status = _status(paths, args.cached_models, _cli(args))
+    status["leftovers"] = _gc_plan(paths, keep=1)
     if args.json:
         print(json.dumps(status, indent=1, sort_keys=True))
         return 0
@@ -100,7 +136,12 @@ def _cmd_status(args: argparse.Namespace, paths: config.Paths) -> int:
             f"attention={p['attention']} lease={p['lease']}"
         )
         for repo, state in p["weights"].items():
-            print(f"{'':12} weights {repo}: {state}")
+            fix = f"  fix: {_cli(args)} prepare {name}" if state != "present" else ""
+            print(f"{'':12} weights {repo}: {state}{fix}")
+        for problem in p["problems"]:
+            print(f"{'':12} problem: {problem['problem']}  fix: {problem['fix']}")
+    for rel in status["leftovers"]:
+        print(f"leftover {paths.home / rel}  fix: {_cli(args)} gc")
     return 0
 
 
@@ -153,7 +194,25 @@ def _cmd_prepare(args: argparse.Namespace, paths: config.Paths) -> int:
     return 0
 
 
+def _recorded_weights(hf_home: Path) -> list[tuple[Weights, dict[str, Any]]]:
+    """Every snapshot the worker downloaded and verified, with its record of the files."""
+    found = []
+    for path in sorted((hf_home / "media-worker").glob("*.json")):
+        record = read_manifest(path)
+        if not (record and isinstance(record.get("files"), dict)):
+            continue
+        try:
+            w = Weights(
+                record["repo_id"], record["revision"], repo_type=record.get("repo_type", "model")
+            )
+        except (KeyError, ValueError):
+            continue
+        found.append((w, record))
+    return found
+
+
 def _cmd_verify(args: argparse.Namespace, paths: config.Paths) -> int:
+    """Re-hash every archive on the volume and every byte of every downloaded snapshot."""
     target = current_target()
     problems = []
     paths.envs.mkdir(parents=True, exist_ok=True)
@@ -161,34 +220,41 @@ def _cmd_verify(args: argparse.Namespace, paths: config.Paths) -> int:
         digest = spec_hash(profile, target)
         layout = Layout.of(name, digest, paths)
         if problem := _verify_archive(layout, digest):
-            problems.append(f"{name}: {problem}")
-        for w in profile.weights:
-            record = read_manifest(_weights.record_path(paths.home / "hf", w))
-            if not record or not isinstance(record.get("files"), dict):
-                if (
-                    _weights.weights_state(
-                        w, hf_home=paths.home / "hf", cached_models=args.cached_models
-                    )
-                    != "present"
-                ):
-                    problems.append(f"{name}: weights {w.repo_id} not downloaded")
-                continue
-            snap = _weights.snapshot_dir(paths.home / "hf" / "hub", w)
-            for p in _weights.check_files(snap, record["files"], full=True):
-                problems.append(f"{name}: weights {w.repo_id}: {p}")
+            problems.append(f"{name}: {problem}  fix: {_cli(args)} prepare {name} --force")
+    hf_home = paths.home / "hf"
+    for w, record in _recorded_weights(hf_home):
+        snap = _weights.snapshot_dir(hf_home / "hub", w)
+        bad = _weights.check_files(snap, record["files"], full=True)
+        users = [
+            n
+            for n, p in sorted(_profiles().items())
+            if any((x.repo_id, x.revision) == (w.repo_id, w.revision) for x in p.weights)
+        ]
+        refetch = f"{_cli(args)} prepare {' '.join(users)}" if users else "the next job"
+        if bad and args.repair:
+            # The warm path checks sizes only, so a same-size corruption would be
+            # trusted forever: remove the damaged files so they are downloaded again.
+            _weights.remove_files(snap, [p.split(":", 1)[0] for p in bad])
+        for p in bad:
+            fix = (
+                f"removed; {refetch} downloads it again"
+                if args.repair
+                else (f"{_cli(args)} verify --repair, then {refetch}")
+            )
+            problems.append(f"weights {w.repo_id}@{w.revision[:12]}: {snap / p}  fix: {fix}")
     for p in problems:
         print(p)
     print("verify: ok" if not problems else f"verify: {len(problems)} problem(s)")
     return 1 if problems else 0
 
 
-def _cmd_gc(args: argparse.Namespace, paths: config.Paths) -> int:
+def _gc_plan(paths: config.Paths, *, keep: int) -> list[str]:
+    """What gc would remove, relative to the state root (a dry run)."""
     target = current_target()
     known = {f"{n}-{spec_hash(p, target)}" for n, p in _profiles().items()}
     envs_dir, leases_dir = paths.home / "envs", paths.home / "leases"
     if not paths.home.is_dir():
-        print("gc: removed 0")
-        return 0
+        return []
     now = volume_now(paths.home)  # every mtime below is stamped by the volume's clock
     expiry: dict[str, float] = {}
     leases: list[_gc.Entry] = []
@@ -208,15 +274,19 @@ def _cmd_gc(args: argparse.Namespace, paths: config.Paths) -> int:
             parsed = Layout.parse_volume_name(f.name)
             if parsed and parsed[1] is None and (manifest := read_manifest(f)):
                 referenced[parsed[0]] = str(manifest.get("archive", ""))
-    plan = _gc.plan_gc(
+    return _gc.plan_gc(
         envs,
         leases,
         known=known,
-        keep=args.keep,
+        keep=keep,
         now=now,
         lease_expiry=expiry,
         referenced=referenced,
     )
+
+
+def _cmd_gc(args: argparse.Namespace, paths: config.Paths) -> int:
+    plan = _gc_plan(paths, keep=args.keep)
     for rel in plan:
         path = paths.home / rel
         print(f"removing {path}")
@@ -231,32 +301,57 @@ def _cmd_gc(args: argparse.Namespace, paths: config.Paths) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace, paths: config.Paths) -> int:
-    status = _status(paths, args.cached_models)
+    cli = _cli(args)
+    status = _status(paths, args.cached_models, cli)
     facts = _doctor.gather(paths.home, paths.envs, paths.on_volume, status["profiles"])
-    findings = _doctor.diagnose(facts)
+    findings = _doctor.diagnose(facts, cli=cli)
+    for rel in _gc_plan(paths, keep=1):
+        findings.append(
+            _doctor.Finding(
+                "warn", f"leftover {paths.home / rel} (expired or abandoned)", f"{cli} gc"
+            )
+        )
     print(_doctor.render(findings))
     return 1 if any(f.level == "fail" for f in findings) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The global options are accepted before or after the subcommand: each subparser
+    # gets them too, defaulting to SUPPRESS so an absent one keeps the main value.
+    def global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+        parser.add_argument(
+            "--volume",
+            default=default,
+            help="state root (default: the mounted volume or ~/.cache)",
+        )
+        parser.add_argument(
+            "--cached-models",
+            type=Path,
+            default=default,
+            help="RunPod's cached-models HF cache (default: $MEDIA_WORKER_CACHED_MODELS_DIR)",
+        )
+
     parser = argparse.ArgumentParser(prog="python -m bootstrap", description=__doc__.split("\n")[0])
-    parser.add_argument("--volume", help="state root (default: the mounted volume or ~/.cache)")
-    parser.add_argument(
-        "--cached-models",
-        type=Path,
-        default=None,
-        help="RunPod's cached-models HF cache (default: $MEDIA_WORKER_CACHED_MODELS_DIR)",
-    )
+    global_options(parser, None)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("status", help="environments and weights per profile")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        global_options(p, argparse.SUPPRESS)
+        return p
+
+    p = command("status", "environments, weights and leftovers, with the fix for each problem")
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("prepare", help="build, pack and publish now (and download weights)")
+    p = command("prepare", "build, pack and publish now (and download weights)")
     p.add_argument("profiles", nargs="+")
     p.add_argument("--force", action="store_true", help="rebuild even if a valid archive exists")
-    sub.add_parser("verify", help="re-check archives and weights")
-    p = sub.add_parser("gc", help="remove temps, expired leases, archives no profile has")
+    p = command("verify", "re-hash every archive and every downloaded weights file")
+    p.add_argument(
+        "--repair", action="store_true", help="remove damaged weights files (re-downloaded later)"
+    )
+    p = command("gc", "remove temps, expired leases, archives no profile has")
     p.add_argument("--keep", type=int, default=1, help="old archives kept per profile")
-    sub.add_parser("doctor", help="one readable report of what is wrong and how to fix it")
+    command("doctor", "one readable report of what is wrong and how to fix it")
     args = parser.parse_args(argv)
     args.cached_models = args.cached_models or Path(config.CACHED_MODELS_DIR.get())
     logging.basicConfig(

@@ -56,8 +56,10 @@ def _version(v: str) -> Version:
     return Version(v)
 
 
-def diagnose(facts: Facts, min_free: int = 2 * 1024**3) -> list[Finding]:
-    """Findings, worst first within each topic. Pure."""
+def diagnose(
+    facts: Facts, min_free: int = 2 * 1024**3, *, cli: str = "python -m bootstrap"
+) -> list[Finding]:
+    """Findings, worst first within each topic; fixes are ``cli`` commands. Pure."""
     out: list[Finding] = []
     where = "a volume" if facts.on_volume else "no volume (using the container disk)"
     if facts.home_writable:
@@ -80,7 +82,7 @@ def diagnose(facts: Facts, min_free: int = 2 * 1024**3) -> list[Finding]:
                 Finding(
                     "warn",
                     msg,
-                    f"free space (python -m bootstrap gc) or enlarge the {label}",
+                    f"free space ({cli} gc) or enlarge the {label}",
                 )
             )
         else:
@@ -104,16 +106,18 @@ def diagnose(facts: Facts, min_free: int = 2 * 1024**3) -> list[Finding]:
                     "'Allowed CUDA versions')",
                 )
             )
+        for problem in info.get("problems", ()):
+            out.append(Finding("fail", f"profile {name}: {problem['problem']}", problem["fix"]))
         env = info.get("env", "missing")
         if env == "missing":
             out.append(
                 Finding(
                     "warn",
                     f"profile {name}: no environment yet (the first job builds it)",
-                    f"python -m bootstrap prepare {name}",
+                    f"{cli} prepare {name}",
                 )
             )
-        else:
+        elif env != "damaged":
             out.append(Finding("ok", f"profile {name}: environment {env}"))
         for repo, state in sorted(info.get("weights", {}).items()):
             if state != "present":
@@ -121,7 +125,7 @@ def diagnose(facts: Facts, min_free: int = 2 * 1024**3) -> list[Finding]:
                     Finding(
                         "warn",
                         f"profile {name}: weights {repo} {state}",
-                        f"python -m bootstrap prepare {name}",
+                        f"{cli} prepare {name}",
                     )
                 )
     return out

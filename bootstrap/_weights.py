@@ -138,7 +138,7 @@ def _in_image(w: Weights, image_hf: Path) -> Path | None:
     return snap
 
 
-def _remove_files(snapshot: Path, rels: Iterable[str]) -> None:
+def remove_files(snapshot: Path, rels: Iterable[str]) -> None:
     for rel in rels:
         link = snapshot / rel
         blob = link.resolve() if link.is_symlink() else None
@@ -225,7 +225,7 @@ def _ensure_one(
         logger.warning(
             "weights %s@%s damaged, re-downloading: %s", w.repo_id, w.revision[:8], problems
         )
-        _remove_files(snap, [p.split(":", 1)[0] for p in problems])
+        remove_files(snap, [p.split(":", 1)[0] for p in problems])
         record_path(hf_home, w).unlink(missing_ok=True)
     return _download(w, cache=cache, hf_home=hf_home, on_progress=on_progress)
 
@@ -271,14 +271,20 @@ def _download(
     expected = {f.path: {"size": f.size, "sha256": f.sha256, "blob_id": f.blob_id} for f in remote}
     problems = check_files(path, expected, full=True)
     if problems:
-        _remove_files(path, [p.split(":", 1)[0] for p in problems])
+        remove_files(path, [p.split(":", 1)[0] for p in problems])
         raise BootstrapFailed(
             f"weights {where}: downloaded files do not match the hub's listing: "
             f"{'; '.join(problems)}.\n\nhint: retry; if it repeats, the mirror serves bad data"
         )
     record_path(hf_home, w).parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(
-        record_path(hf_home, w), {"repo_id": w.repo_id, "revision": w.revision, "files": expected}
+        record_path(hf_home, w),
+        {
+            "repo_id": w.repo_id,
+            "revision": w.revision,
+            "repo_type": w.repo_type,
+            "files": expected,
+        },
     )
     logger.info("weights %s ready path=%s", where, path)
     return path
