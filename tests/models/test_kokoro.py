@@ -29,8 +29,8 @@ import soundfile
 
 import bootstrap
 import handler
-from bootstrap._build import uv_binary
-from errors import InvalidInput
+from bootstrap._build import check_cuda, uv_binary
+from errors import BootstrapFailed, InvalidInput
 from models import registry
 from models.profiles import KOKORO
 from models.runners import kokoro
@@ -359,3 +359,17 @@ def test_gpu_bench_cpu_path_runs_with_the_profile_interpreter(kokoro_volume):
     assert table[0].startswith("device=cpu")
     rows = [line for line in table if line.startswith("kokoro")]
     assert len(rows) == 2 and not any("failed" in r for r in rows)
+
+
+@pytest.mark.slow
+def test_cuda_profile_build_fails_in_words_when_a_visible_driver_meets_cpu_torch(
+    kokoro_volume, tmp_path, monkeypatch
+):
+    # A machine whose driver is visible: nvidia-smi answers with a driver version.
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.parent.mkdir()
+    smi.write_text("#!/bin/sh\necho 550.54.15\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{smi.parent}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(BootstrapFailed, match=r"CPU-only build.*driver \(550\.54\.15\)"):
+        check_cuda(KOKORO, Path(kokoro_volume["built_python"]))
