@@ -96,11 +96,13 @@ def _split_to_fit(text: str, fits: Callable[[str], bool]) -> list[str]:
     return _hard_split(text, fits)
 
 
-def split_text(text: str, fits: Callable[[str], bool]) -> list[str]:
+def split_text(text: str, fits: Callable[[str], bool], *, pack: bool = False) -> list[str]:
     """``text`` as an ordered list of pieces, each one sentence or part of one.
 
     Each sentence becomes its own piece (so streaming has one chunk per
-    sentence); a sentence that does not fit is cut at clause boundaries, then
+    sentence), or with ``pack`` whole sentences are joined while they fit (fewer,
+    longer model calls when nobody waits for the first chunk); a sentence
+    that does not fit is cut at clause boundaries, then
     at word boundaries, and neighbouring parts of it are packed back together
     while they fit. A single word that fits nowhere is cut by characters.
     Whitespace inside a piece is kept as written; nothing is dropped except
@@ -109,11 +111,14 @@ def split_text(text: str, fits: Callable[[str], bool]) -> list[str]:
     Args:
         text: the input text.
         fits: True when a piece is short enough for one model call.
+        pack: join neighbouring whole sentences while the result fits.
 
     Returns:
         The pieces, in order; empty when ``text`` is only whitespace.
     """
     sentences = _join_abbreviations(_pieces(text, _SENTENCE_END))
+    if pack:
+        sentences = _pack(sentences, fits)
     return [part for sentence in sentences for part in _split_to_fit(sentence, fits)]
 
 

@@ -246,7 +246,9 @@ class KokoroRunner(Runner):
             stream=bool(job.get("stream")),
         )
         speed = float(job.get("speed", 1.0))
-        pieces = split_text(job["text"], fits)
+        # A streaming job speaks sentence by sentence (its first chunk comes
+        # sooner); otherwise sentences are packed into fewer, longer calls.
+        pieces = split_text(job["text"], fits, pack=not job.get("stream"))
         spoken = 0
         for n, piece in enumerate(pieces, start=1):
             for result in pipeline.generate_from_tokens(

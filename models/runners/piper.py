@@ -96,7 +96,8 @@ class PiperRunner(Runner):
             stream=bool(job.get("stream")),
         )
         n = 0
-        for piece in split_text(job["text"], max_chars(MAX_PIECE_CHARS)):
+        pieces = split_text(job["text"], max_chars(MAX_PIECE_CHARS), pack=not job.get("stream"))
+        for piece in pieces:
             for chunk in voice.synthesize(piece, syn_config=syn):
                 n += 1
                 speech.add(chunk.audio_float_array)

@@ -47,3 +47,11 @@ def test_the_callback_decides_not_the_character_count():
 
     pieces = split_text("a e i o u, a e i o u, a e i o u.", few_vowels)
     assert pieces == ["a e i o u,", "a e i o u,", "a e i o u."]
+
+
+def test_pack_joins_whole_sentences_while_they_fit():
+    text = "One. Two. Three is longer. Four."
+    packed = split_text(text, max_chars(14), pack=True)
+    assert packed == ["One. Two.", "Three is", "longer.", "Four."]
+    assert split_text(text, max_chars(40), pack=True) == [text]
+    assert split_text(text, max_chars(40)) == ["One.", "Two.", "Three is longer.", "Four."]
