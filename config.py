@@ -318,6 +318,99 @@ FETCH_TIMEOUT_S = _declare(
     "Limit for fetching one input URL: connect, each read, and the whole body (seconds).",
 )
 
+# --- Restore (video upscaling) -------------------------------------------------------
+RESTORE_MAX_INPUT_BYTES = _declare(
+    "MEDIA_WORKER_RESTORE_MAX_INPUT_BYTES",
+    2 * 1024 * 1024 * 1024,
+    _positive(int),
+    "Largest restore input (bytes); MEDIA_WORKER_MAX_MEDIA_BYTES also caps the fetch.",
+)
+RESTORE_MAX_DURATION_S = _declare(
+    "MEDIA_WORKER_RESTORE_MAX_DURATION_S",
+    600.0,
+    _positive(float),
+    "Longest restore input (seconds).",
+)
+RESTORE_MAX_SOURCE_SIDE = _declare(
+    "MEDIA_WORKER_RESTORE_MAX_SOURCE_SIDE",
+    3840,
+    _positive(int),
+    "Longest side of a restore input (pixels).",
+)
+RESTORE_MAX_TARGET_SIDE = _declare(
+    "MEDIA_WORKER_RESTORE_MAX_TARGET_SIDE",
+    3840,
+    _positive(int),
+    "Longest side of a restore output (pixels).",
+)
+RESTORE_MAX_FRAMES = _declare(
+    "MEDIA_WORKER_RESTORE_MAX_FRAMES",
+    36_000,
+    _positive(int),
+    "Most frames in a restore input.",
+)
+RESTORE_CRF = _declare(
+    "MEDIA_WORKER_RESTORE_CRF",
+    18,
+    int,
+    "H.264 quality of restored videos when a job sets no crf (0 best .. 51 worst).",
+)
+RESTORE_ENCODER = _declare(
+    "MEDIA_WORKER_RESTORE_ENCODER",
+    "",
+    str,
+    "Force the H.264 encoder (libx264 or h264_nvenc); empty: NVENC on an NVIDIA GPU "
+    "when it opens, else libx264.",
+)
+UPSCALE_REPO = _declare(
+    "MEDIA_WORKER_UPSCALE_REPO",
+    "2kpr/Real-ESRGAN",
+    str,
+    "Hugging Face repo holding the upscale model file.",
+)
+UPSCALE_REVISION = _declare(
+    "MEDIA_WORKER_UPSCALE_REVISION",
+    "33adcbe305c326365eba1c8b731027a6308e3847",
+    str,
+    "Commit of MEDIA_WORKER_UPSCALE_REPO to use (a full 40-character hash).",
+)
+UPSCALE_FILE = _declare(
+    "MEDIA_WORKER_UPSCALE_FILE",
+    "RealESRGAN_x4plus.pth",
+    str,
+    "Model file in that repo (.pth or .safetensors, any spandrel SR architecture).",
+)
+UPSCALE_TILE = _declare(
+    "MEDIA_WORKER_UPSCALE_TILE",
+    512,
+    int,
+    "Tile side for upscale inference (input pixels; 0: whole frames). Caps VRAM.",
+)
+UPSCALE_TILE_OVERLAP = _declare(
+    "MEDIA_WORKER_UPSCALE_TILE_OVERLAP",
+    16,
+    int,
+    "Extra input pixels read around each tile so seams do not show.",
+)
+SEEDVR2_REPO = _declare(
+    "MEDIA_WORKER_SEEDVR2_REPO",
+    "numz/SeedVR2_comfyUI",
+    str,
+    "Hugging Face repo of the SeedVR2 DiT and VAE files (upstream's model registry).",
+)
+SEEDVR2_REVISION = _declare(
+    "MEDIA_WORKER_SEEDVR2_REVISION",
+    "",
+    str,
+    "Commit of MEDIA_WORKER_SEEDVR2_REPO (a full 40-character hash); required for seedvr2-3b/-7b.",
+)
+UPSCALE_BATCH_FRAMES = _declare(
+    "MEDIA_WORKER_UPSCALE_BATCH_FRAMES",
+    4,
+    _positive(int),
+    "Frames per upscale batch when a job sets no batch_size.",
+)
+
 # --- Output storage (RunPod's BUCKET_* convention) -------------------------------
 BUCKET_ENDPOINT_URL = _declare(
     "BUCKET_ENDPOINT_URL",

@@ -154,6 +154,9 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
         )
         publish_s = time.perf_counter() - t
 
+    extra = dict(outcome.result)
+    # restore: the pipeline's stage timings join the job's own timings
+    stages = extra.pop("stage_timings", None) or {}
     result = contract.JobResult(
         task=request.task,
         model=spec.model,
@@ -165,10 +168,11 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
             infer_s=round(outcome.infer_s, 4),
             publish_s=round(publish_s, 4),
             total_s=round(time.perf_counter() - started, 4),
+            **stages,
         ),
         cold=outcome.cold,
         saved_voice=saved_voice,
-        **outcome.result,
+        **extra,
     )
     logger.info(
         "job=%s done outputs=%d cold=%s total_s=%.3f",

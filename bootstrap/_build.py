@@ -114,6 +114,10 @@ def build(
     python = dest / "bin" / "python"
     install = [uv, "pip", "install", "--quiet", "--python", str(python), *_install_args(profile)]
     wheels = [str(path) for a, path in local.items() if a.kind == "wheel"]
+    if profile.excludes:
+        excludes = dest / ".excludes.txt"  # uv reads them from a file only
+        excludes.write_text("".join(f"{name}\n" for name in profile.excludes))
+        install += ["--excludes", str(excludes)]
     _run(
         [*install, *profile.requirements, *wheels],
         what="installing the requirements (uv pip install)",

@@ -142,6 +142,9 @@ class Profile:
             match the built torch (see ``_flash_attn``), and sdpa is the fallback.
         size_mb: the unpacked environment's rough size, used for disk-space checks
             before the real size is known.
+        excludes: distributions left out of the resolution even when a requirement
+            depends on them (``uv pip install --excludes``), for a dependency the
+            runner never imports (spandrel's torchvision).
         cuda: the runner uses CUDA when the machine has a GPU: the build fails, in
             words, when the machine's NVIDIA driver is visible but the built torch
             cannot use it (the "CUDA driver mismatch" crash loop, caught at build).
@@ -157,6 +160,7 @@ class Profile:
     flash_attn: str | None = None
     size_mb: int = 500
     cuda: bool = False
+    excludes: tuple[str, ...] = ()
     pins: dict[str, str] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -172,6 +176,8 @@ class Profile:
                     f"profile {self.name}: requirement {req!r} is not pinned as 'name==version'"
                 )
             pins[normalize_name(Requirement(req).name)] = version
+        if isinstance(self.excludes, str):
+            raise ValueError(f"profile {self.name}: excludes must be a tuple of names")
         if isinstance(self.artifacts, Artifact):
             raise ValueError(f"profile {self.name}: artifacts must be a tuple")
         for artifact in self.artifacts:

@@ -16,7 +16,7 @@ import sys
 import sysconfig
 from dataclasses import dataclass
 
-from bootstrap._profile import Profile, canonical_pin
+from bootstrap._profile import Profile, canonical_pin, normalize_name
 
 # Bump when the archive layout or the build recipe changes in a way old archives
 # cannot satisfy; it is part of every hash.
@@ -68,5 +68,7 @@ def spec_hash(profile: Profile, target: Target) -> str:
         payload["artifacts"] = sorted(f"{a.kind}:{a.name}:{a.sha256}" for a in profile.artifacts)
     if profile.cuda:
         payload["cuda"] = True
+    if profile.excludes:
+        payload["excludes"] = sorted(normalize_name(e) for e in profile.excludes)
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import config
 from bootstrap import Artifact, Profile, Weights
 from models.runners import whisper
 
@@ -206,6 +207,120 @@ def nvidia_visible() -> bool:
 
 WHISPER = tuple(whisper_profile(m, gpu=nvidia_visible()) for m in whisper.MODELS)
 
+
+def upscale_profile() -> Profile:
+    """The fast restore tier (models/runners/upscale.py): spandrel + a Real-ESRGAN-class file.
+
+    The weights come from settings (MEDIA_WORKER_UPSCALE_REPO / _REVISION / _FILE;
+    default RealESRGAN_x4plus, BSD-3-Clause), so this is built at call time.
+    torchvision is excluded: spandrel 0.4.2 declares it but imports it only for
+    LaMa and RestoreFormer (the runner refuses both), and torchvision cannot keep
+    one pin across machines: PyPI's 0.28.0 is built for CUDA torch and fails to
+    import beside the CPU torch 2.13.0 a GPU-less build uses ("operator
+    torchvision::nms does not exist"), while the CPU build is only on PyTorch's
+    index. Without it the GPU and CPU builds share every pin. PyAV's wheel
+    carries libx264 and h264_nvenc (checked: ``av.codecs_available``).
+    """
+    return Profile(
+        name="upscale",
+        requirements=(
+            "torch==2.13.0",
+            "spandrel==0.4.2",
+            "safetensors==0.8.0",
+            "einops==0.8.2",
+            "numpy==2.4.6",
+            "av==18.1.0",
+        ),
+        excludes=("torchvision",),
+        weights=(
+            Weights(
+                config.UPSCALE_REPO.get(),
+                config.UPSCALE_REVISION.get(),
+                patterns=(config.UPSCALE_FILE.get(),),
+            ),
+        ),
+        smoke_imports=("torch", "av", "safetensors", "einops"),
+        extra_index_urls=(TORCH_CUDA_INDEX,),
+        cuda=True,
+        size_mb=4500,
+    )
+
+
+# numz/ComfyUI-SeedVR2_VideoUpscaler v2.5.23 (tag commit 5a4bf428), Apache-2.0. The
+# sha256 is of `git archive --format=tar --prefix=ComfyUI-SeedVR2_VideoUpscaler-<commit>/
+# <commit> | gzip -n -9` of a clone of that commit: this machine cannot reach GitHub, so
+# GitHub's own archive bytes were not hashed. If they differ, the build stops naming
+# both digests; MEDIA_WORKER_ARTIFACT_OVERRIDES then points at a verified copy.
+SEEDVR2_COMMIT = "5a4bf428f3735cc72ac760d40f372f94dec28422"
+SEEDVR2_SOURCE = Artifact(
+    url=f"https://github.com/numz/ComfyUI-SeedVR2_VideoUpscaler/archive/{SEEDVR2_COMMIT}.tar.gz",
+    sha256="42190794cf268cd0313c9235c0fb78a137c9f5d4a10629cbff19dfdf485c916a",
+    kind="source",
+    name="seedvr2",
+)
+
+
+def seedvr2_profile() -> Profile:
+    """SeedVR2 3B and 7B (models/runners/seedvr2.py) on upstream's source.
+
+    Upstream imports torchvision (transforms), so it is pinned here from the same
+    CUDA index as torch; this profile is not built on GPU-less test machines (PyPI's
+    torchvision 0.28.0 is a CUDA build that fails to import beside CPU torch). The
+    requirements are upstream's (its pyproject.toml at that commit) pinned to the
+    releases current when this was written. The weights' commit is a setting
+    (MEDIA_WORKER_SEEDVR2_REVISION, required): no full commit hash of
+    numz/SeedVR2_comfyUI could be confirmed from this machine.
+    """
+    from errors import ModelUnavailable
+
+    revision = config.SEEDVR2_REVISION.get()
+    if not revision:
+        raise ModelUnavailable(
+            "seedvr2: this worker has no SeedVR2 weights pinned; its operator sets "
+            "MEDIA_WORKER_SEEDVR2_REVISION to a full commit hash of "
+            f"{config.SEEDVR2_REPO.get()} (weights are pinned, never a branch)",
+            field="model",
+        )
+    return Profile(
+        name="seedvr2",
+        requirements=(
+            "torch==2.13.0",
+            "torchvision==0.28.0",
+            "safetensors==0.8.0",
+            "numpy==2.4.6",
+            "einops==0.8.2",
+            "tqdm==4.70.1",
+            "psutil==7.2.2",
+            "omegaconf==2.4.0",
+            "diffusers==0.42.1",
+            "peft==0.21.2",
+            "rotary-embedding-torch==0.9.1",
+            "opencv-python-headless==5.0.0.93",
+            "gguf==0.19.0",
+            "av==18.1.0",
+        ),
+        artifacts=(SEEDVR2_SOURCE,),
+        weights=(
+            Weights(
+                config.SEEDVR2_REPO.get(),
+                revision,
+                patterns=(
+                    "seedvr2_ema_3b_fp16.safetensors",
+                    "seedvr2_ema_3b_fp8_e4m3fn.safetensors",
+                    "seedvr2_ema_7b_fp16.safetensors",
+                    "ema_vae_fp16.safetensors",
+                ),
+            ),
+        ),
+        smoke_imports=("torch", "torchvision", "av", "src.core.generation_phases"),
+        extra_index_urls=(TORCH_CUDA_INDEX,),
+        cuda=True,
+        size_mb=7000,
+    )
+
+
+# Profiles whose content depends on settings are made when asked for.
+_FACTORIES = {"upscale": upscale_profile, "seedvr2": seedvr2_profile}
 PROFILES: dict[str, Profile] = {p.name: p for p in (PIPER, CHATTERBOX, F5TTS, KOKORO, *WHISPER)}
 
 
@@ -215,7 +330,10 @@ def get_profile(name: str) -> Profile:
     Raises:
         KeyError: no runner declares that profile (the message lists those that do).
     """
+    if name in _FACTORIES:
+        return _FACTORIES[name]()
     try:
         return PROFILES[name]
     except KeyError:
-        raise KeyError(f"no profile {name!r}; known: {', '.join(sorted(PROFILES))}") from None
+        known = ", ".join(sorted([*PROFILES, *_FACTORIES]))
+        raise KeyError(f"no profile {name!r}; known: {known}") from None

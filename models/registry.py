@@ -67,13 +67,12 @@ def discover(package: ModuleType = runners) -> tuple[RunnerSpec, ...]:
 
 RUNNERS: tuple[RunnerSpec, ...] = discover()
 
-PLANNED: dict[str, tuple[str, ...]] = {
-    "restore": ("seedvr2",),
-}
+PLANNED: dict[str, tuple[str, ...]] = {}
 
 
 # clone: chatterbox (MIT weights); f5tts is never a default (CC-BY-NC weights).
-DEFAULT_MODELS = {"clone": "chatterbox"}
+# restore: the fast tier; SeedVR2 costs ~100x more per frame, so it is asked for by name.
+DEFAULT_MODELS = {"clone": "chatterbox", "restore": "upscale"}
 
 
 # The tts default for this process, decided once (see decide_default_tts).

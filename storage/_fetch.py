@@ -41,7 +41,8 @@ CHUNK_BYTES = 64 * 1024
 
 # What an input's declared content type may be. Absent is accepted too: the runner
 # decodes the bytes and reports unsupported media itself.
-_ACCEPTED_PREFIXES = ("audio/", "video/")
+# image/: a restore job's `video` may be a still image (png, jpeg, webp).
+_ACCEPTED_PREFIXES = ("audio/", "video/", "image/")
 _ACCEPTED_TYPES = frozenset({"application/octet-stream", "binary/octet-stream", "application/ogg"})
 # mimetypes' answers depend on the host's /etc/mime.types (audio/wav is missing from
 # Python's own table), so the common media types are spelled out here first.
@@ -310,8 +311,8 @@ def _check_content_type(raw: str | None, *, field: str) -> str | None:
     if media_type.startswith(_ACCEPTED_PREFIXES) or media_type in _ACCEPTED_TYPES:
         return media_type
     raise UnsupportedMedia(
-        f"{field}: content type {media_type!r} is not audio or video; point the field at "
-        "the media file itself (audio/*, video/* or application/octet-stream)",
+        f"{field}: content type {media_type!r} is not audio, video or an image; point the "
+        "field at the media file itself (audio/*, video/*, image/* or application/octet-stream)",
         field=field,
     )
 

@@ -69,7 +69,11 @@ def test_a_runner_module_without_specs_is_named(tmp_path):
                 "nfe_step",
             ),
         ),
-        (contract.RestoreJob, contract.KNOB, ("batch_size", "color_correction")),
+        (
+            contract.RestoreJob,
+            contract.KNOB,
+            ("batch_size", "temporal_overlap", "color_correction", "crf", "tile"),
+        ),
     ],
 )
 def test_fields_marked(job_type, mark, fields):
@@ -106,9 +110,10 @@ def test_a_model_refuses_options_it_would_ignore(monkeypatch, fields, knobs, ref
 
 
 def test_planned_model_is_unavailable_until_a_module_ships_it(monkeypatch):
-    job = contract.parse_job({"task": "restore", "model": "seedvr2", "video": "s3://b/k.mp4"})
-    with pytest.raises(ModelUnavailable, match="'seedvr2' is not available"):
+    monkeypatch.setattr(registry, "PLANNED", {"restore": ("seedvr3",)})
+    job = contract.parse_job({"task": "restore", "model": "seedvr3", "video": "s3://b/k.mp4"})
+    with pytest.raises(ModelUnavailable, match="'seedvr3' is not available"):
         registry.resolve(job)
-    shipped = registry.RunnerSpec("restore", "seedvr2", "x:Y", "piper")
+    shipped = registry.RunnerSpec("restore", "seedvr3", "x:Y", "piper")
     monkeypatch.setattr(registry, "RUNNERS", (shipped,))
     assert registry.resolve(job) is shipped

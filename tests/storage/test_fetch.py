@@ -291,6 +291,7 @@ def test_http_fetch_success_via_private_function(origin: Origin, tmp_path: Path)
         ("/voice?type=video/mp4", "reference_audio.mp4"),
         ("/voice?type=audio/wav;%20codecs=1", "reference_audio.wav"),
         ("/voice?type=application/octet-stream", "reference_audio.bin"),
+        ("/voice?type=image/png", "reference_audio.png"),
         ("/no-type", "reference_audio.bin"),
     ],
 )
@@ -298,7 +299,9 @@ def test_accepted_content_types(origin: Origin, tmp_path: Path, route: str, name
     assert _url_fetch(origin.http + route, tmp_path).name == name
 
 
-@pytest.mark.parametrize("route", ["/page", "/voice?type=text/plain", "/voice?type=image/png"])
+@pytest.mark.parametrize(
+    "route", ["/page", "/voice?type=text/plain", "/voice?type=application/json"]
+)
 def test_non_media_content_type_is_unsupported(origin: Origin, tmp_path: Path, route: str) -> None:
     with pytest.raises(UnsupportedMedia) as info:
         _url_fetch(origin.http + route, tmp_path)

@@ -1,0 +1,180 @@
+"""Restore pipeline cost: ours vs the raw PyAV loops, and vs the model's compute.
+
+Rows, per source size (480p, 720p):
+- raw decode fps (PyAV decode + to_ndarray, nothing else) and raw encode fps
+  (libx264 yuv420p at the same CRF, frames already in memory);
+- the pipeline with an identity backend (decode, batching, colour-less encode,
+  audio remux, check) vs raw decode + raw encode of the same clip, run one after
+  the other: the overlap of our threads should make the ratio < 1;
+- the pipeline with the `upscale` backend at a realistic size: a
+  SRVGGNetCompact x4 with realesr-general-x4v3's shape (64 features, 32 convs,
+  random weights), output resized to 1080p; pipeline_overhead = (wall - compute)
+  / wall, the share of the job not spent in the model (goal < 0.10).
+
+Needs torch, spandrel and PyAV: run it with the upscale profile's interpreter
+(``python -m bootstrap prepare upscale``, then ``<env>/bin/python bench/restore.py``),
+or from the repo venv with ``--ensure`` to build that profile first (set
+UV_FIND_LINKS / MEDIA_WORKER_EXTRA_INDEX_URLS on a machine without a GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _reexec_in_profile() -> None:
+    import dataclasses
+
+    import bootstrap
+    from bootstrap._profile import with_index_overrides
+    from models.profiles import upscale_profile
+
+    profile = dataclasses.replace(with_index_overrides(upscale_profile()), weights=())
+    env = bootstrap.ensure(profile, in_place=False)
+    argv = [str(env.python), __file__, *[a for a in sys.argv[1:] if a != "--ensure"]]
+    os.environ["PYTHONPATH"] = str(ROOT)
+    sys.exit(subprocess.call(argv))
+
+
+def _raw_decode(path: Path) -> tuple[float, int]:
+    import av
+
+    start = time.perf_counter()
+    with av.open(str(path)) as c:
+        c.streams.video[0].thread_type = "AUTO"
+        n = sum(1 for f in c.decode(video=0) if f.to_ndarray(format="rgb24") is not None)
+    return time.perf_counter() - start, n
+
+
+def _raw_encode(frames: list, path: Path, crf: int) -> float:
+    import av
+
+    h, w = frames[0].shape[:2]
+    start = time.perf_counter()
+    with av.open(str(path), "w", format="mp4") as out:
+        s = out.add_stream("libx264", rate=24)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.options = {"crf": str(crf), "preset": "medium"}
+        for img in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(p)
+        for p in s.encode(None):
+            out.mux(p)
+    return time.perf_counter() - start
+
+
+def _compact_x4(features: int, convs: int):  # realesr-general-x4v3's shape
+    import spandrel
+    import torch
+
+    from tests.fixtures import sr_models
+
+    state = {
+        k: torch.from_numpy(v) for k, v in sr_models.compact(features=features, convs=convs).items()
+    }
+    return spandrel.ModelLoader().load_from_state_dict(state)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--upscale-frames", type=int, default=6)
+    parser.add_argument("--ensure", action="store_true", help="build the profile, rerun in it")
+    args = parser.parse_args()
+    if args.ensure:
+        _reexec_in_profile()
+
+    import av
+
+    from models.runners import upscale as up
+    from models.video import PipelineOptions, probe, restore_video, target_size
+    from tests.fixtures.clips import make_clip
+
+    up._allow_missing_torchvision()
+    import torch
+
+    crf = 18
+    rows = []
+    overhead = None
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for height in (480, 720):
+            width = height * 16 // 9 // 2 * 2
+            src = make_clip(
+                work / f"{height}.mp4", frames=args.frames, width=width, height=height, fps=24
+            )
+            info = probe(src)
+            dec_s, n = _raw_decode(src)
+            with av.open(str(src)) as c:
+                frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+            enc_s = _raw_encode(frames, work / "raw.mp4", crf)
+            rows.append((f"{height}p raw decode fps", n / dec_s, None, ""))
+            rows.append((f"{height}p raw encode fps (libx264 crf {crf})", n / enc_s, None, ""))
+            result = restore_video(
+                src,
+                work / f"id{height}.mp4",
+                lambda x: x,
+                info=info,
+                size=(width, height),
+                options=PipelineOptions(batch_frames=4, crf=crf),
+                progress=lambda m, f: None,
+            )
+            rows.append(
+                (
+                    f"{height}p identity pipeline s (vs raw decode + raw encode)",
+                    result.wall_s,
+                    dec_s + enc_s,
+                    f"{result.wall_s / (dec_s + enc_s):.2f}x",
+                )
+            )
+
+            runner = up.UpscaleRunner()
+            model = _compact_x4(64, 32)
+            runner.model, runner.scale = model, model.scale
+            runner.device, runner.dtype = torch.device("cpu"), torch.float32
+            short = make_clip(
+                work / f"u{height}.mp4",
+                frames=args.upscale_frames,
+                width=width,
+                height=height,
+                fps=24,
+            )
+            uinfo = probe(short)
+            size = target_size(width, height, short_side=1080, max_scale=4, max_target_side=3840)
+            res = restore_video(
+                short,
+                work / f"up{height}.mp4",
+                lambda x, size=size, runner=runner: runner.upscale(x, size, 512, 16),
+                info=uinfo,
+                size=size,
+                options=PipelineOptions(batch_frames=2, crf=crf),
+                progress=lambda m, f: None,
+            )
+            overhead = (res.wall_s - res.compute_s) / res.wall_s
+            rows.append(
+                (
+                    f"{height}p->1080p upscale (Compact 64x32) s/frame: wall vs compute",
+                    res.wall_s / res.frames,
+                    res.compute_s / res.frames,
+                    f"overhead {overhead:.3f}",
+                )
+            )
+    print(f"torch {torch.__version__} threads={torch.get_num_threads()} av {av.__version__}")
+    print(f"{'what':<66} {'ours':>9} {'reference':>10}  note")
+    for what, ours, ref, note in rows:
+        ref_s = f"{ref:10.3f}" if ref is not None else " " * 10
+        print(f"{what:<66} {ours:9.3f} {ref_s}  {note}")
+    print(f"pipeline_overhead={overhead:.3f}")
+
+
+if __name__ == "__main__":
+    main()

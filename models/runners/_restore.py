@@ -1,0 +1,112 @@
+"""What the restore runners share: the job's knobs, caps and the pipeline call.
+
+Stdlib at import (the handler imports it for pre-flight checks); numpy and
+PyAV are imported by the pipeline inside the runner process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import config
+from models.protocol import OutputFile
+from models.runners.base import RunContext
+
+# What the job result's ``media`` reports (contract.MediaInfo).
+_MEDIA_FIELDS = (
+    "kind", "frames", "fps", "width", "height", "duration_s", "codec", "encoder", "audio",
+)  # fmt: skip
+# Given the output (width, height) and the input's frame count, a backend:
+# frames (N, h, w, 3) uint8 -> (N, H, W, 3) uint8.
+MakeBackend = Callable[[tuple[int, int], int], Callable[[Any], Any]]
+
+
+def limits() -> Any:
+    from models.video import Limits
+
+    return Limits(
+        max_input_bytes=config.RESTORE_MAX_INPUT_BYTES.get(),
+        max_duration_s=config.RESTORE_MAX_DURATION_S.get(),
+        max_source_side=config.RESTORE_MAX_SOURCE_SIDE.get(),
+        max_target_side=config.RESTORE_MAX_TARGET_SIDE.get(),
+        max_frames=config.RESTORE_MAX_FRAMES.get(),
+    )
+
+
+def has_nvidia_gpu() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available() and torch.version.cuda)
+    except ImportError:
+        return False
+
+
+def _given(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def run_restore(
+    job: dict[str, Any],
+    ctx: RunContext,
+    *,
+    max_scale: float,
+    make_backend: MakeBackend,
+    default_batch: int,
+    overlap: int = 0,
+    batch_of: Callable[[int | None, int], int] | None = None,
+) -> list[OutputFile]:
+    """Probe, check the caps, size the output, and run the pipeline over ``job``.
+
+    Raises:
+        UnsupportedMedia: the input has no video stream or cannot be decoded.
+        InvalidInput: the input is over a cap, or the resolution is unreachable.
+    """
+    from models import video
+
+    src = ctx.inputs["video"]
+    info = video.probe(src)
+    video.check_source(info, limits())
+    size = video.target_size(
+        info.width,
+        info.height,
+        short_side=job.get("resolution"),
+        max_scale=max_scale,
+        max_target_side=config.RESTORE_MAX_TARGET_SIDE.get(),
+        even=info.kind == "video",
+    )
+    backend = make_backend(size, info.frames)
+    color = job.get("color_correction") or "none"
+    if info.kind == "image":
+        result = video.restore_image(
+            src, ctx.scratch / "restored.png", backend, size=size, color_correction=color
+        )
+        content_type = "image/png"
+    else:
+        options = video.PipelineOptions(
+            batch_frames=(
+                batch_of(job.get("batch_size"), info.frames)
+                if batch_of
+                else job.get("batch_size") or default_batch
+            ),
+            overlap=_given(job.get("temporal_overlap"), overlap),
+            crf=_given(job.get("crf"), config.RESTORE_CRF.get()),
+            color_correction=color,
+            encoder=config.RESTORE_ENCODER.get(),
+            has_nvidia_gpu=has_nvidia_gpu(),
+        )
+        result = video.restore_video(
+            src,
+            ctx.scratch / "restored.mp4",
+            backend,
+            info=info,
+            size=size,
+            options=options,
+            progress=ctx.progress,
+        )
+        content_type = "video/mp4"
+    meta = result.meta()
+    ctx.result["media"] = {k: meta[k] for k in _MEDIA_FIELDS}
+    ctx.result["stage_timings"] = {k: meta[k] for k in ("decode_s", "compute_s", "encode_s")}
+    return [OutputFile(str(result.path), content_type, result.duration_s or None)]
