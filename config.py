@@ -530,3 +530,76 @@ def markdown_table() -> str:
 
 if __name__ == "__main__":
     print(markdown_table())
+
+
+# --- What child processes see ----------------------------------------------------------
+# Runner processes and build subprocesses get an allow-listed environment, not the
+# worker's: S3 credentials (BUCKET_*, AWS_*), HF_TOKEN (weights are fetched by the
+# worker before a runner starts), RunPod's API key and anything else a deployment
+# sets stay in the handler process. A model library that dumps its environment
+# into a log or a crash report then has nothing secret to dump.
+_CHILD_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "TEMP",
+        "TMP",
+        "LD_LIBRARY_PATH",  # CUDA base images put the driver's libraries here
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "HF_HOME",
+        "HF_HUB_CACHE",
+        "HF_HUB_OFFLINE",
+        "HF_HUB_DISABLE_TELEMETRY",
+        "PYTHONPATH",
+    }
+)
+_CHILD_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "OMP_", "MKL_", "PYTORCH_", "TORCH_", "XDG_")
+# Builds also need uv's own settings (UV_CACHE_DIR, UV_FIND_LINKS, UV_INDEX_URL...),
+# pip's index settings and a proxy: these may carry index credentials, which is
+# where they are needed.
+_BUILD_NAMES = frozenset(
+    {
+        "PIP_INDEX_URL",
+        "PIP_EXTRA_INDEX_URL",
+        "PIP_FIND_LINKS",
+        "PIP_CERT",
+        "PIP_TRUSTED_HOST",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+    }
+)
+_BUILD_PREFIXES = ("UV_",)
+# Worker settings that may hold credentials (an index URL can embed user:password).
+_CHILD_WITHHELD_SETTINGS = frozenset({"MEDIA_WORKER_INDEX_URL", "MEDIA_WORKER_EXTRA_INDEX_URLS"})
+
+
+def child_environ(env: Mapping[str, str] | None = None, *, build: bool = False) -> dict[str, str]:
+    """The environment a runner process (or, with ``build``, a build step) gets.
+
+    Pure over ``env`` (default ``os.environ``): the allow-listed system variables,
+    the worker's own non-secret ``MEDIA_WORKER_*`` settings, and for builds uv's
+    and pip's index settings. Everything else is left out.
+    """
+    env = os.environ if env is None else env
+    secret = {s.name for s in SETTINGS if s.secret} | _CHILD_WITHHELD_SETTINGS
+    names = _CHILD_NAMES | (_BUILD_NAMES if build else frozenset())
+    prefixes = _CHILD_PREFIXES + (_BUILD_PREFIXES if build else ())
+    return {
+        name: value
+        for name, value in env.items()
+        if name in names
+        or name.startswith(prefixes)
+        or (name.startswith("MEDIA_WORKER_") and name not in secret)
+    }

@@ -21,6 +21,14 @@ SDK decides streaming by the handler's type, for every job, not per job):
   full published result) or its error envelope, which the SDK turns into a
   FAILED job keeping the error line (runpod-python #397: it streams no
   exceptions by itself).
+
+Concurrency: one job at a time per worker (``JOBS_PER_WORKER``, handed to the SDK
+as its ``concurrency_modifier``). The handler is synchronous, and the SDK calls a
+synchronous handler on its event loop, so a second job taken by the same worker
+would only queue here while an idle worker could have served it; and a GPU worker
+holds one model's working set at a time. What runs beside a job is the background
+prepare thread: readiness is per profile (``models.environments``), so a job for a
+ready profile never waits on another profile's build.
 """
 
 from __future__ import annotations
@@ -49,14 +57,15 @@ import storage
 from errors import InvalidInput, WorkerError
 from models import contract, registry
 from models import protocol as p
-from models.host import RunnerHost
+from models.environments import Environments
+from models.host import RunnerHost, RunnerStartFailed
 from models.profiles import get_profile
 
 logger = logging.getLogger("handler")
 
+JOBS_PER_WORKER = 1
 _HOST = RunnerHost()
-_ENVIRONMENTS: dict[str, bootstrap.Environment] = {}
-_ENSURE_LOCK = threading.Lock()
+_ENVIRONMENTS = Environments()
 # RunPod's limit on one streamed item; each chunk's base64 must stay under it.
 MAX_STREAM_ITEM_BYTES = 1_000_000
 ChunkSink = Callable[[p.Chunk], None]
@@ -71,14 +80,20 @@ def _progress(job: dict[str, Any], job_id: str, message: str, fraction: float | 
         runpod.serverless.progress_update(job, update)
 
 
-def _ensure(profile_name: str, on_progress: Any) -> tuple[bootstrap.Environment, bool]:
-    """The profile's environment, ensured once per process; True when this call did it."""
-    with _ENSURE_LOCK:
-        if profile_name in _ENVIRONMENTS:
-            return _ENVIRONMENTS[profile_name], False
-        env = bootstrap.ensure(get_profile(profile_name), on_progress=on_progress)
-        _ENVIRONMENTS[profile_name] = env
-        return env, True
+def _concurrency(current: int) -> int:
+    """The SDK's ``concurrency_modifier``: how many jobs this worker takes at once."""
+    return JOBS_PER_WORKER
+
+
+def sdk_config(*, streaming: bool = False) -> dict[str, Any]:
+    """What ``runpod.serverless.start`` gets, for a plain or a streaming endpoint."""
+    if streaming:
+        return {
+            "handler": stream_handler,
+            "return_aggregate_stream": True,
+            "concurrency_modifier": _concurrency,
+        }
+    return {"handler": handler, "concurrency_modifier": _concurrency}
 
 
 def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None) -> dict[str, Any]:
@@ -116,21 +131,35 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
         fetch_s = time.perf_counter() - t
 
         t = time.perf_counter()
-        env, ensured_now = _ensure(spec.profile, report)
+        env, ensured_now = _ENVIRONMENTS.get(spec.profile, report)
         bootstrap_s = time.perf_counter() - t if ensured_now else 0.0
 
-        outcome = _HOST.run(
-            name=spec.model,
-            python=env.python,
-            runner_ref=spec.runner_ref,
-            job_id=job_id,
-            payload=payload,
-            scratch=scratch,
-            inputs=inputs,
-            weights={repo: str(path) for repo, path in env.weights.items()},
-            on_progress=report,
-            on_chunk=on_chunk if getattr(request, "stream", False) else None,
-        )
+        def run_on(env: bootstrap.Environment) -> Any:
+            return _HOST.run(
+                name=spec.model,
+                python=env.python,
+                runner_ref=spec.runner_ref,
+                job_id=job_id,
+                payload=payload,
+                scratch=scratch,
+                inputs=inputs,
+                weights={repo: str(path) for repo, path in env.weights.items()},
+                vram_mb=spec.vram_mb,
+                on_progress=report,
+                on_chunk=on_chunk if getattr(request, "stream", False) else None,
+            )
+
+        try:
+            outcome = run_on(env)
+        except RunnerStartFailed as exc:
+            # A runner that cannot start may stand on a damaged environment (a file
+            # deleted under a running worker): verify it, restore it, try once more.
+            # Nothing was streamed yet: a start failure comes before any chunk.
+            logger.warning("job=%s %s; repairing the environment and retrying", job_id, exc.message)
+            t = time.perf_counter()
+            env = _ENVIRONMENTS.repair(spec.profile, env, report)
+            bootstrap_s += time.perf_counter() - t
+            outcome = run_on(env)
 
         saved_voice = None
         if isinstance(request, contract.CloneJob) and request.save_voice:
@@ -296,7 +325,7 @@ def _prepare_in_background(profiles: tuple[str, ...]) -> None:
     def prepare() -> None:
         for name in profiles:
             try:
-                _ensure(name, lambda message, fraction=None: None)
+                _ENVIRONMENTS.get(name, lambda message, fraction=None: None)
                 logger.info("prepared profile %s in the background", name)
             except WorkerError as exc:
                 logger.error("background prepare of %s failed: %s", name, exc.message)
@@ -352,9 +381,7 @@ def main() -> None:
         _prepare_in_background(profiles)
     if config.STREAMING.get():
         logger.info("streaming endpoint: generator handler, aggregate stream")
-        runpod.serverless.start({"handler": stream_handler, "return_aggregate_stream": True})
-    else:
-        runpod.serverless.start({"handler": handler})
+    runpod.serverless.start(sdk_config(streaming=config.STREAMING.get()))
 
 
 if __name__ == "__main__":

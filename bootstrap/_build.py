@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import config
 from bootstrap import _artifacts, _flash_attn
 from bootstrap._profile import Profile
 from bootstrap._spec import Target
@@ -48,7 +48,13 @@ def uv_binary() -> str:
 
 def uv_version() -> str:
     try:
-        out = subprocess.run([uv_binary(), "--version"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            [uv_binary(), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=_build_environ(),
+        )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "uv unknown"
@@ -59,10 +65,19 @@ def _tail(text: str) -> str:
     return text if len(text) <= _TAIL else "…" + text[-_TAIL:]
 
 
+def _build_environ() -> dict[str, str]:
+    """What uv and the new interpreter see: the allow-list, without PYTHONPATH (the
+    worker's own modules must not leak into the environment being built)."""
+    env = config.child_environ(build=True)
+    env.pop("PYTHONPATH", None)
+    return env
+
+
 def _run(cmd: list[str], *, what: str, profile: str, timeout: float) -> str:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=_build_environ()
+        )
     except subprocess.TimeoutExpired:
         raise BootstrapFailed(
             f"profile {profile}: {what} did not finish in {timeout:.0f} s"
@@ -165,6 +180,7 @@ def nvidia_driver() -> str | None:
             capture_output=True,
             text=True,
             timeout=60,
+            env=_build_environ(),
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -264,6 +280,7 @@ def _attention(profile: Profile, python: Path, *, uv: str, target: Target) -> tu
             [uv, "pip", "uninstall", "--quiet", "--python", str(python), "flash-attn"],
             capture_output=True,
             timeout=300,
+            env=_build_environ(),
         )
         return "sdpa", reason
     return "flash_attn", why

@@ -64,6 +64,9 @@ from bootstrap._manifest import (
     MANIFEST_IN_ENV,
     env_is_ready,
     read_manifest,
+    redact_url,
+    tree_listing,
+    tree_problems,
     write_json_atomic,
 )
 from bootstrap._profile import Profile, with_index_overrides
@@ -196,6 +199,7 @@ def ensure(
     paths: config.Paths | None = None,
     in_place: bool = True,
     force: bool = False,
+    verify: bool = False,
     max_wait_s: float | None = None,
     cached_models: Path | None = None,
 ) -> Environment:
@@ -208,6 +212,9 @@ def ensure(
         in_place: use the current interpreter when it satisfies every pin.
             ``prepare`` passes False to build and publish an archive regardless.
         force: rebuild and republish even when a valid archive exists.
+        verify: also run the smoke imports before trusting the unpacked
+            environment (its file list is always checked); the handler asks for
+            this after a runner could not start from it.
         max_wait_s: longest to wait for another worker's build (default
             ``MEDIA_WORKER_BUILD_WAIT_S``).
         cached_models: RunPod's cached-models directory (default
@@ -244,6 +251,7 @@ def ensure(
                 layout,
                 target=target,
                 force=force,
+                verify=verify,
                 progress=progress,
                 max_wait_s=config.BUILD_WAIT_S.get() if max_wait_s is None else max_wait_s,
             )
@@ -311,14 +319,25 @@ def _ensure_environment(
     *,
     target: Target,
     force: bool,
+    verify: bool,
     progress: Callable[[str], None],
     max_wait_s: float,
 ) -> tuple[str, dict[str, Any]]:
     digest = layout.key.rsplit("-", 1)[1]
     if not force:
         manifest = local_manifest(layout)
-        if env_is_ready(manifest, digest) and (layout.local / "bin" / "python").exists():
-            return "local", manifest  # type: ignore[return-value]
+        if env_is_ready(manifest, digest):
+            damage = _local_damage(profile, layout, manifest, verify=verify)  # type: ignore[arg-type]
+            if not damage:
+                return "local", manifest  # type: ignore[return-value]
+            logger.warning(
+                "profile %s unpacked environment %s is damaged (%s); restoring it",
+                profile.name,
+                layout.local,
+                "; ".join(damage),
+            )
+            progress(f"{profile.name}: the unpacked environment is damaged; restoring it")
+            _discard_local(layout)
     layout.volume_envs.mkdir(parents=True, exist_ok=True)
     layout.local_envs.mkdir(parents=True, exist_ok=True)
     bad_sha: str | None = None
@@ -388,6 +407,34 @@ def _published(layout: Layout, digest: str) -> dict[str, Any] | None:
     if env_is_ready(manifest, digest) and layout.archive_of(manifest) is not None:  # type: ignore[arg-type]
         return manifest
     return None
+
+
+def _local_damage(
+    profile: Profile, layout: Layout, manifest: dict[str, Any], *, verify: bool
+) -> list[str]:
+    """Why the unpacked environment cannot be trusted; empty when it can.
+
+    Always one ``stat`` per recorded file (a half-restored tree after a host crash,
+    a deleted file); with ``verify`` also the profile's smoke imports.
+    """
+    python = layout.local / "bin" / "python"
+    if not python.exists():
+        return [f"{python} is missing"]
+    damage = tree_problems(manifest.get("tree"), layout.local)
+    if not damage and verify:
+        try:
+            _build.smoke(profile, python)
+        except BootstrapFailed as exc:
+            damage = [exc.message.splitlines()[-1]]
+    return damage
+
+
+def _discard_local(layout: Layout) -> None:
+    """Move the unpacked environment aside (so no reader finds it), then delete it."""
+    aside = layout.local_envs / _tmp_name(layout, ".old")
+    with contextlib.suppress(FileNotFoundError):
+        os.rename(layout.local, aside)
+    _remove(aside)
 
 
 def _tmp_name(layout: Layout, suffix: str = "") -> str:
@@ -560,6 +607,7 @@ def _build_and_publish(
                 half[0] = True
                 _checkpoint("pack")
 
+        tree = tree_listing(tmp_env)
         packed = _pack.pack(tmp_env, tmp_archive, on_member=on_member)
         archive = layout.archive_for(packed.archive_sha256)
         manifest = {
@@ -567,13 +615,13 @@ def _build_and_publish(
             "profile": profile.name,
             "spec_hash": layout.key.rsplit("-", 1)[1],
             "requirements": sorted(profile.requirements),
-            "index_url": profile.index_url,
-            "extra_index_urls": list(profile.extra_index_urls),
+            "index_url": redact_url(profile.index_url) if profile.index_url else None,
+            "extra_index_urls": [redact_url(url) for url in profile.extra_index_urls],
             "artifacts": [
                 {
                     "file": a.filename,
-                    "url": a.url,
-                    "fetched_from": a.fetch_from or a.url,
+                    "url": redact_url(a.url),
+                    "fetched_from": redact_url(a.fetch_from or a.url),
                     "sha256": a.sha256,
                     "kind": a.kind,
                     "name": a.name,
@@ -589,6 +637,7 @@ def _build_and_publish(
             "archive_sha256": packed.archive_sha256,
             "unpacked_bytes": packed.unpacked_bytes,
             "files": packed.files,
+            "tree": tree,
             "attention": attention,
             "attention_reason": reason,
             "built_at": datetime.now(UTC).isoformat(timespec="seconds"),

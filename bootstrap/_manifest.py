@@ -21,6 +21,10 @@ Manifest fields (JSON object)::
     files             int     members in the archive
     attention         str     "flash_attn", "sdpa" or "none"
     attention_reason  str     why (the chosen wheel, or why it fell back)
+    tree              object  relative path -> size of every regular file in the
+                              unpacked environment (see ``tree_listing``); optional:
+                              manifests written before it existed have none
+    index_url, extra_index_urls   the indexes, with any user:password@ removed
     built_at, build_s, builder, uv
 """
 
@@ -28,6 +32,8 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+import urllib.parse
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -68,6 +74,61 @@ def env_is_ready(manifest: Mapping[str, Any] | None, spec_hash: str) -> bool:
         and manifest["archive_bytes"] > 0
         and manifest["attention"] in {"flash_attn", "sdpa", "none"}
     )
+
+
+# Left out of a tree listing: bytecode caches (Python rewrites or regenerates them
+# freely), the venv's config (restore rewrites its ``home`` line) and the manifest.
+_UNLISTED_DIRS = frozenset({"__pycache__"})
+_UNLISTED_FILES = frozenset({"pyvenv.cfg", MANIFEST_IN_ENV})
+
+
+def tree_listing(root: Path) -> dict[str, int]:
+    """Every regular file under ``root``: relative POSIX path -> size in bytes.
+
+    Recorded in the manifest at build time so that an unpacked environment can be
+    checked with one ``stat`` per file (:func:`tree_problems`), no hashing.
+    """
+    listing: dict[str, int] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in _UNLISTED_DIRS]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if name in _UNLISTED_FILES and dirpath == str(root):
+                continue
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode):
+                listing[os.path.relpath(path, root).replace(os.sep, "/")] = st.st_size
+    return listing
+
+
+def tree_problems(listing: Mapping[str, int] | None, root: Path, *, limit: int = 3) -> list[str]:
+    """What is wrong with the tree at ``root`` compared with its recorded listing.
+
+    Missing files and files of another size, at most ``limit`` of them (one is
+    enough to distrust the tree). An empty list means intact, or no listing to
+    compare with (a manifest older than the listing).
+    """
+    problems: list[str] = []
+    for rel, size in (listing or {}).items():
+        try:
+            actual = os.lstat(root / rel).st_size
+        except OSError:
+            problems.append(f"{rel} is missing")
+        else:
+            if actual != size:
+                problems.append(f"{rel} is {actual} bytes, {size} when built")
+        if len(problems) >= limit:
+            break
+    return problems
+
+
+def redact_url(url: str) -> str:
+    """``url`` without a ``user:password@`` part, so a manifest never stores credentials."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=host))
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:

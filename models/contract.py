@@ -118,7 +118,13 @@ class _JobBase(_Strict):
         default=None, min_length=1, description="The task's default model when absent."
     )
     output: OutputOptions = Field(default_factory=OutputOptions)
-    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    seed: Annotated[int | None, KNOB] = Field(
+        default=None,
+        ge=0,
+        le=2**32 - 1,
+        description="Fixes the model's sampling, for models that sample (see the README's "
+        "model table); a model without a seedable sampler refuses it.",
+    )
 
 
 def _without_nul(value: str) -> str:

@@ -4,8 +4,20 @@ A runner process runs ``python -m models._child`` with its profile's interpreter
 and talks to the host over two pipes (see ``models.protocol``). A crash, OOM
 kill or hang inside a model never takes the handler down: the job fails with
 ``runner_crashed`` or ``timeout``, the process is killed (which is also how GPU
-memory is given back) and the next job starts a fresh one. At most
-``max_runners`` processes live at once; the least recently used is stopped first.
+memory is given back) and the next job starts a fresh one. A runner that died
+while idle (the OOM killer, ``kill -9``) is found before reuse and replaced
+without failing the job.
+
+Concurrency: the host serves jobs for different runners in parallel and one job
+per runner at a time (a runner process holds one model and serves one job).
+Starting a runner, and stopping others to make room for it, happens one at a
+time. What decides how many jobs reach the host at once is the worker's
+``concurrency_modifier`` (see ``handler.py``).
+
+Room: at most ``max_runners`` processes live at once, and a runner that declares
+the GPU memory it needs (``vram_mb``) starts only after idle runners are stopped,
+least recently used first, until it fits in the GPU's free memory
+(:func:`pick_runners_to_evict`). A busy runner is never stopped to make room.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ import contextlib
 import enum
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -33,9 +46,19 @@ logger = logging.getLogger(__name__)
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 _SHUTDOWN_GRACE_S = 5.0
 _STDERR_FD = 2
+_NVIDIA_SMI_TIMEOUT_S = 10.0
 
 ProgressFn = Callable[[str, float | None], None]
 ChunkFn = Callable[[p.Chunk], None]
+FreeMemoryFn = Callable[[], int | None]
+
+
+class RunnerStartFailed(RunnerCrashed):
+    """The runner process could not start or load its model (``runner_crashed``).
+
+    Separate from a crash during a job because its cause may be a damaged
+    environment, which the handler repairs before it tries once more.
+    """
 
 
 class RunnerState(enum.Enum):
@@ -56,15 +79,92 @@ class RunOutcome:
     result: dict[str, Any] = field(default_factory=dict)
 
 
-def pick_runners_to_evict(last_used: Mapping[str, float], keep: str, max_live: int) -> list[str]:
-    """Names of the runners to stop so that ``keep`` can live within ``max_live``.
+@dataclass(frozen=True)
+class LiveRunner:
+    """One row of the eviction table: a live runner as the eviction decision sees it."""
 
-    ``last_used`` maps each live runner to its last-use time (``keep`` may or may
-    not be among them). Least recently used go first; ``keep`` never goes.
+    last_used: float
+    vram_mb: int = 0
+    busy: bool = False
+
+
+def pick_runners_to_evict(
+    live: Mapping[str, LiveRunner],
+    *,
+    keep: str,
+    max_live: int,
+    need_mb: int = 0,
+    free_mb: int | None = None,
+) -> list[str]:
+    """Names of the runners to stop, in order, so that ``keep`` can start.
+
+    ``live`` is every live runner (``keep`` may be among them: it is never
+    stopped). Only idle runners are stopped, least recently used first: first as
+    many as the count limit ``max_live`` needs, then, while ``need_mb`` of GPU
+    memory does not fit in ``free_mb`` (None: no GPU visible, count only), more
+    of those that hold GPU memory. When even that is not enough, every idle GPU
+    runner is stopped and the new runner tries anyway: a job never fails because
+    an idle runner holds memory it could give back.
     """
-    others = sorted((t, name) for name, t in last_used.items() if name != keep)
-    excess = len(others) + 1 - max_live
-    return [name for _, name in others[: max(excess, 0)]]
+    idle = sorted(
+        (row.last_used, name) for name, row in live.items() if name != keep and not row.busy
+    )
+    others = sum(1 for name in live if name != keep)
+    victims = [name for _, name in idle[: max(others + 1 - max_live, 0)]]
+    if free_mb is not None and need_mb > 0:
+        free = free_mb + sum(live[name].vram_mb for name in victims)
+        for _, name in idle:
+            if free >= need_mb:
+                break
+            if name not in victims and live[name].vram_mb > 0:
+                victims.append(name)
+                free += live[name].vram_mb
+    return victims
+
+
+def parse_free_mb(nvidia_smi_output: str) -> int | None:
+    """Free MiB of the first GPU in ``nvidia-smi --query-gpu=memory.free
+    --format=csv,noheader,nounits`` output; None when it names no GPU."""
+    for line in nvidia_smi_output.splitlines():
+        field = line.strip()
+        if field:
+            try:
+                return int(float(field))
+            except ValueError:
+                return None
+    return None
+
+
+def gpu_free_mb() -> int | None:
+    """Free memory of the first visible GPU in MiB (the device runners use), or None
+    when this machine shows no NVIDIA GPU. NVML through ``pynvml`` when installed,
+    else ``nvidia-smi`` (present wherever the NVIDIA container runtime mounts a GPU).
+    """
+    try:
+        import pynvml  # nvidia-ml-py; optional, the worker image does not need it
+
+        pynvml.nvmlInit()
+        try:
+            info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0))
+            return int(info.free) // (1024 * 1024)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # not installed, no driver, no device: try the command line
+        pass
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=_NVIDIA_SMI_TIMEOUT_S,
+            env=config.child_environ(),
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_free_mb(out.stdout) if out.returncode == 0 else None
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -81,10 +181,11 @@ def describe_exit(returncode: int | None) -> str:
 class RunnerProcess:
     """One live runner subprocess and the two pipe ends that reach it."""
 
-    def __init__(self, name: str, python: Path, runner_ref: str) -> None:
+    def __init__(self, name: str, python: Path, runner_ref: str, *, vram_mb: int = 0) -> None:
         self.name = name
         self.python = python
         self.runner_ref = runner_ref
+        self.vram_mb = vram_mb
         self.state = RunnerState.STARTING
         self.last_used = time.monotonic()
         self.load_s = 0.0
@@ -100,17 +201,34 @@ class RunnerProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    def exit_code(self) -> int | None:
+        """The process's exit status once it has ended (without waiting), else None."""
+        return self._proc.poll() if self._proc is not None else None
+
+    def is_alive(self) -> bool:
+        """True while the process runs and the host has not given up on it."""
+        return self.state is not RunnerState.DEAD and self.exit_code() is None
+
     def start(self, *, weights: dict[str, str], timeout_s: float, job_id: str) -> None:
         """Start the process and wait for it to load its model.
 
         Raises:
-            RunnerCrashed: the process died or reported ``Fatal`` while starting.
+            RunnerStartFailed: the process could not be started, died, or reported
+                ``Fatal`` while starting.
             JobTimeout: it did not become ready within ``timeout_s``.
         """
         self._assert_state(RunnerState.STARTING)
+        try:
+            self._start(weights=weights, timeout_s=timeout_s, job_id=job_id)
+        except RunnerStartFailed:
+            raise
+        except RunnerCrashed as exc:  # died before Ready: a start failure
+            raise RunnerStartFailed(exc.message) from None
+
+    def _start(self, *, weights: dict[str, str], timeout_s: float, job_id: str) -> None:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
-        env = dict(os.environ)
+        env = config.child_environ()  # no S3 keys, no HF token: see config.child_environ
         env["PYTHONPATH"] = os.pathsep.join(
             x for x in (str(_REPO_ROOT), env.get("PYTHONPATH", "")) if x
         )
@@ -132,7 +250,7 @@ class RunnerProcess:
             os.close(to_child_w)
             os.close(from_child_r)
             self.state = RunnerState.DEAD
-            raise RunnerCrashed(
+            raise RunnerStartFailed(
                 f"runner {self.name} could not start: {self.python}: {exc.strerror}"
             ) from None
         finally:
@@ -145,10 +263,10 @@ class RunnerProcess:
         ready = self._receive(timeout_s, job_id, what="start", limit_s=timeout_s)
         if isinstance(ready, p.Fatal):
             self.kill()
-            raise RunnerCrashed(f"runner {self.name} could not start: {ready.reason}")
+            raise RunnerStartFailed(f"runner {self.name} could not start: {ready.reason}")
         if not isinstance(ready, p.Ready) or ready.protocol != p.PROTOCOL_VERSION:
             self.kill()
-            raise RunnerCrashed(f"runner {self.name} answered {ready!r} instead of Ready")
+            raise RunnerStartFailed(f"runner {self.name} answered {ready!r} instead of Ready")
         self.load_s = ready.load_s
         self.state = RunnerState.IDLE
         logger.info("job=%s runner %s ready load_s=%.2f", job_id, self.name, ready.load_s)
@@ -283,18 +401,41 @@ def _failed_to_error(name: str, failed: p.Failed) -> WorkerError:
     return cls(failed.message, field=failed.field)
 
 
-class RunnerHost:
-    """Keeps runner processes warm and routes jobs to them. Thread-safe."""
+@dataclass
+class _Slot:
+    """One runner name's place in the host: its process, and the lock that lets
+    one job at a time use it."""
 
-    def __init__(self, *, max_runners: int | None = None) -> None:
+    lock: threading.Lock
+    runner: RunnerProcess | None = None
+
+
+class RunnerHost:
+    """Keeps runner processes warm and routes jobs to them.
+
+    Thread-safe: jobs for different runners run in parallel, jobs for the same
+    runner one after another; starts and evictions happen one at a time.
+    """
+
+    def __init__(
+        self, *, max_runners: int | None = None, free_memory: FreeMemoryFn = gpu_free_mb
+    ) -> None:
         self._max_runners = max_runners
-        self._runners: dict[str, RunnerProcess] = {}
-        self._lock = threading.Lock()
+        self._free_memory = free_memory
+        self._slots: dict[str, _Slot] = {}
+        self._lock = threading.Lock()  # guards _slots only; never held during a job
+        self._start_lock = threading.Lock()  # one start (and its evictions) at a time
 
     @property
     def live(self) -> dict[str, int | None]:
         """Live runner names and their pids."""
-        return {n: r.pid for n, r in self._runners.items() if r.state is not RunnerState.DEAD}
+        with self._lock:
+            slots = list(self._slots.items())
+        return {n: s.runner.pid for n, s in slots if s.runner and s.runner.is_alive()}
+
+    def _slot(self, name: str) -> _Slot:
+        with self._lock:
+            return self._slots.setdefault(name, _Slot(threading.Lock()))
 
     def run(
         self,
@@ -306,38 +447,52 @@ class RunnerHost:
         payload: dict[str, Any],
         scratch: Path,
         weights: dict[str, str] | None = None,
+        vram_mb: int = 0,
         timeout_s: float | None = None,
         on_progress: ProgressFn | None = None,
         inputs: Mapping[str, Path] | None = None,
         on_chunk: ChunkFn | None = None,
     ) -> RunOutcome:
-        """Run one job on runner ``name``, starting it (and evicting others) if needed.
+        """Run one job on runner ``name``, starting it (and stopping others) if needed.
+
+        Args:
+            vram_mb: GPU memory the runner needs when it starts (0: a CPU runner).
 
         Raises:
             WorkerError: whatever the runner reported for this job.
-            RunnerCrashed: the runner died or could not start.
+            RunnerStartFailed: the runner could not start or load its model.
+            RunnerCrashed: the runner died during the job.
             JobTimeout: start or job exceeded its limit; the runner was killed.
         """
         timeout_s = config.JOB_TIMEOUT_S.get() if timeout_s is None else timeout_s
         on_progress = on_progress or (lambda message, fraction: None)
-        with self._lock:
-            runner = self._runners.get(name)
-            if runner is not None and (
-                runner.state is RunnerState.DEAD
-                or (runner.python, runner.runner_ref) != (python, runner_ref)
-            ):
+        slot = self._slot(name)
+        with slot.lock:
+            runner = slot.runner
+            if runner is not None and not runner.is_alive():
+                if runner.state is not RunnerState.DEAD:
+                    logger.warning(
+                        "job=%s runner %s %s while idle; starting a fresh one",
+                        job_id,
+                        name,
+                        describe_exit(runner.exit_code()),
+                    )
+                runner.kill()
+                runner = slot.runner = None
+            if runner is not None and (runner.python, runner.runner_ref) != (python, runner_ref):
                 runner.stop()
-                runner = None
+                runner = slot.runner = None
             cold = runner is None
             if runner is None:
-                self._evict_for(name, job_id)
-                runner = RunnerProcess(name, python, runner_ref)
-                self._runners[name] = runner
-                runner.start(
-                    weights=weights or {},
-                    timeout_s=config.RUNNER_START_TIMEOUT_S.get(),
-                    job_id=job_id,
-                )
+                runner = RunnerProcess(name, python, runner_ref, vram_mb=vram_mb)
+                with self._start_lock:
+                    self._make_room(name, vram_mb, job_id)
+                    slot.runner = runner
+                    runner.start(
+                        weights=weights or {},
+                        timeout_s=config.RUNNER_START_TIMEOUT_S.get(),
+                        job_id=job_id,
+                    )
             done = runner.run(
                 job_id=job_id,
                 payload=payload,
@@ -355,16 +510,44 @@ class RunnerHost:
             result=done.result,
         )
 
-    def _evict_for(self, name: str, job_id: str) -> None:
+    def _make_room(self, name: str, vram_mb: int, job_id: str) -> None:
+        """Stop idle runners so that ``name`` fits by count and by GPU memory."""
         max_live = self._max_runners or config.MAX_RUNNERS.get()
-        live = {n: r.last_used for n, r in self._runners.items() if r.state is not RunnerState.DEAD}
-        for victim in pick_runners_to_evict(live, name, max_live):
-            logger.info("job=%s stopping runner %s to make room (max=%d)", job_id, victim, max_live)
-            self._runners.pop(victim).stop()
+        with self._lock:
+            slots = {n: s for n, s in self._slots.items() if s.runner and s.runner.is_alive()}
+        table = {
+            n: LiveRunner(s.runner.last_used, s.runner.vram_mb, busy=s.lock.locked())  # type: ignore[union-attr]
+            for n, s in slots.items()
+        }
+        free_mb = self._free_memory() if vram_mb > 0 else None
+        victims = pick_runners_to_evict(
+            table, keep=name, max_live=max_live, need_mb=vram_mb, free_mb=free_mb
+        )
+        for victim in victims:
+            slot = slots[victim]
+            if not slot.lock.acquire(blocking=False):
+                continue  # a job took it meanwhile: it is not idle any more
+            try:
+                if slot.runner is not None:
+                    logger.info(
+                        "job=%s stopping idle runner %s to make room "
+                        "(max=%d need_mb=%d free_mb=%s)",
+                        job_id,
+                        victim,
+                        max_live,
+                        vram_mb,
+                        free_mb,
+                    )
+                    slot.runner.stop()
+                    slot.runner = None
+            finally:
+                slot.lock.release()
 
     def shutdown(self) -> None:
         """Stop every runner (at exit)."""
         with self._lock:
-            for runner in self._runners.values():
-                runner.stop()
-            self._runners.clear()
+            slots = list(self._slots.values())
+            self._slots.clear()
+        for slot in slots:
+            if slot.runner is not None:
+                slot.runner.stop()

@@ -8,6 +8,7 @@ Run the fast tier alone with ``pytest -m "not slow"``.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +37,32 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     monkeypatch.setenv("MEDIA_WORKER_ENVS_DIR", str(home / "local-envs"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("RUNPOD_LOG_LEVEL", "INFO")
+
+
+@pytest.fixture(scope="session")
+def uv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uv cache for the session, so only the first Piper build downloads."""
+    return tmp_path_factory.mktemp("uv-cache")
+
+
+@pytest.fixture(scope="session")
+def piper_volume(tmp_path_factory: pytest.TempPathFactory, uv_cache: Path) -> Path:
+    """A volume where the real Piper profile was built by uv and published (prepare).
+
+    Tests damage a copy (``shutil.copytree``), never this one; the unpacked
+    environment of this build lies outside it, so a copy's first ``ensure`` restores.
+    """
+    from bootstrap import ensure
+    from models.profiles import PIPER
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("UV_CACHE_DIR", str(uv_cache))
+    try:
+        root = tmp_path_factory.mktemp("piper-volume")
+        paths = config.Paths(
+            home=root / "home", envs=root / "envs", outputs=root / "out", on_volume=True
+        )
+        assert ensure(PIPER, paths=paths, in_place=False).source == "built"
+    finally:
+        mp.undo()
+    return paths.home

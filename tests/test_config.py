@@ -138,3 +138,53 @@ def test_resolve_paths_precedence(env, mounted, image_envs, home, envs, outputs)
         return Path(text.replace("CWD", str(Path.cwd()))).expanduser()
 
     assert (paths.home, paths.envs, paths.outputs) == (expand(home), expand(envs), expand(outputs))
+
+
+_PARENT = {
+    "PATH": "/usr/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+    "TMPDIR": "/tmp/x",
+    "LD_LIBRARY_PATH": "/usr/local/nvidia/lib64",
+    "CUDA_VISIBLE_DEVICES": "0",
+    "NVIDIA_DRIVER_CAPABILITIES": "compute,utility",
+    "HF_HUB_OFFLINE": "1",
+    "HF_TOKEN": "hf_secret",
+    "BUCKET_SECRET_ACCESS_KEY": "bucket-secret",
+    "BUCKET_ACCESS_KEY_ID": "bucket-id",
+    "BUCKET_ENDPOINT_URL": "https://s3.example",
+    "AWS_SECRET_ACCESS_KEY": "aws-secret",
+    "RUNPOD_AI_API_KEY": "runpod-key",
+    "MEDIA_WORKER_JOB_TIMEOUT_S": "60",
+    "MEDIA_WORKER_INDEX_URL": "https://u:p@mirror.example/simple",
+    "MEDIA_WORKER_EXTRA_INDEX_URLS": "https://u:p@torch.example/whl",
+    "UV_FIND_LINKS": "/opt/wheels",
+    "UV_CACHE_DIR": "/cache/uv",
+    "PIP_INDEX_URL": "https://pypi.example/simple",
+    "HTTPS_PROXY": "http://proxy:3128",
+    "DATABASE_PASSWORD": "other-secret",
+}
+_RUNNER_SEES = {
+    "PATH",
+    "HOME",
+    "LANG",
+    "TMPDIR",
+    "LD_LIBRARY_PATH",
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_DRIVER_CAPABILITIES",
+    "HF_HUB_OFFLINE",
+    "MEDIA_WORKER_JOB_TIMEOUT_S",
+}
+
+
+@pytest.mark.parametrize(
+    ("build", "sees"),
+    [
+        (False, _RUNNER_SEES),
+        (True, _RUNNER_SEES | {"UV_FIND_LINKS", "UV_CACHE_DIR", "PIP_INDEX_URL", "HTTPS_PROXY"}),
+    ],
+)
+def test_child_environ_is_an_allow_list(build, sees):
+    child = config.child_environ(_PARENT, build=build)
+    assert set(child) == sees
+    assert all(child[name] == _PARENT[name] for name in child)

@@ -61,6 +61,8 @@ class RunnerSpec:
             (no ML imports); raises ``InvalidInput`` naming the field.
         knobs: the optional contract fields this model honours (e.g. ``("speed",)``);
             the others of its task are ignored by it.
+        vram_mb: GPU memory the loaded model needs (0 for a CPU runner); the host
+            stops idle runners to make that much free before it starts this one.
     """
 
     task: str
@@ -69,6 +71,7 @@ class RunnerSpec:
     profile: str
     check: Callable[[Any], None] | None = None
     knobs: tuple[str, ...] = ()
+    vram_mb: int = 0
 
 
 def _drop(chunk: Chunk) -> None:

@@ -104,6 +104,6 @@ SPECS = (
         "models.runners.chatterbox:ChatterboxRunner",
         profile="chatterbox",
         check=check_job,
-        knobs=("exaggeration", "cfg_weight", "temperature", "language"),
+        knobs=("exaggeration", "cfg_weight", "temperature", "language", "seed"),
     ),
 )

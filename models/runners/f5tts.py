@@ -144,6 +144,6 @@ SPECS = (
         "models.runners.f5tts:F5Runner",
         profile="f5tts",
         check=check_job,
-        knobs=("nfe_step", "speed"),
+        knobs=("nfe_step", "speed", "seed"),
     ),
 )

@@ -114,6 +114,10 @@ SPECS = (
         runner_ref="models.runners.piper:PiperRunner",
         profile="piper",
         check=check_job,
+        # No "seed": Piper's noise comes from RandomNormalLike nodes in its ONNX graph
+        # with no seed input, and onnxruntime seeds them once per session
+        # (onnxruntime.set_seed before the session is made): honouring a per-job seed
+        # would cost a model load per job, so Piper refuses it instead of ignoring it.
         knobs=("voice", "speed"),
     ),
 )

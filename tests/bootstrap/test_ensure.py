@@ -35,11 +35,6 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def uv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("uv-cache")
-
-
 @pytest.fixture(autouse=True)
 def _fast_waits(monkeypatch: pytest.MonkeyPatch, uv_cache: Path) -> None:
     monkeypatch.setenv("UV_CACHE_DIR", str(uv_cache))

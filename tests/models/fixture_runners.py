@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -144,3 +145,25 @@ class ReferenceRunner(Runner):
         speech.add(audio[:half])
         speech.add(audio[half:])
         return speech.finish()
+
+
+class BlockRunner(Runner):
+    """Holds its job until the file job['release'] exists (a long model call)."""
+
+    def run(self, job, ctx):
+        Path(ctx.scratch, "started").write_text(str(os.getpid()))
+        release = Path(job["release"])
+        while not release.exists():
+            time.sleep(0.02)
+        out = Path(ctx.scratch) / "released.txt"
+        out.write_text("released")
+        return [OutputFile(str(out), "text/plain")]
+
+
+class EnvReportRunner(Runner):
+    """Writes the environment its process was given, as JSON."""
+
+    def run(self, job, ctx):
+        out = Path(ctx.scratch) / "environ.json"
+        out.write_text(json.dumps({"environ": dict(os.environ), "payload": job}))
+        return [OutputFile(str(out), "application/json")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -12,26 +13,80 @@ from pathlib import Path
 import pytest
 
 from errors import InvalidInput, JobTimeout, RunnerCrashed
-from models.host import RunnerHost, describe_exit, pick_runners_to_evict
+from models.host import (
+    LiveRunner,
+    RunnerHost,
+    RunnerStartFailed,
+    describe_exit,
+    parse_free_mb,
+    pick_runners_to_evict,
+)
 
 PY = Path(sys.executable)
 REF = "tests.models.fixture_runners:"
 
 
+def _table(rows: str) -> dict[str, LiveRunner]:
+    """``"a:1:0 b:2:8000:busy"`` -> name: LiveRunner(last_used, vram_mb, busy)."""
+    table = {}
+    for row in rows.split():
+        name, used, vram, *flags = row.split(":")
+        table[name] = LiveRunner(float(used), int(vram), busy="busy" in flags)
+    return table
+
+
 @pytest.mark.parametrize(
-    ("last_used", "keep", "max_live", "evicted"),
+    ("live", "keep", "max_live", "need_mb", "free_mb", "evicted"),
     [
-        ({}, "a", 1, []),
-        ({"a": 1.0}, "a", 1, []),
-        ({"a": 1.0}, "b", 1, ["a"]),
-        ({"a": 1.0, "b": 2.0}, "c", 2, ["a"]),
-        ({"a": 3.0, "b": 2.0, "c": 1.0}, "d", 2, ["c", "b"]),
-        ({"a": 1.0, "b": 2.0}, "a", 2, []),
-        ({"a": 1.0, "b": 2.0, "c": 3.0}, "a", 1, ["b", "c"]),
+        # by count only (no GPU, or a CPU runner): least recently used first
+        ("", "a", 1, 0, None, []),
+        ("a:1:0", "a", 1, 0, None, []),
+        ("a:1:0", "b", 1, 0, None, ["a"]),
+        ("a:1:0 b:2:0", "c", 2, 0, None, ["a"]),
+        ("a:3:0 b:2:0 c:1:0", "d", 2, 0, None, ["c", "b"]),
+        ("a:1:0 b:2:0", "a", 2, 0, None, []),
+        ("a:1:0 b:2:0 c:3:0", "a", 1, 0, None, ["b", "c"]),
+        # a busy runner is never stopped, even when the count is over
+        ("a:1:0:busy b:2:0", "c", 2, 0, None, ["b"]),
+        ("a:1:0:busy", "b", 1, 0, None, []),
+        # by memory: fits already -> nothing beyond the count
+        ("a:1:4000 b:2:4000", "c", 4, 8000, 10000, []),
+        # does not fit: stop idle GPU runners, oldest first, until it does
+        ("a:1:4000 b:2:4000", "c", 4, 8000, 5000, ["a"]),
+        ("a:1:4000 b:2:4000", "c", 4, 8000, 1000, ["a", "b"]),
+        # CPU runners free no GPU memory: skipped by the memory pass
+        ("a:1:0 b:2:6000", "c", 4, 8000, 3000, ["b"]),
+        # the count pass already freed some memory
+        ("a:1:6000 b:2:3000", "c", 2, 8000, 3000, ["a"]),
+        # a busy GPU runner keeps its memory; the idle one goes
+        ("a:1:6000:busy b:2:3000", "c", 4, 8000, 6000, ["b"]),
+        # not enough even with every idle GPU runner gone: all of them go anyway
+        ("a:1:2000 b:2:2000", "c", 4, 80000, 1000, ["a", "b"]),
+        # no GPU visible: memory is not considered
+        ("a:1:4000", "c", 4, 8000, None, []),
+        # a warm runner being kept is never its own victim
+        ("a:1:4000 c:2:8000", "c", 4, 8000, 0, ["a"]),
     ],
 )
-def test_pick_runners_to_evict(last_used, keep, max_live, evicted):
-    assert pick_runners_to_evict(last_used, keep, max_live) == evicted
+def test_pick_runners_to_evict(live, keep, max_live, need_mb, free_mb, evicted):
+    chosen = pick_runners_to_evict(
+        _table(live), keep=keep, max_live=max_live, need_mb=need_mb, free_mb=free_mb
+    )
+    assert chosen == evicted
+
+
+@pytest.mark.parametrize(
+    ("output", "free"),
+    [
+        ("81037\n", 81037),
+        ("  1024 \n2048\n", 1024),
+        ("", None),
+        ("No devices were found\n", None),
+        ("[N/A]\n", None),
+    ],
+)
+def test_parse_free_mb(output, free):
+    assert parse_free_mb(output) == free
 
 
 @pytest.mark.parametrize(
@@ -110,8 +165,11 @@ def test_fault_in_run_fails_the_job_and_the_next_job_works(host, tmp_path, cls, 
 
 @pytest.mark.slow
 def test_exception_in_setup_is_runner_crashed(host, tmp_path):
-    with pytest.raises(RunnerCrashed, match=r"could not start: .*weights file is corrupt"):
+    with pytest.raises(
+        RunnerStartFailed, match=r"could not start: .*weights file is corrupt"
+    ) as info:
         _run(host, tmp_path, "ExcInSetup")
+    assert info.value.code == "runner_crashed"
     assert "ExcInSetup" not in host.live
 
 
@@ -182,7 +240,9 @@ def test_least_recently_used_runner_is_evicted(host, tmp_path):
 @pytest.mark.slow
 def test_missing_interpreter_is_runner_crashed_and_names_it(host, tmp_path):
     missing = tmp_path / "no-env" / "bin" / "python"
-    with pytest.raises(RunnerCrashed, match=r"could not start: .*no-env/bin/python: No such file"):
+    with pytest.raises(
+        RunnerStartFailed, match=r"could not start: .*no-env/bin/python: No such file"
+    ):
         host.run(
             name="ghost",
             python=missing,
@@ -192,3 +252,146 @@ def test_missing_interpreter_is_runner_crashed_and_names_it(host, tmp_path):
             scratch=tmp_path,
         )
     assert "ghost" not in host.live
+
+
+@pytest.mark.slow
+def test_runner_killed_while_idle_is_restarted_and_the_job_succeeds(host, tmp_path, caplog):
+    """kill -9 between jobs (the OOM killer's way): the next job gets a fresh runner."""
+    _run(host, tmp_path, "EchoRunner", name="idle")
+    pid = host.live["idle"]
+    os.kill(pid, signal.SIGKILL)
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # dead, not yet reaped by the host
+    outcome, _ = _run(host, tmp_path, "EchoRunner", name="idle")
+    assert outcome.cold
+    new_pid = int(Path(outcome.outputs[0].path).read_text().split()[0])
+    assert new_pid != pid and host.live["idle"] == new_pid
+    assert "runner idle was killed by SIGKILL" in caplog.text and "while idle" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_job_for_one_runner_completes_while_another_runner_is_busy(host, tmp_path):
+    release = tmp_path / "release"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    result: dict = {}
+
+    def long_job():
+        result["a"] = host.run(
+            name="a",
+            python=PY,
+            runner_ref=REF + "BlockRunner",
+            job_id="job-a",
+            payload={"release": str(release)},
+            scratch=tmp_path / "a",
+        )
+
+    thread = threading.Thread(target=long_job)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "a" / "started").exists():
+            assert thread.is_alive() and time.monotonic() < deadline
+            time.sleep(0.02)
+        outcome, _ = _run(host, tmp_path / "b", "EchoRunner", name="b")
+        assert Path(outcome.outputs[0].path).read_text().endswith("hello ['org/tiny']")
+        assert thread.is_alive()  # a's job is still held: b did not wait for it
+    finally:
+        release.touch()
+        thread.join(timeout=60)
+    assert Path(result["a"].outputs[0].path).read_text() == "released"
+
+
+@pytest.mark.slow
+def test_busy_runner_is_not_evicted_to_make_room(tmp_path):
+    host = RunnerHost(max_runners=1)
+    release = tmp_path / "release"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    result: dict = {}
+
+    def long_job():
+        result["a"] = host.run(
+            name="a",
+            python=PY,
+            runner_ref=REF + "BlockRunner",
+            job_id="job-a",
+            payload={"release": str(release)},
+            scratch=tmp_path / "a",
+        )
+
+    thread = threading.Thread(target=long_job)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "a" / "started").exists():
+            assert thread.is_alive() and time.monotonic() < deadline
+            time.sleep(0.02)
+        _run(host, tmp_path / "b", "EchoRunner", name="b")
+        assert sorted(host.live) == ["a", "b"]  # over the count for a moment, not killing a job
+    finally:
+        release.touch()
+        thread.join(timeout=60)
+        host.shutdown()
+    assert Path(result["a"].outputs[0].path).read_text() == "released"
+
+
+@pytest.mark.slow
+def test_idle_gpu_runner_is_stopped_when_a_new_one_would_not_fit(tmp_path):
+    """The memory reading is the one stand-in: this machine has no GPU. The runners,
+    their processes and the stop are real."""
+    free = {"mb": 10_000}
+    host = RunnerHost(max_runners=4, free_memory=lambda: free["mb"])
+    try:
+        for name in ("a", "b"):
+            host.run(
+                name=name,
+                python=PY,
+                runner_ref=REF + "EchoRunner",
+                job_id=f"job-{name}",
+                payload={"text": name},
+                scratch=tmp_path,
+                vram_mb=4000,
+            )
+            free["mb"] -= 4000
+        pid_b = host.live["b"]
+        host.run(
+            name="c",
+            python=PY,
+            runner_ref=REF + "EchoRunner",
+            job_id="job-c",
+            payload={"text": "c"},
+            scratch=tmp_path,
+            vram_mb=4000,
+        )
+        assert sorted(host.live) == ["b", "c"] and host.live["b"] == pid_b
+    finally:
+        host.shutdown()
+
+
+@pytest.mark.slow
+def test_runner_gets_an_allow_listed_environment(host, tmp_path, monkeypatch):
+    secrets = {
+        "BUCKET_SECRET_ACCESS_KEY": "zz-bucket-secret",
+        "BUCKET_ACCESS_KEY_ID": "zz-bucket-id",
+        "HF_TOKEN": "hf_zzsecret",
+        "AWS_SECRET_ACCESS_KEY": "zz-aws-secret",
+        "RUNPOD_AI_API_KEY": "zz-runpod-key",
+        "MEDIA_WORKER_INDEX_URL": "https://user:zz-index-pass@mirror.example/simple",
+        "SOME_APP_PASSWORD": "zz-other",
+    }
+    kept = {
+        "CUDA_VISIBLE_DEVICES": "0",
+        "NVIDIA_VISIBLE_DEVICES": "all",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "MEDIA_WORKER_JOB_TIMEOUT_S": "77",
+        "LANG": "C.UTF-8",
+    }
+    for name, value in {**secrets, **kept}.items():
+        monkeypatch.setenv(name, value)
+    outcome, _ = _run(host, tmp_path, "EnvReportRunner")
+    report = Path(outcome.outputs[0].path).read_text()
+    environ = json.loads(report)["environ"]
+    assert not set(secrets) & set(environ)
+    assert not any(value in report for value in secrets.values())
+    assert {name: environ.get(name) for name in kept} == kept
+    assert environ["HF_HUB_OFFLINE"] == "1" and environ["PATH"] == os.environ["PATH"]

@@ -55,11 +55,12 @@ def test_a_runner_module_without_specs_is_named(tmp_path):
         (contract.TtsJob, contract.MEDIA, ()),
         (contract.CloneJob, contract.MEDIA, ("reference_audio",)),
         (contract.RestoreJob, contract.MEDIA, ("video",)),
-        (contract.TtsJob, contract.KNOB, ("timestamps", "voice", "speed")),
+        (contract.TtsJob, contract.KNOB, ("seed", "timestamps", "voice", "speed")),
         (
             contract.CloneJob,
             contract.KNOB,
             (
+                "seed",
                 "timestamps",
                 "language",
                 "speed",
@@ -72,7 +73,7 @@ def test_a_runner_module_without_specs_is_named(tmp_path):
         (
             contract.RestoreJob,
             contract.KNOB,
-            ("batch_size", "temporal_overlap", "color_correction", "crf", "tile"),
+            ("seed", "batch_size", "temporal_overlap", "color_correction", "crf", "tile"),
         ),
     ],
 )
