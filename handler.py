@@ -51,14 +51,13 @@ os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
 import runpod
 from runpod.serverless.modules import worker_state
 
-import bootstrap
 import config
 import storage
 from errors import InvalidInput, WorkerError
 from models import contract, registry
 from models import protocol as p
 from models.environments import Environments
-from models.host import RunnerHost, RunnerStartFailed
+from models.host import RunnerHost
 from models.profiles import get_profile
 
 logger = logging.getLogger("handler")
@@ -134,32 +133,30 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
         env, ensured_now = _ENVIRONMENTS.get(spec.profile, report)
         bootstrap_s = time.perf_counter() - t if ensured_now else 0.0
 
-        def run_on(env: bootstrap.Environment) -> Any:
-            return _HOST.run(
-                name=spec.model,
-                python=env.python,
-                runner_ref=spec.runner_ref,
-                job_id=job_id,
-                payload=payload,
-                scratch=scratch,
-                inputs=inputs,
-                weights={repo: str(path) for repo, path in env.weights.items()},
-                vram_mb=spec.vram_mb,
-                on_progress=report,
-                on_chunk=on_chunk if getattr(request, "stream", False) else None,
-            )
-
-        try:
-            outcome = run_on(env)
-        except RunnerStartFailed as exc:
+        def repair() -> Path:
             # A runner that cannot start may stand on a damaged environment (a file
             # deleted under a running worker): verify it, restore it, try once more.
             # Nothing was streamed yet: a start failure comes before any chunk.
-            logger.warning("job=%s %s; repairing the environment and retrying", job_id, exc.message)
+            nonlocal env, bootstrap_s
             t = time.perf_counter()
             env = _ENVIRONMENTS.repair(spec.profile, env, report)
             bootstrap_s += time.perf_counter() - t
-            outcome = run_on(env)
+            return env.python
+
+        outcome = _HOST.run(
+            name=spec.model,
+            python=env.python,
+            runner_ref=spec.runner_ref,
+            job_id=job_id,
+            payload=payload,
+            scratch=scratch,
+            inputs=inputs,
+            weights={repo: str(path) for repo, path in env.weights.items()},
+            vram_mb=spec.vram_mb,
+            on_progress=report,
+            on_chunk=on_chunk if getattr(request, "stream", False) else None,
+            on_start_failure=repair,
+        )
 
         saved_voice = None
         if isinstance(request, contract.CloneJob) and request.save_voice:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import logging
 import os
 import shutil
@@ -51,14 +52,7 @@ _NVIDIA_SMI_TIMEOUT_S = 10.0
 ProgressFn = Callable[[str, float | None], None]
 ChunkFn = Callable[[p.Chunk], None]
 FreeMemoryFn = Callable[[], int | None]
-
-
-class RunnerStartFailed(RunnerCrashed):
-    """The runner process could not start or load its model (``runner_crashed``).
-
-    Separate from a crash during a job because its cause may be a damaged
-    environment, which the handler repairs before it tries once more.
-    """
+RepairFn = Callable[[], Path]
 
 
 class RunnerState(enum.Enum):
@@ -213,19 +207,11 @@ class RunnerProcess:
         """Start the process and wait for it to load its model.
 
         Raises:
-            RunnerStartFailed: the process could not be started, died, or reported
+            RunnerCrashed: the process could not be started, died, or reported
                 ``Fatal`` while starting.
             JobTimeout: it did not become ready within ``timeout_s``.
         """
         self._assert_state(RunnerState.STARTING)
-        try:
-            self._start(weights=weights, timeout_s=timeout_s, job_id=job_id)
-        except RunnerStartFailed:
-            raise
-        except RunnerCrashed as exc:  # died before Ready: a start failure
-            raise RunnerStartFailed(exc.message) from None
-
-    def _start(self, *, weights: dict[str, str], timeout_s: float, job_id: str) -> None:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         env = config.child_environ()  # no S3 keys, no HF token: see config.child_environ
@@ -250,7 +236,7 @@ class RunnerProcess:
             os.close(to_child_w)
             os.close(from_child_r)
             self.state = RunnerState.DEAD
-            raise RunnerStartFailed(
+            raise RunnerCrashed(
                 f"runner {self.name} could not start: {self.python}: {exc.strerror}"
             ) from None
         finally:
@@ -263,10 +249,10 @@ class RunnerProcess:
         ready = self._receive(timeout_s, job_id, what="start", limit_s=timeout_s)
         if isinstance(ready, p.Fatal):
             self.kill()
-            raise RunnerStartFailed(f"runner {self.name} could not start: {ready.reason}")
+            raise RunnerCrashed(f"runner {self.name} could not start: {ready.reason}")
         if not isinstance(ready, p.Ready) or ready.protocol != p.PROTOCOL_VERSION:
             self.kill()
-            raise RunnerStartFailed(f"runner {self.name} answered {ready!r} instead of Ready")
+            raise RunnerCrashed(f"runner {self.name} answered {ready!r} instead of Ready")
         self.load_s = ready.load_s
         self.state = RunnerState.IDLE
         logger.info("job=%s runner %s ready load_s=%.2f", job_id, self.name, ready.load_s)
@@ -452,16 +438,20 @@ class RunnerHost:
         on_progress: ProgressFn | None = None,
         inputs: Mapping[str, Path] | None = None,
         on_chunk: ChunkFn | None = None,
+        on_start_failure: RepairFn | None = None,
     ) -> RunOutcome:
         """Run one job on runner ``name``, starting it (and stopping others) if needed.
 
         Args:
             vram_mb: GPU memory the runner needs when it starts (0: a CPU runner).
+            on_start_failure: called once when the runner cannot start (its
+                interpreter is gone, its imports fail); it repairs the environment
+                and returns the interpreter to try once more with.
 
         Raises:
             WorkerError: whatever the runner reported for this job.
-            RunnerStartFailed: the runner could not start or load its model.
-            RunnerCrashed: the runner died during the job.
+            RunnerCrashed: the runner could not start (after the one retry), or
+                died during the job.
             JobTimeout: start or job exceeded its limit; the runner was killed.
         """
         timeout_s = config.JOB_TIMEOUT_S.get() if timeout_s is None else timeout_s
@@ -484,15 +474,22 @@ class RunnerHost:
                 runner = slot.runner = None
             cold = runner is None
             if runner is None:
-                runner = RunnerProcess(name, python, runner_ref, vram_mb=vram_mb)
                 with self._start_lock:
                     self._make_room(name, vram_mb, job_id)
-                    slot.runner = runner
-                    runner.start(
-                        weights=weights or {},
-                        timeout_s=config.RUNNER_START_TIMEOUT_S.get(),
-                        job_id=job_id,
+                    start = functools.partial(
+                        self._start, slot, name, runner_ref, vram_mb, weights or {}, job_id
                     )
+                    try:
+                        runner = start(python)
+                    except RunnerCrashed as exc:
+                        if on_start_failure is None:
+                            raise
+                        logger.warning(
+                            "job=%s %s; repairing its environment and trying once more",
+                            job_id,
+                            exc.message,
+                        )
+                        runner = start(on_start_failure())
             done = runner.run(
                 job_id=job_id,
                 payload=payload,
@@ -509,6 +506,20 @@ class RunnerHost:
             cold=cold,
             result=done.result,
         )
+
+    def _start(
+        self,
+        slot: _Slot,
+        name: str,
+        runner_ref: str,
+        vram_mb: int,
+        weights: dict[str, str],
+        job_id: str,
+        python: Path,
+    ) -> RunnerProcess:
+        runner = slot.runner = RunnerProcess(name, python, runner_ref, vram_mb=vram_mb)
+        runner.start(weights=weights, timeout_s=config.RUNNER_START_TIMEOUT_S.get(), job_id=job_id)
+        return runner
 
     def _make_room(self, name: str, vram_mb: int, job_id: str) -> None:
         """Stop idle runners so that ``name`` fits by count and by GPU memory."""

@@ -191,4 +191,4 @@ def test_a_damaged_environment_under_a_warm_worker_is_repaired(built_worker, dam
     result = _speak("after")
     assert result["cold"]
     assert voice.is_file()
-    assert "could not start" in caplog.text and "repairing the environment" in caplog.text
+    assert "could not start" in caplog.text and "repairing its environment" in caplog.text

@@ -16,7 +16,6 @@ from errors import InvalidInput, JobTimeout, RunnerCrashed
 from models.host import (
     LiveRunner,
     RunnerHost,
-    RunnerStartFailed,
     describe_exit,
     parse_free_mb,
     pick_runners_to_evict,
@@ -165,9 +164,7 @@ def test_fault_in_run_fails_the_job_and_the_next_job_works(host, tmp_path, cls, 
 
 @pytest.mark.slow
 def test_exception_in_setup_is_runner_crashed(host, tmp_path):
-    with pytest.raises(
-        RunnerStartFailed, match=r"could not start: .*weights file is corrupt"
-    ) as info:
+    with pytest.raises(RunnerCrashed, match=r"could not start: .*weights file is corrupt") as info:
         _run(host, tmp_path, "ExcInSetup")
     assert info.value.code == "runner_crashed"
     assert "ExcInSetup" not in host.live
@@ -240,9 +237,7 @@ def test_least_recently_used_runner_is_evicted(host, tmp_path):
 @pytest.mark.slow
 def test_missing_interpreter_is_runner_crashed_and_names_it(host, tmp_path):
     missing = tmp_path / "no-env" / "bin" / "python"
-    with pytest.raises(
-        RunnerStartFailed, match=r"could not start: .*no-env/bin/python: No such file"
-    ):
+    with pytest.raises(RunnerCrashed, match=r"could not start: .*no-env/bin/python: No such file"):
         host.run(
             name="ghost",
             python=missing,
@@ -395,3 +390,52 @@ def test_runner_gets_an_allow_listed_environment(host, tmp_path, monkeypatch):
     assert not any(value in report for value in secrets.values())
     assert {name: environ.get(name) for name in kept} == kept
     assert environ["HF_HUB_OFFLINE"] == "1" and environ["PATH"] == os.environ["PATH"]
+
+
+@pytest.mark.slow
+def test_a_runner_that_cannot_start_is_repaired_once_then_started(host, tmp_path):
+    """on_start_failure is where the handler restores a damaged environment."""
+    missing = tmp_path / "removed-env" / "bin" / "python"
+    repairs: list[str] = []
+
+    def repair() -> Path:
+        repairs.append("repaired")
+        return PY
+
+    outcome = host.run(
+        name="repairable",
+        python=missing,
+        runner_ref=REF + "EchoRunner",
+        job_id="job-test",
+        payload={"text": "back"},
+        scratch=tmp_path,
+        on_start_failure=repair,
+    )
+    assert repairs == ["repaired"] and outcome.cold
+    assert Path(outcome.outputs[0].path).read_text().split(" ", 2)[1] == "back"
+
+
+@pytest.mark.slow
+def test_a_runner_that_still_cannot_start_after_the_repair_fails_the_job(host, tmp_path):
+    repairs: list[str] = []
+
+    def repair() -> Path:
+        repairs.append("repaired")
+        return PY
+
+    with pytest.raises(RunnerCrashed, match=r"could not start: .*weights file is corrupt"):
+        _run_with(host, tmp_path, "ExcInSetup", on_start_failure=repair)
+    assert repairs == ["repaired"]  # once, not in a loop
+    assert "ExcInSetup" not in host.live
+
+
+def _run_with(host, tmp_path, cls, **kwargs):
+    return host.run(
+        name=cls,
+        python=PY,
+        runner_ref=REF + cls,
+        job_id="job-test",
+        payload={"text": "hello"},
+        scratch=tmp_path,
+        **kwargs,
+    )
