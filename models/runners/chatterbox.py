@@ -105,5 +105,9 @@ SPECS = (
         profile="chatterbox",
         check=check_job,
         knobs=("exaggeration", "cfg_weight", "temperature", "language", "seed"),
+        # Declared, not measured on a GPU yet: the 0.5 B-parameter T3 model, S3Gen and
+        # the voice encoder in fp32 with activations, plus the CUDA context; bench/gpu.py
+        # prints the peak to replace it with.
+        vram_mb=6144,
     ),
 )
