@@ -206,6 +206,19 @@ def check_job(job: Any) -> None:
         )
 
 
+# GPU memory each model needs, declared for the runner host's eviction (not measured
+# on a GPU yet): float16 weights (2 bytes per parameter: 39 M, 74 M, 244 M, 769 M,
+# 1,550 M, 809 M) plus about 1 GB for CTranslate2's context and decoding buffers.
+VRAM_MB: dict[str, int] = {
+    "tiny": 1100,
+    "base": 1200,
+    "small": 1500,
+    "medium": 2600,
+    "large-v2": 4100,
+    "large-v3": 4100,
+    "large-v3-turbo": 2700,
+}
+
 SPECS = tuple(
     RunnerSpec(
         "transcribe",
@@ -213,6 +226,7 @@ SPECS = tuple(
         "models.runners.whisper:WhisperRunner",
         profile=profile_name(model),
         check=check_job,
+        vram_mb=VRAM_MB[model],
     )
     for model in MODELS
 )
