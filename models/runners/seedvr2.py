@@ -232,7 +232,7 @@ class SeedVR2Runner7B(SeedVR2Runner):
     size = "7b"
 
 
-_KNOBS = ("batch_size", "temporal_overlap", "color_correction", "crf")
+_KNOBS = ("batch_size", "temporal_overlap", "color_correction", "crf", "seed")
 SPECS = (
     RunnerSpec(
         task="restore",
@@ -241,6 +241,9 @@ SPECS = (
         profile="seedvr2",
         check=check_job,
         knobs=_KNOBS,
+        # Declared for the runner host's eviction, not measured on a GPU yet: the DiT in
+        # bfloat16 (2 bytes per parameter), the VAE and the smallest tiling's activations.
+        vram_mb=12288,
     ),
     RunnerSpec(
         task="restore",
@@ -249,5 +252,6 @@ SPECS = (
         profile="seedvr2",
         check=check_job,
         knobs=_KNOBS,
+        vram_mb=20480,
     ),
 )

@@ -178,5 +178,8 @@ SPECS = (
         profile="upscale",
         check=check_job,
         knobs=("batch_size", "temporal_overlap", "color_correction", "crf", "tile"),
+        # Declared for the runner host's eviction, not measured on a GPU yet: a spandrel
+        # model (tens of MB) with one batch of tiles and the CUDA context.
+        vram_mb=2048,
     ),
 )
