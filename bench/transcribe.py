@@ -10,11 +10,17 @@ RTF = seconds of work / seconds of audio; overhead_ratio = ours / raw (goal <= 1
 
 The model is Whisper tiny's architecture (d_model 384, 4+4 layers, the real
 vocabulary layout) with random weights, converted by CTranslate2's converter
-(tests/fixtures/make_whisper.py); no weights are downloaded. It is placed where
+(tests/fixtures/make_whisper.py; ``DECODING`` below keeps its decoding
+deterministic); no weights are downloaded. It is placed where
 RunPod's cached models live, so the bootstrapper uses it as is. The conversion and
 the whisper profile's environment are cached under ~/.cache/media-worker-bench.
 
-Usage: python bench/transcribe.py [--runs 5] [--seconds 60]
+Memory (``--memory-minutes``, default 60): peak RSS of decoding a long file and
+computing its log-mel features, the part that grows with the input: faster-whisper's
+``decode_audio`` + ``FeatureExtractor`` over the whole file (what ``transcribe(path)``
+does first) vs the runner's ``decode_windows`` + the same extractor per window.
+
+Usage: python bench/transcribe.py [--runs 5] [--seconds 60] [--memory-minutes 60]
 The last line is ``overhead_ratio=<ours/raw>``.
 """
 
@@ -35,32 +41,64 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-REPO, REVISION = "bench/faster-whisper-tiny-random", "0" * 39 + "1"
+REPO, REVISION = "bench/faster-whisper-tiny-random", "0" * 39 + "2"
+# Confident enough that faster-whisper keeps every greedy pass (no fallback to
+# sampling, whose random lengths would make the two sides do different work), and
+# ~50 tokens per 30 s window, about what trained models emit for English speech.
+DECODING = ("--logit-scale", "60", "--eot-after", "100", "--eot-gain", "1.0")
 
 RAW = """
-import json, statistics, sys, time
+import json, sys, time
 from faster_whisper import WhisperModel
 from models.runners.whisper import cpu_threads
-path, model_dir, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+path, model_dir = sys.argv[1], sys.argv[2]
 model = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=cpu_threads())
-def once():
+for _ in sys.stdin:  # one timed run per line, so runs interleave with the worker's
     t = time.perf_counter()
     segments, info = model.transcribe(path, task="transcribe", word_timestamps=False,
                                       vad_filter=False, initial_prompt=None)
     n = len(list(segments))
-    return time.perf_counter() - t, n
-once()  # warm
-times = [once()[0] for _ in range(runs)]
-print(json.dumps({"median_s": statistics.median(times)}))
+    print(json.dumps({"s": time.perf_counter() - t, "segments": n}), flush=True)
 """
+
+
+MEMORY = """
+import resource, sys
+from pathlib import Path
+from faster_whisper.audio import decode_audio
+from faster_whisper.feature_extractor import FeatureExtractor
+from models.runners.whisper import decode_windows
+path, how = sys.argv[1], sys.argv[2]
+extract = FeatureExtractor()
+if how == "raw":
+    frames = extract(decode_audio(path)).shape[-1]
+else:
+    frames = sum(extract(w).shape[-1] for _, w in decode_windows(Path(path), max_s=1e9))
+print(frames, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def _peak_mb(python: Path, path: Path, how: str) -> tuple[int, int]:
+    done = subprocess.run(
+        [str(python), "-c", MEMORY, str(path), how],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    frames, peak = done.stdout.split()
+    return int(frames), int(peak)
 
 
 def _checkpoint(cache: Path) -> Path:
     from tests.fixtures.whisper import build_checkpoint, conversion_python
 
-    out = cache / "checkpoint-tiny"
+    out = cache / "checkpoint-tiny-greedy"
     if not (out / "model.bin").exists():
-        build_checkpoint(conversion_python(cache / "convert-venv"), out, dims="tiny")
+        build_checkpoint(
+            conversion_python(cache / "convert-venv"), out, dims="tiny", extra=DECODING
+        )
     return out
 
 
@@ -68,6 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--memory-minutes", type=float, default=60.0)
     args = parser.parse_args()
 
     cache = Path.home() / ".cache" / "media-worker-bench"
@@ -121,23 +160,33 @@ def main() -> None:
 
     cold = job()  # builds or restores the environment, starts the runner
     env = handler._ENVIRONMENTS["whisper_tiny"]
-    times, last = [], cold
-    for _ in range(args.runs):
-        start = time.perf_counter()
-        last = job()
-        times.append(time.perf_counter() - start)
-    ours_s = statistics.median(times)
-    handler._HOST.shutdown()  # free the cores for the raw side
-
-    done = subprocess.run(
-        [str(env.python), "-c", RAW, str(path), str(model_dir), str(args.runs)],
-        capture_output=True,
+    raw = subprocess.Popen(
+        [str(env.python), "-c", RAW, str(path), str(model_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         text=True,
-        check=True,
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    raw_s = json.loads(done.stdout.strip().splitlines()[-1])["median_s"]
+
+    def raw_once() -> float:
+        raw.stdin.write("run\n")
+        raw.stdin.flush()
+        return json.loads(raw.stdout.readline())["s"]
+
+    raw_once()  # warm
+    # Interleaved (raw, ours, raw, ours...): on a shared machine, load that comes and
+    # goes then weighs on both sides alike.
+    raw_times, ours_times, last = [], [], cold
+    for _ in range(args.runs):
+        raw_times.append(raw_once())
+        start = time.perf_counter()
+        last = job()
+        ours_times.append(time.perf_counter() - start)
+    raw.stdin.close()
+    raw.wait(timeout=60)
+    handler._HOST.shutdown()
+    raw_s, ours_s = statistics.median(raw_times), statistics.median(ours_times)
 
     print(
         f"audio: {args.seconds:.0f} s FLAC, model: tiny dims, random weights, int8 CPU, "
@@ -157,6 +206,19 @@ def main() -> None:
         f"{ours_s / args.seconds:>8.3f}"
     )
     print(f"{'  of which infer_s (inside the runner)':<52}{last['timings']['infer_s']:>10.3f}")
+
+    if args.memory_minutes > 0:
+        long = cache / f"long-{args.memory_minutes:.0f}min.flac"
+        if not long.exists():
+            n = int(16_000 * 60 * args.memory_minutes)
+            tone = np.sin(2 * np.pi * 220 * np.arange(n, dtype=np.float32) / 16_000)
+            soundfile.write(long, 0.3 * tone, 16_000, format="FLAC")
+        raw_frames, raw_mb = _peak_mb(env.python, long, "raw")
+        ours_frames, ours_mb = _peak_mb(env.python, long, "ours")
+        print(f"memory, {args.memory_minutes:.0f} min: decode + log-mel features, peak RSS")
+        print(f"{'raw: decode_audio + FeatureExtractor, whole file':<52}{raw_mb:>9} MB")
+        print(f"{'ours: decode_windows + FeatureExtractor per window':<52}{ours_mb:>9} MB")
+        print(f"feature frames raw={raw_frames} ours={ours_frames}")
     print(f"overhead_ratio={ours_s / raw_s:.3f}")
 
 

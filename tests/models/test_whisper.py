@@ -234,6 +234,7 @@ def test_transcribe_job_publishes_json_txt_srt_vtt_and_ass(whisper_env, caplog):
         formats=["json", "txt", "srt", "vtt", "ass"],
         word_timestamps=True,
         max_chars_per_line=20,
+        initial_prompt="Glossary: media-worker, RunPod.",
     )
     result = handler.handler(job)
     assert "error" not in result, result
@@ -271,13 +272,17 @@ def test_transcribe_job_publishes_json_txt_srt_vtt_and_ass(whisper_env, caplog):
 
 
 @pytest.mark.slow
-def test_a_video_is_accepted_and_its_audio_track_transcribed(whisper_env, tmp_path):
+def test_a_video_is_accepted_and_its_audio_track_transcribed_with_vad_and_translate(
+    whisper_env, tmp_path
+):
     video = _make_media(whisper_env, tmp_path / "clip.mp4", audio_s=4.0, video=True)
     job = _transcribe_job(
         "tr-video",
         model="tiny",
         audio=_data_uri(video.read_bytes(), "video/mp4"),
         language="en",
+        translate=True,  # task "translate"; English in, English out
+        vad=True,  # Silero VAD from faster-whisper's bundled asset, on onnxruntime
         formats=["json"],
     )
     result = handler.handler(job)
