@@ -109,9 +109,10 @@ def tree_problems(listing: Mapping[str, int] | None, root: Path, *, limit: int =
     compare with (a manifest older than the listing).
     """
     problems: list[str] = []
+    base = str(root)
     for rel, size in (listing or {}).items():
         try:
-            actual = os.lstat(root / rel).st_size
+            actual = os.lstat(os.path.join(base, rel)).st_size
         except OSError:
             problems.append(f"{rel} is missing")
         else:
