@@ -159,7 +159,7 @@ def main() -> None:
         return result
 
     cold = job()  # builds or restores the environment, starts the runner
-    env = handler._ENVIRONMENTS["whisper_tiny"]
+    env, _ = handler._ENVIRONMENTS.get("whisper_tiny", lambda *a: None)  # ready: no work
     raw = subprocess.Popen(
         [str(env.python), "-c", RAW, str(path), str(model_dir)],
         stdin=subprocess.PIPE,

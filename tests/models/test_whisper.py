@@ -28,6 +28,7 @@ import soundfile
 import handler
 from bootstrap import Weights
 from models import contract, profiles, registry
+from models.environments import Environments
 from models.runners import whisper
 from models.subtitles import Segment, Word
 
@@ -147,12 +148,15 @@ def whisper_env(hub_server, whisper_checkpoint, tmp_path_factory):
         mp.setenv("HF_ENDPOINT", hub_server.endpoint)
         mp.setenv("MEDIA_WORKER_HOME", str(home))
         mp.setenv("MEDIA_WORKER_ENVS_DIR", str(home / "local-envs"))
-        env, _ = handler._ensure("whisper_tiny", lambda *a: None)
+        # A registry of ready profiles of this module's own: the patched profile is
+        # never remembered past it.
+        environments = Environments()
+        mp.setattr(handler, "_ENVIRONMENTS", environments)
+        env, _ = environments.get("whisper_tiny", lambda *a: None)
         try:
             yield env
         finally:
             handler._HOST.shutdown()
-            handler._ENVIRONMENTS.pop("whisper_tiny", None)
 
 
 def _bursts(seconds: float, *, gaps: bool = True) -> np.ndarray:
