@@ -14,6 +14,7 @@ import base64
 import dataclasses
 import os
 import signal
+import subprocess
 import threading
 import time
 import urllib.request
@@ -63,6 +64,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, hub_server) -> dict[str, str
             work=home,
             key="params_ema",
         )
+    env["built_python"] = str(built.python)
     env["MEDIA_WORKER_UPSCALE_REVISION"] = hub_server.add_repo(REPO, {FILE: checkpoint})
     compact = sr_models.safetensors_bytes(sr_models.compact(features=8, convs=2))
     env["compact_revision"] = hub_server.add_repo(COMPACT_REPO, {COMPACT: compact})
@@ -278,3 +280,17 @@ def test_job_killed_mid_encode_publishes_nothing(compact_worker, tmp_path, monke
     published = [p for p in store.rglob("*") if p.is_file()] if store.exists() else []
     assert not [p for p in published if "jobs/killed" in p.as_posix()], published
     assert not list(scratch.rglob("restored.mp4"))
+
+
+def test_gpu_bench_restore_rows_run_on_the_cpu_with_the_profile_interpreter(world):
+    out = subprocess.run(
+        [world["built_python"], "bench/gpu.py", "--device", "cpu", "--small",
+         "--only", "upscale,seedvr2"],
+        cwd=Path(__file__).resolve().parents[3],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith(("upscale", "seedvr2"))]
+    assert len(rows) == 2 and "128x96" in rows[0] and "skipped" in rows[1], out.stdout
