@@ -26,6 +26,7 @@ import pytest
 
 import bootstrap
 import handler
+from models.environments import Environments
 from models.profiles import upscale_profile
 from tests.fixtures import sr_models
 from tests.fixtures.clips import make_clip, make_image, read_back
@@ -79,7 +80,8 @@ def worker(world, clean_environ, monkeypatch, tmp_path) -> Path:
             monkeypatch.setenv(name, value)
     out = tmp_path / "store"
     monkeypatch.setenv("MEDIA_WORKER_OUTPUT_DIR", str(out))
-    monkeypatch.setattr(handler, "_ENVIRONMENTS", {})
+    # a fresh registry of ready profiles: each test's settings pick its weights
+    monkeypatch.setattr(handler, "_ENVIRONMENTS", Environments())
     return out
 
 
