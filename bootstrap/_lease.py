@@ -204,12 +204,15 @@ class Lease:
         while not self._stop.wait(wait):
             wait = self.lifetime_s / 4
             for path in list(self._fresh):
-                with contextlib.suppress(FileNotFoundError):
-                    try:
-                        touch(path)
-                    except OSError as exc:
-                        logger.warning("heartbeat could not touch %s: %s", path.name, exc)
-                        wait = min(wait, RETRY_BEAT_S)
+                try:
+                    touch(path)
+                except FileNotFoundError:
+                    # Not written yet, or already renamed into place: nothing to keep
+                    # fresh. (It is an OSError too, so it must be caught first.)
+                    continue
+                except OSError as exc:
+                    logger.warning("heartbeat could not touch %s: %s", path.name, exc)
+                    wait = min(wait, RETRY_BEAT_S)
             if not self.held:
                 continue
             try:

@@ -140,6 +140,27 @@ def test_heartbeat_retries_after_an_error(tmp_path, monkeypatch):
         lease.release()
 
 
+def test_heartbeat_is_quiet_about_temps_not_written_yet_and_keeps_the_others_fresh(
+    tmp_path, caplog
+):
+    path = tmp_path / "leases" / "piper-0123456789abcdef.lock"
+    lease = Lease(path, lifetime_s=0.4)
+    written = tmp_path / ".tmp-written.json"
+    written.write_text("{}")
+    os.utime(written, (1, 1))
+    lease.keep_fresh(written, tmp_path / ".tmp-not-yet.tar.zst")  # the archive comes later
+    assert lease.try_acquire(1)
+    try:
+        deadline = time.monotonic() + 20
+        while written.stat().st_mtime < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # a few more beats with the missing temp
+    finally:
+        lease.release()
+    assert written.stat().st_mtime > 2  # the written temp was kept fresh
+    assert "could not touch" not in caplog.text
+
+
 def _layout(tmp_path: Path) -> _ensure.Layout:
     paths = config.Paths(
         home=tmp_path / "vol", envs=tmp_path / "envs", outputs=tmp_path, on_volume=True
