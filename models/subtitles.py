@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 __all__ = [
+    "CAPTION_CONTENT_TYPES",
     "CAPTION_FORMATS",
     "Segment",
     "Word",
@@ -36,6 +37,13 @@ __all__ = [
 
 CaptionFormat = Literal["srt", "vtt", "ass"]
 CAPTION_FORMATS: tuple[CaptionFormat, ...] = ("srt", "vtt", "ass")
+# The content types caption outputs are published with (SubRip has no registered type;
+# application/x-subrip is what browsers and S3 consoles recognise).
+CAPTION_CONTENT_TYPES: dict[CaptionFormat, str] = {
+    "srt": "application/x-subrip",
+    "vtt": "text/vtt",
+    "ass": "text/x-ssa",
+}
 
 DEFAULT_MAX_CHARS_PER_LINE = 42  # Netflix/BBC guideline for Latin scripts
 DEFAULT_MAX_LINES = 2

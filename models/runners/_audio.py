@@ -12,7 +12,7 @@ hands each piece to a :class:`SpeechAssembler`, which
   ``ctx.emit_chunk`` (split further when one file would exceed the stream
   item budget);
 - at the end writes the full output (temp name, then rename) and, with word
-  timings, ``.srt`` and ``.vtt`` captions beside it.
+  timings, ``.srt``, ``.vtt`` and ``.ass`` captions beside it.
 
 numpy, soundfile, soxr (and pysubs2 for captions) are imported inside the
 methods: this module is imported by runner modules the handler also imports.
@@ -186,12 +186,12 @@ class SpeechAssembler:
 
 
 def write_captions(words: list[dict[str, Any]], stem: Path) -> list[OutputFile]:
-    """``<stem>.srt`` and ``<stem>.vtt`` from word timings (models.subtitles)."""
+    """``<stem>.srt``, ``<stem>.vtt`` and ``<stem>.ass`` (karaoke) from word timings."""
     from models import subtitles
 
     timed = [subtitles.Word(w["word"], w["start_s"], w["end_s"]) for w in words]
     segments = subtitles.segments_from_words(timed)
     return [
         OutputFile(str(subtitles.write_captions(segments, stem.with_suffix(f".{fmt}"), fmt)), ctype)
-        for fmt, ctype in (("srt", "application/x-subrip"), ("vtt", "text/vtt"))
+        for fmt, ctype in subtitles.CAPTION_CONTENT_TYPES.items()
     ]

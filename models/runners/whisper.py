@@ -31,7 +31,14 @@ import config
 from errors import InvalidInput, UnsupportedMedia
 from models.protocol import OutputFile
 from models.runners.base import RunContext, Runner, RunnerSpec
-from models.subtitles import Segment, Word, segments_from_words, wrap_segments, write_captions
+from models.subtitles import (
+    CAPTION_CONTENT_TYPES,
+    Segment,
+    Word,
+    segments_from_words,
+    wrap_segments,
+    write_captions,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -180,9 +187,7 @@ PROMPT_TAIL_CHARS = 200
 CONTENT_TYPES = {
     "json": "application/json",
     "txt": "text/plain; charset=utf-8",
-    "srt": "application/x-subrip",
-    "vtt": "text/vtt",
-    "ass": "text/x-ssa",
+    **CAPTION_CONTENT_TYPES,
 }
 
 

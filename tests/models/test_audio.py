@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
+import pysubs2
 import pytest
 import soundfile
 
@@ -79,7 +81,19 @@ def test_word_times_shift_by_the_piece_offset_and_make_captions(tmp_path):
         {"word": "world.", "start_s": 1.05, "end_s": 1.4},
     ]
     assert [c.words for c in sent] == [[speech.words[0]], [speech.words[1]]]
-    srt, vtt = outputs[1:]
-    assert (srt.content_type, vtt.content_type) == ("application/x-subrip", "text/vtt")
+    srt, vtt, ass = outputs[1:]
+    assert [o.content_type for o in (srt, vtt, ass)] == [
+        "application/x-subrip",
+        "text/vtt",
+        "text/x-ssa",
+    ]
     assert "Hello world." in Path(srt.path).read_text()
     assert Path(vtt.path).read_text().startswith("WEBVTT")
+    for caption in (srt, vtt, ass):  # every format reads back with the words in order
+        events = pysubs2.load(caption.path)
+        assert [e.plaintext.split() for e in events] == [["Hello", "world."]]
+        assert (events[0].start, events[0].end) == (100, 1400)
+    karaoke = pysubs2.load(ass.path)[0].text  # a {\k<centiseconds>} per word and pause
+    tags = [int(cs) for cs in re.findall(r"\\k(\d+)", karaoke)]
+    assert sum(tags) * 10 == 1400 - 100  # the highlight spans the whole event
+    assert re.findall(r"\\k\d+\}([^{\s]+)", karaoke) == ["Hello", "world."]

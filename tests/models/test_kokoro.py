@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pysubs2
 import pytest
 import requests
 import soundfile
@@ -304,6 +305,10 @@ def test_streamed_blend_with_timestamps_splits_long_text_and_publishes_captions(
     srt = _local_file(kinds["application/x-subrip"]).read_text()
     vtt = _local_file(kinds["text/vtt"]).read_text()
     assert "When the worker" in srt and vtt.startswith("WEBVTT")
+    for fmt in ("application/x-subrip", "text/vtt", "text/x-ssa"):  # all three read back
+        events = pysubs2.load(str(_local_file(kinds[fmt])))
+        spoken = [w.strip(",.") for e in events for w in e.plaintext.split()]
+        assert spoken == [w["word"].strip(",.") for w in words]
     chunk_words = [w for c in chunks for w in c.get("words", [])]
     assert chunk_words == words
 
