@@ -1,4 +1,5 @@
-"""What both cloning runners share: the conditioning cache and the reference step.
+"""What both cloning runners share: the conditioning cache, the reference step and
+speaking the text sentence by sentence.
 Stdlib at import (the handler imports the runner modules for their pre-flight checks)."""
 
 from __future__ import annotations
@@ -6,10 +7,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+from errors import InvalidInput
+from models.protocol import OutputFile
 from models.reference_audio import Reference, ReferenceSpec, file_sha256, prepare
+from models.runners._audio import SpeechAssembler
 from models.runners.base import RunContext
+from models.text import max_chars, split_text
 
 T = TypeVar("T")
 
@@ -59,3 +64,35 @@ def reference_key(ctx: RunContext) -> str:
 def prepared_reference(ctx: RunContext, spec: ReferenceSpec, dest: Path) -> Reference:
     """The job's reference decoded, trimmed and cut for ``spec`` (see reference_audio)."""
     return prepare(ctx.inputs["reference_audio"], spec, dest=dest)
+
+
+def speak_by_sentence(
+    job: dict[str, Any],
+    ctx: RunContext,
+    *,
+    rate: int,
+    max_chars_per_call: int,
+    synthesize: Callable[[int, str], Any],
+) -> list[OutputFile]:
+    """Speak ``job["text"]`` in pieces of at most ``max_chars_per_call`` characters.
+
+    ``synthesize(n, piece)`` (``n`` counts from 1) returns one piece's mono float audio
+    at ``rate``; each piece becomes one streamed chunk when the job streams.
+
+    Raises:
+        InvalidInput: the text has nothing speakable (field ``text``).
+    """
+    pieces = split_text(job["text"], max_chars(max_chars_per_call))
+    if not pieces:
+        raise InvalidInput("text: nothing speakable in the text", field="text")
+    speech = SpeechAssembler(
+        ctx,
+        rate=rate,
+        out_rate=job.get("sample_rate"),
+        fmt=job.get("format", "wav"),
+        stream=bool(job.get("stream")),
+    )
+    for n, piece in enumerate(pieces, start=1):
+        speech.add(synthesize(n, piece))
+        ctx.progress(f"synthesized sentence {n}/{len(pieces)}", n / len(pieces))
+    return speech.finish()

@@ -18,10 +18,13 @@ import config
 from errors import InvalidInput
 from models.protocol import OutputFile
 from models.reference_audio import ReferenceSpec
-from models.runners._audio import SpeechAssembler
-from models.runners._cloning import ConditioningCache, prepared_reference, reference_key
+from models.runners._cloning import (
+    ConditioningCache,
+    prepared_reference,
+    reference_key,
+    speak_by_sentence,
+)
 from models.runners.base import RunContext, Runner, RunnerSpec
-from models.text import max_chars, split_text
 
 REPO = "ResembleAI/chatterbox"
 LANGUAGES = ("en",)  # the English model; the multilingual one is not wired yet
@@ -79,22 +82,18 @@ class ChatterboxRunner(Runner):
         knobs = {k: job[k] if job.get(k) is not None else v for k, v in DEFAULTS.items()}
         if job.get("seed") is not None:
             self._torch.manual_seed(job["seed"])
-        pieces = split_text(job["text"], max_chars(MAX_CHARS_PER_CALL))
-        if not pieces:
-            raise InvalidInput("text: nothing speakable in the text", field="text")
-        speech = SpeechAssembler(
+
+        def synthesize(n: int, piece: str) -> Any:
+            self._model.conds = conds
+            return self._model.generate(piece, **knobs).squeeze(0).cpu().numpy()
+
+        return speak_by_sentence(
+            job,
             ctx,
             rate=self._model.sr,
-            out_rate=job.get("sample_rate"),
-            fmt=job.get("format", "wav"),
-            stream=bool(job.get("stream")),
+            max_chars_per_call=MAX_CHARS_PER_CALL,
+            synthesize=synthesize,
         )
-        for n, piece in enumerate(pieces, start=1):
-            self._model.conds = conds
-            wav = self._model.generate(piece, **knobs)
-            speech.add(wav.squeeze(0).cpu().numpy())  # one streamed chunk per sentence
-            ctx.progress(f"synthesized sentence {n}/{len(pieces)}", n / len(pieces))
-        return speech.finish()
 
 
 SPECS = (

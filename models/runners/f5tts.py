@@ -26,10 +26,13 @@ import config
 from errors import InvalidInput, ModelUnavailable
 from models.protocol import OutputFile
 from models.reference_audio import ReferenceSpec
-from models.runners._audio import SpeechAssembler
-from models.runners._cloning import ConditioningCache, prepared_reference, reference_key
+from models.runners._cloning import (
+    ConditioningCache,
+    prepared_reference,
+    reference_key,
+    speak_by_sentence,
+)
 from models.runners.base import RunContext, Runner, RunnerSpec
-from models.text import max_chars, split_text
 
 REPO = "SWivid/F5-TTS"
 VOCODER_REPO = "charactr/vocos-mel-24khz"
@@ -109,17 +112,8 @@ class F5Runner(Runner):
         ref = self._cache.get_or_make(
             key, lambda: prepared_reference(ctx, REFERENCE, self._refs / f"{key}.wav")
         )
-        pieces = split_text(job["text"], max_chars(MAX_CHARS_PER_CALL))
-        if not pieces:
-            raise InvalidInput("text: nothing speakable in the text", field="text")
-        speech = SpeechAssembler(
-            ctx,
-            rate=self._tts.target_sample_rate,
-            out_rate=job.get("sample_rate"),
-            fmt=job.get("format", "wav"),
-            stream=bool(job.get("stream")),
-        )
-        for n, piece in enumerate(pieces, start=1):
+
+        def synthesize(n: int, piece: str) -> Any:
             wav, _, _ = self._tts.infer(
                 ref_file=str(ref.path),
                 ref_text=job["reference_text"],
@@ -132,9 +126,15 @@ class F5Runner(Runner):
                 # fixed seed so the job is reproducible as a whole.
                 seed=None if job.get("seed") is None else job["seed"] + n - 1,
             )
-            speech.add(wav)
-            ctx.progress(f"synthesized sentence {n}/{len(pieces)}", n / len(pieces))
-        return speech.finish()
+            return wav
+
+        return speak_by_sentence(
+            job,
+            ctx,
+            rate=self._tts.target_sample_rate,
+            max_chars_per_call=MAX_CHARS_PER_CALL,
+            synthesize=synthesize,
+        )
 
 
 SPECS = (
