@@ -425,10 +425,13 @@ def test_test_input_flag_reports_a_bad_job_and_exits_1(tmp_path):
     assert "Traceback" not in out
 
 
-def _serve_api(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    """``python handler.py --rp_serve_api`` on loopback, its output in ``log``."""
+def _serve_api(
+    env: dict[str, str], port: int, log: Path, *, ready_timeout_s: float = 120.0
+) -> subprocess.Popen:
+    """``python handler.py --rp_serve_api`` on loopback, its output in ``log``; returns
+    once the API answers (the process is killed if it dies or never answers)."""
     with log.open("w") as sink:
-        return subprocess.Popen(
+        server = subprocess.Popen(
             [
                 sys.executable,
                 "handler.py",
@@ -443,6 +446,17 @@ def _serve_api(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
+    deadline = time.monotonic() + ready_timeout_s
+    while True:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/docs", timeout=2)
+            return server
+        except requests.ConnectionError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                server.wait(timeout=30)
+                pytest.fail(f"the local API did not start:\n{log.read_text()}")
+            time.sleep(0.2)
 
 
 def _free_port() -> int:
@@ -467,15 +481,6 @@ def test_rp_serve_api_runsync_with_s3_from_env(tmp_path, s3_server):
     server = _serve_api(env, port, log)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"{base}/docs", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert server.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "API server did not start"
-                time.sleep(0.2)
 
         ok = requests.post(
             f"{base}/runsync", json={"input": {"task": "tts", "text": "From the API."}}, timeout=120
