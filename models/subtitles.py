@@ -362,11 +362,12 @@ def ass_karaoke_text(segment: Segment) -> str:
     times are centiseconds), so they sum exactly to the event's duration: a silence
     before a word gets an empty `{\\kN}`, and the time after the last word a trailing
     one. Line breaks fall where `segment.text` breaks its lines. An event without
-    words is its escaped text.
+    word timings (Whisper can give one) is highlighted whole, with one tag.
     """
-    if not segment.words:
-        return r"\N".join(_escape_ass(line) for line in segment.text.split("\n"))
     start, end = _cs(segment.start_s), _cs(segment.end_s)
+    if not segment.words:
+        text = r"\N".join(_escape_ass(line) for line in segment.text.split("\n"))
+        return f"{{\\k{end - start}}}{text}"
     line_breaks = _line_break_positions(segment)
     parts: list[str] = []
     cursor = start

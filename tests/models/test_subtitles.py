@@ -179,6 +179,13 @@ def test_karaoke_tags_sum_to_the_event_duration(words):
         assert _K.sub("", text).replace(r"\N", " ") == seg.text.replace("\n", " ")
 
 
+def test_karaoke_covers_an_event_without_word_timings():
+    seg = Segment(0.94, 2.5, "no word\ntimings")
+    text = ass_karaoke_text(seg)
+    assert sum(int(k) for k in _K.findall(text)) == 250 - 94
+    assert _K.sub("", text) == r"no word\Ntimings"
+
+
 def test_karaoke_places_gaps_and_line_breaks():
     seg = Segment(
         0.0,
