@@ -27,9 +27,9 @@ logger = logging.getLogger("bootstrap")
 
 
 def _profiles() -> dict[str, Profile]:
-    from models.profiles import PROFILES  # the CLI is the only place bootstrap meets models
+    from models.profiles import machine_profiles  # the CLI is where bootstrap meets models
 
-    return PROFILES
+    return machine_profiles()
 
 
 def _paths(volume: str | None) -> config.Paths:

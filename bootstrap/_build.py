@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import config
-from bootstrap import _artifacts, _flash_attn
+from bootstrap import _artifacts, _flash_attn, machine
 from bootstrap._profile import Profile
 from bootstrap._spec import Target
 from errors import BootstrapFailed
@@ -169,25 +169,6 @@ _CUDA_PROBE = (
 )
 
 
-def nvidia_driver() -> str | None:
-    """The NVIDIA driver version ``nvidia-smi`` reports, or None when none is visible."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    try:
-        done = subprocess.run(
-            [smi, "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=_build_environ(),
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    lines = done.stdout.strip().splitlines()
-    return lines[0].strip() if done.returncode == 0 and lines else None
-
-
 def cuda_verdict(
     driver: str | None, torch_version: str, torch_cuda: str | None, cuda_available: bool
 ) -> str | None:
@@ -215,9 +196,10 @@ def cuda_verdict(
 
 def check_cuda(profile: Profile, python: Path) -> None:
     """Fail the build, in words, when the driver is visible but torch cannot use it."""
-    driver = nvidia_driver()
-    if driver is None:
+    facts = machine.probe()
+    if not facts.has_gpu:  # no GPU for this process: the runner uses the CPU
         return
+    driver = facts.driver or "unknown"
     out = _run(
         [str(python), "-I", "-c", _CUDA_PROBE],
         what="probing torch.cuda",

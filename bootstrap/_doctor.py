@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -13,10 +12,11 @@ from typing import Any
 
 from packaging.version import Version
 
-from bootstrap import _disk
+from bootstrap import _disk, machine
 from bootstrap._build import uv_binary
 from bootstrap._profile import Profile
 from bootstrap._spec import current_target
+from bootstrap.machine import Machine
 from errors import BootstrapFailed
 
 
@@ -38,8 +38,7 @@ class Facts:
     python: str
     platform: str
     uv: str | None
-    driver_cuda: str | None  # from nvidia-smi, None without a GPU
-    gpu: str | None
+    machine: Machine  # bootstrap.machine's facts: GPU, driver, CUDA
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -90,18 +89,36 @@ def diagnose(
     out.append(Finding("ok", f"python {facts.python} on {facts.platform}"))
     if facts.uv is None:
         out.append(Finding("fail", "uv not found: environments cannot be built", "pip install uv"))
-    if facts.gpu is None:
-        out.append(Finding("warn", "no NVIDIA GPU visible (nvidia-smi missing or failing)"))
+    gpu = facts.machine
+    if gpu.has_gpu:
+        out.append(Finding("ok", f"{gpu.describe()}; driver supports CUDA {gpu.driver_cuda}"))
+    elif gpu.driver:
+        out.append(
+            Finding(
+                "warn",
+                f"NVIDIA driver {gpu.driver} is loaded but CUDA_VISIBLE_DEVICES hides every "
+                "GPU: runners use the CPU, and per-machine profiles are built for the CPU "
+                "(whisper without cuBLAS: another spec hash than on a GPU)",
+                "unset CUDA_VISIBLE_DEVICES (or name a GPU) to use it",
+            )
+        )
     else:
-        out.append(Finding("ok", f"GPU {facts.gpu}, driver supports CUDA {facts.driver_cuda}"))
+        out.append(
+            Finding(
+                "warn",
+                "no NVIDIA GPU visible (no NVML, nvidia-smi or /proc/driver/nvidia): runners "
+                "use the CPU, and per-machine profiles are built for the CPU",
+            )
+        )
     for name, info in sorted(facts.profiles.items()):
         need = info.get("cuda")
-        if need and facts.driver_cuda and _version(facts.driver_cuda) < _version(need):
+        have = gpu.driver_cuda if gpu.has_gpu else None
+        if need and have and _version(have) < _version(need):
             out.append(
                 Finding(
                     "fail",
                     f"profile {name}: torch is built for CUDA {need}, "
-                    f"the driver supports only {facts.driver_cuda}",
+                    f"the driver supports only {have}",
                     f"pick workers whose driver allows CUDA >= {need} (RunPod: "
                     "'Allowed CUDA versions')",
                 )
@@ -133,7 +150,6 @@ def diagnose(
 
 def gather(home: Path, envs: Path, on_volume: bool, profiles: dict[str, Any]) -> Facts:
     target = current_target()
-    gpu, driver_cuda = _nvidia()
     return Facts(
         home=home,
         envs=envs,
@@ -144,8 +160,7 @@ def gather(home: Path, envs: Path, on_volume: bool, profiles: dict[str, Any]) ->
         python=sys.version.split()[0],
         platform=f"{target.platform} {target.libc}",
         uv=_uv_or_none(),
-        driver_cuda=driver_cuda,
-        gpu=gpu,
+        machine=machine.probe(),
         profiles=profiles,
     )
 
@@ -166,23 +181,6 @@ def _writable(path: Path) -> bool:
         return True
     except OSError:
         return False
-
-
-def _nvidia() -> tuple[str | None, str | None]:
-    try:
-        out = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=20)
-        names = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-    if out.returncode != 0:
-        return None, None
-    m = re.search(r"CUDA Version:\s*([\d.]+)", out.stdout)
-    return (names.stdout.strip().splitlines() or ["unknown"])[0], m[1] if m else None
 
 
 def render(findings: list[Finding]) -> str:

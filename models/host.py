@@ -27,7 +27,6 @@ import enum
 import functools
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import config
+from bootstrap import machine
 from errors import ERRORS, JobTimeout, RunnerCrashed, WorkerError
 from models import protocol as p
 
@@ -47,7 +47,6 @@ logger = logging.getLogger(__name__)
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 _SHUTDOWN_GRACE_S = 5.0
 _STDERR_FD = 2
-_NVIDIA_SMI_TIMEOUT_S = 10.0
 
 ProgressFn = Callable[[str, float | None], None]
 ChunkFn = Callable[[p.Chunk], None]
@@ -114,51 +113,6 @@ def pick_runners_to_evict(
                 victims.append(name)
                 free += live[name].vram_mb
     return victims
-
-
-def parse_free_mb(nvidia_smi_output: str) -> int | None:
-    """Free MiB of the first GPU in ``nvidia-smi --query-gpu=memory.free
-    --format=csv,noheader,nounits`` output; None when it names no GPU."""
-    for line in nvidia_smi_output.splitlines():
-        field = line.strip()
-        if field:
-            try:
-                return int(float(field))
-            except ValueError:
-                return None
-    return None
-
-
-def gpu_free_mb() -> int | None:
-    """Free memory of the first visible GPU in MiB (the device runners use), or None
-    when this machine shows no NVIDIA GPU. NVML through ``pynvml`` when installed,
-    else ``nvidia-smi`` (present wherever the NVIDIA container runtime mounts a GPU).
-    """
-    try:
-        import pynvml  # nvidia-ml-py; optional, the worker image does not need it
-
-        pynvml.nvmlInit()
-        try:
-            info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0))
-            return int(info.free) // (1024 * 1024)
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # not installed, no driver, no device: try the command line
-        pass
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    try:
-        out = subprocess.run(
-            [smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=_NVIDIA_SMI_TIMEOUT_S,
-            env=config.child_environ(),
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return parse_free_mb(out.stdout) if out.returncode == 0 else None
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -404,7 +358,7 @@ class RunnerHost:
     """
 
     def __init__(
-        self, *, max_runners: int | None = None, free_memory: FreeMemoryFn = gpu_free_mb
+        self, *, max_runners: int | None = None, free_memory: FreeMemoryFn = machine.free_mb
     ) -> None:
         self._max_runners = max_runners
         self._free_memory = free_memory

@@ -1,15 +1,19 @@
-"""The runners' profiles: what each needs installed and downloaded. Pure data.
+"""The runners' profiles: what each needs installed and downloaded.
 
-Imports only ``bootstrap`` (no model library), so the handler can name a profile
-without loading anything heavy. Runners whose pins collide get separate profiles.
+Imports no model library, so the handler can name a profile without loading
+anything heavy. Runners whose pins collide get separate profiles. Nothing here
+reads the machine or the settings at import: a profile that differs per machine
+(whisper's CUDA libraries) is built from :class:`bootstrap.machine.Machine` facts
+passed in, and one that depends on settings (upscale, seedvr2) is built when asked for.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
 import config
-from bootstrap import Artifact, Profile, Weights
+from bootstrap import Artifact, Profile, Weights, machine
+from bootstrap.machine import Machine
 from models.runners import whisper
 
 # PyTorch's wheel index for every torch profile on a GPU worker. torch 2.13 is
@@ -186,8 +190,13 @@ WHISPER_REQUIREMENTS = (
 WHISPER_CUDA_REQUIREMENTS = ("nvidia-cublas-cu12==12.9.3.13",)
 
 
-def whisper_profile(model: str, *, gpu: bool) -> Profile:
-    """The profile of one Whisper model, for a machine with or without an NVIDIA GPU."""
+def whisper_profile(model: str, facts: Machine) -> Profile:
+    """The profile of one Whisper model, for a machine with or without a usable GPU.
+
+    ``facts.has_gpu`` is False under ``CUDA_VISIBLE_DEVICES=""`` even where the
+    driver is loaded: the runner then runs on the CPU and cuBLAS would be unused.
+    """
+    gpu = facts.has_gpu
     repo, revision = whisper.MODELS[model]
     return Profile(
         name=whisper.profile_name(model),
@@ -198,14 +207,6 @@ def whisper_profile(model: str, *, gpu: bool) -> Profile:
         smoke_imports=("faster_whisper", "ctranslate2", "av", "onnxruntime", "pysubs2"),
         size_mb=1000 if gpu else 350,
     )
-
-
-def nvidia_visible() -> bool:
-    """True when the NVIDIA kernel driver is loaded (no subprocess, no CUDA import)."""
-    return Path("/proc/driver/nvidia/version").exists()
-
-
-WHISPER = tuple(whisper_profile(m, gpu=nvidia_visible()) for m in whisper.MODELS)
 
 
 def upscale_profile() -> Profile:
@@ -319,21 +320,34 @@ def seedvr2_profile() -> Profile:
     )
 
 
-# Profiles whose content depends on settings are made when asked for.
-_FACTORIES = {"upscale": upscale_profile, "seedvr2": seedvr2_profile}
-PROFILES: dict[str, Profile] = {p.name: p for p in (PIPER, CHATTERBOX, F5TTS, KOKORO, *WHISPER)}
+# Profiles whose content depends on the machine, or on settings, are made when asked for.
+_PER_MACHINE: dict[str, Callable[[Machine], Profile]] = {
+    whisper.profile_name(m): lambda facts, m=m: whisper_profile(m, facts) for m in whisper.MODELS
+}
+_FROM_SETTINGS: dict[str, Callable[[], Profile]] = {
+    "upscale": upscale_profile,
+    "seedvr2": seedvr2_profile,
+}
+PROFILES: dict[str, Profile] = {p.name: p for p in (PIPER, CHATTERBOX, F5TTS, KOKORO)}
 
 
-def get_profile(name: str) -> Profile:
-    """The profile called ``name``.
+def get_profile(name: str, facts: Machine | None = None) -> Profile:
+    """The profile called ``name``, for ``facts`` (default: this machine, probed once).
 
     Raises:
         KeyError: no runner declares that profile (the message lists those that do).
     """
-    if name in _FACTORIES:
-        return _FACTORIES[name]()
-    try:
+    if name in PROFILES:
         return PROFILES[name]
-    except KeyError:
-        known = ", ".join(sorted([*PROFILES, *_FACTORIES]))
-        raise KeyError(f"no profile {name!r}; known: {known}") from None
+    if name in _PER_MACHINE:
+        return _PER_MACHINE[name](machine.probe() if facts is None else facts)
+    if name in _FROM_SETTINGS:
+        return _FROM_SETTINGS[name]()
+    known = ", ".join(sorted([*PROFILES, *_PER_MACHINE, *_FROM_SETTINGS]))
+    raise KeyError(f"no profile {name!r}; known: {known}")
+
+
+def machine_profiles(facts: Machine | None = None) -> dict[str, Profile]:
+    """Every profile that needs no setting, built for ``facts`` (default: this machine)."""
+    facts = machine.probe() if facts is None else facts
+    return {**{name: make(facts) for name, make in _PER_MACHINE.items()}, **PROFILES}

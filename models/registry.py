@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import pkgutil
-from collections.abc import Mapping
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import config
+from bootstrap import machine
 from errors import InvalidInput, ModelUnavailable
 from models import contract, runners
 from models.runners import whisper
@@ -36,7 +34,6 @@ __all__ = [
     "decide_default_tts",
     "default_model",
     "discover",
-    "is_gpu_visible",
     "resolve",
 ]
 
@@ -86,29 +83,11 @@ def choose_default_tts(setting: str, gpu_visible: bool) -> str:
     return "kokoro" if gpu_visible else "piper"
 
 
-def is_gpu_visible(
-    proc_gpus: Path = Path("/proc/driver/nvidia/gpus"), env: Mapping[str, str] | None = None
-) -> bool:
-    """True when an NVIDIA GPU is visible to this process, without importing torch.
-
-    The driver lists one directory per GPU under ``/proc/driver/nvidia/gpus``
-    (also inside containers run with the NVIDIA runtime); ``CUDA_VISIBLE_DEVICES``
-    set to empty or ``-1`` hides them all.
-    """
-    env = os.environ if env is None else env
-    if env.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1"):
-        return False
-    try:
-        return any(proc_gpus.iterdir())
-    except OSError:
-        return False
-
-
 def decide_default_tts() -> str:
     """Decide (once per process) and log the tts default; later calls return it."""
     if not _DEFAULT_TTS:
         setting = config.DEFAULT_TTS_MODEL.get()
-        gpu = is_gpu_visible()
+        gpu = machine.probe().has_gpu
         model = choose_default_tts(setting, gpu)
         why = f"{config.DEFAULT_TTS_MODEL.name}={setting}" if setting else f"gpu_visible={gpu}"
         logger.info("default tts model=%s (%s)", model, why)
@@ -120,7 +99,9 @@ def default_model(task: str) -> str | None:
     if task == "tts":
         return decide_default_tts()
     if task == "transcribe":
-        return config.DEFAULT_TRANSCRIBE_MODEL.get() or whisper.default_model(gpu=is_gpu_visible())
+        return config.DEFAULT_TRANSCRIBE_MODEL.get() or whisper.default_model(
+            gpu=machine.probe().has_gpu
+        )
     if task in DEFAULT_MODELS:
         return DEFAULT_MODELS[task]
     shipped = [r.model for r in RUNNERS if r.task == task]

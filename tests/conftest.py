@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.fixtures.hub",
     "tests.fixtures.files",
     "tests.fixtures.whisper",
+    "tests.fixtures.machine",
 ]
 
 # Variables the worker, the runpod SDK or the HF client read. Each test starts

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import config
+from bootstrap import machine
 from models.protocol import OutputFile
 from models.runners.base import RunContext
 
@@ -32,15 +33,6 @@ def limits() -> Any:
         max_target_side=config.RESTORE_MAX_TARGET_SIDE.get(),
         max_frames=config.RESTORE_MAX_FRAMES.get(),
     )
-
-
-def has_nvidia_gpu() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available() and torch.version.cuda)
-    except ImportError:
-        return False
 
 
 def _given(value: Any, default: Any) -> Any:
@@ -84,6 +76,7 @@ def run_restore(
         )
         content_type = "image/png"
     else:
+        facts = machine.probe()
         options = video.PipelineOptions(
             batch_frames=(
                 batch_of(job.get("batch_size"), info.frames)
@@ -94,7 +87,8 @@ def run_restore(
             crf=_given(job.get("crf"), config.RESTORE_CRF.get()),
             color_correction=color,
             encoder=config.RESTORE_ENCODER.get(),
-            has_nvidia_gpu=has_nvidia_gpu(),
+            # NVENC is tried where a GPU may have it (H100/H200 have none: NVML says so).
+            has_nvidia_gpu=facts.has_gpu and facts.nvenc is not False,
         )
         result = video.restore_video(
             src,

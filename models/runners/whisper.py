@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import config
+from bootstrap import machine
 from errors import InvalidInput, UnsupportedMedia
 from models.protocol import OutputFile
 from models.runners.base import RunContext, Runner, RunnerSpec
@@ -415,15 +416,6 @@ def _too_long(max_s: float) -> InvalidInput:
 # --- the runner ----------------------------------------------------------------------
 
 
-def _gpu_visible() -> bool:
-    try:
-        import ctranslate2
-
-        return ctranslate2.get_cuda_device_count() > 0
-    except Exception:  # a CPU-only build raises instead of returning 0
-        return False
-
-
 def _preload_cublas() -> None:
     # CTranslate2 dlopens libcublas.so.12 by name; the profile installs it as the
     # nvidia-cublas-cu12 wheel, outside the loader's search path. Loading it first
@@ -453,7 +445,8 @@ class WhisperRunner(Runner):
         if len(weights) != 1:
             raise RuntimeError(f"expected one Whisper model in the profile, got {sorted(weights)}")
         (path,) = weights.values()
-        gpu = _gpu_visible()
+        # The same fact the worker chose this profile's pins by (cuBLAS or not).
+        gpu = machine.probe().has_gpu
         if gpu:
             _preload_cublas()
         self.device, self.compute_type = ("cuda", "float16") if gpu else ("cpu", "int8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from pathlib import Path
@@ -16,6 +17,7 @@ from bootstrap._flash_attn import choose_flash_attn_wheel
 from bootstrap._lease import is_stale, lease_state
 from bootstrap._manifest import env_is_ready
 from bootstrap._spec import Target, spec_hash
+from bootstrap.machine import Machine
 from errors import BootstrapFailed
 from models.profiles import PIPER, PROFILES, get_profile
 
@@ -304,8 +306,7 @@ def test_doctor_explains_a_driver_too_old_for_the_profile(tmp_path):
         python="3.11.7",
         platform="linux",
         uv=None,
-        driver_cuda="12.2",
-        gpu="NVIDIA A40",
+        machine=Machine(gpu="NVIDIA A40", gpu_count=1, driver="535.54", driver_cuda="12.2"),
         profiles={"chatterbox": {"cuda": "12.6", "env": "missing", "weights": {"o/m": "partial"}}},
     )
     text = _doctor.render(_doctor.diagnose(facts))
@@ -313,6 +314,10 @@ def test_doctor_explains_a_driver_too_old_for_the_profile(tmp_path):
     assert "CUDA 12.6" in text and "only 12.2" in text
     assert "python -m bootstrap prepare chatterbox" in text
     assert "pip install uv" in text
+    hidden = dataclasses.replace(facts, machine=Machine(driver="535.54", driver_cuda="12.2"))
+    text = _doctor.render(_doctor.diagnose(hidden))
+    assert "WARN NVIDIA driver 535.54 is loaded but CUDA_VISIBLE_DEVICES hides every GPU" in text
+    assert "only 12.2" not in text  # no GPU used, so no CUDA verdict either
     assert (
         _doctor.profile_cuda(
             bootstrap.Profile(

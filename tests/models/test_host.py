@@ -17,7 +17,6 @@ from models.host import (
     LiveRunner,
     RunnerHost,
     describe_exit,
-    parse_free_mb,
     pick_runners_to_evict,
 )
 
@@ -72,20 +71,6 @@ def test_pick_runners_to_evict(live, keep, max_live, need_mb, free_mb, evicted):
         _table(live), keep=keep, max_live=max_live, need_mb=need_mb, free_mb=free_mb
     )
     assert chosen == evicted
-
-
-@pytest.mark.parametrize(
-    ("output", "free"),
-    [
-        ("81037\n", 81037),
-        ("  1024 \n2048\n", 1024),
-        ("", None),
-        ("No devices were found\n", None),
-        ("[N/A]\n", None),
-    ],
-)
-def test_parse_free_mb(output, free):
-    assert parse_free_mb(output) == free
 
 
 @pytest.mark.parametrize(

@@ -92,18 +92,6 @@ def test_default_tts_choice(setting, gpu, expected):
     assert registry.choose_default_tts(setting, gpu) == expected
 
 
-def test_gpu_visibility_reads_the_driver_listing_and_cuda_visible_devices(tmp_path):
-    gpus = tmp_path / "gpus"
-    assert registry.is_gpu_visible(gpus, {}) is False  # no driver
-    gpus.mkdir()
-    assert registry.is_gpu_visible(gpus, {}) is False  # driver, no GPU
-    (gpus / "0000:01:00.0").mkdir()
-    assert registry.is_gpu_visible(gpus, {}) is True
-    assert registry.is_gpu_visible(gpus, {"CUDA_VISIBLE_DEVICES": ""}) is False
-    assert registry.is_gpu_visible(gpus, {"CUDA_VISIBLE_DEVICES": "-1"}) is False
-    assert registry.is_gpu_visible(gpus, {"CUDA_VISIBLE_DEVICES": "0"}) is True
-
-
 def _job(job_id: str, **fields) -> dict:
     return {"id": job_id, "input": {"task": "tts", "model": "kokoro", "text": "Hi.", **fields}}
 
@@ -359,13 +347,8 @@ def test_gpu_bench_cpu_path_runs_with_the_profile_interpreter(kokoro_volume):
 
 @pytest.mark.slow
 def test_cuda_profile_build_fails_in_words_when_a_visible_driver_meets_cpu_torch(
-    kokoro_volume, tmp_path, monkeypatch
+    kokoro_volume, gpu_machine
 ):
-    # A machine whose driver is visible: nvidia-smi answers with a driver version.
-    smi = tmp_path / "bin" / "nvidia-smi"
-    smi.parent.mkdir()
-    smi.write_text("#!/bin/sh\necho 550.54.15\n")
-    smi.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{smi.parent}{os.pathsep}{os.environ['PATH']}")
-    with pytest.raises(BootstrapFailed, match=r"CPU-only build.*driver \(550\.54\.15\)"):
+    # A machine with a visible GPU (nvidia-smi answers), and a CPU-only torch built.
+    with pytest.raises(BootstrapFailed, match=r"CPU-only build.*driver \(580\.159\.04\)"):
         check_cuda(KOKORO, Path(kokoro_volume["built_python"]))

@@ -26,7 +26,9 @@ import pytest
 import soundfile
 
 import handler
-from bootstrap import Weights
+from bootstrap import Weights, machine
+from bootstrap._spec import current_target, spec_hash
+from bootstrap.machine import CPU, Machine
 from models import contract, profiles, registry
 from models.environments import Environments
 from models.runners import whisper
@@ -84,23 +86,44 @@ def test_every_model_has_a_pinned_profile_and_a_spec():
     assert served == set(whisper.MODELS)
 
 
-@pytest.mark.parametrize("gpu", [False, True])
-def test_whisper_profiles_differ_only_by_the_cuda_libraries(gpu):
-    profile = profiles.whisper_profile("tiny", gpu=gpu)
-    assert ("nvidia-cublas-cu12" in profile.pins) is gpu
-    assert set(profile.pins) - {"nvidia-cublas-cu12"} == set(
-        profiles.whisper_profile("tiny", gpu=not gpu).pins
-    ) - {"nvidia-cublas-cu12"}
+A100 = Machine(gpu="NVIDIA A100", gpu_count=1, driver="550.54.15", driver_cuda="12.4")
+
+
+@pytest.mark.parametrize("facts", [CPU, A100])
+def test_whisper_profiles_differ_only_by_the_cuda_libraries(facts):
+    profile = profiles.whisper_profile("tiny", facts)
+    other = profiles.whisper_profile("tiny", A100 if facts is CPU else CPU)
+    assert ("nvidia-cublas-cu12" in profile.pins) is facts.has_gpu
+    assert set(profile.pins) - {"nvidia-cublas-cu12"} == set(other.pins) - {"nvidia-cublas-cu12"}
 
 
 @pytest.mark.parametrize(
-    ("setting", "gpu", "model"),
-    [("", True, "large-v3-turbo"), ("", False, "small"), ("medium", True, "medium")],
+    ("setting", "facts", "model"),
+    [("", A100, "large-v3-turbo"), ("", CPU, "small"), ("medium", A100, "medium")],
 )
-def test_default_model_follows_the_hardware_unless_set(monkeypatch, setting, gpu, model):
+def test_default_model_follows_the_hardware_unless_set(monkeypatch, setting, facts, model):
     monkeypatch.setenv("MEDIA_WORKER_DEFAULT_TRANSCRIBE_MODEL", setting)
-    monkeypatch.setattr(registry, "is_gpu_visible", lambda: gpu)
+    monkeypatch.setattr(machine, "probe", lambda: facts)
     assert registry.default_model("transcribe") == model
+
+
+@pytest.mark.parametrize(
+    ("hidden", "model", "cublas"), [(False, "large-v3-turbo", True), (True, "small", False)]
+)
+def test_default_model_profile_and_spec_hash_agree_on_one_gpu_fact(
+    gpu_machine, monkeypatch, hidden, model, cublas
+):
+    # A GPU machine (a real nvidia-smi read), with CUDA_VISIBLE_DEVICES="" hiding it or
+    # not: the default model, its profile's cuBLAS and its spec hash follow the one fact.
+    # The runner process decides its device by the same probe (WhisperRunner.setup).
+    if hidden:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert registry.default_model("transcribe") == model
+    profile = profiles.get_profile(whisper.profile_name(model))
+    assert ("nvidia-cublas-cu12" in profile.pins) is cublas
+    target = current_target()
+    on_a_cpu_machine = spec_hash(profiles.whisper_profile(model, CPU), target)
+    assert (spec_hash(profile, target) == on_a_cpu_machine) is hidden
 
 
 def _transcribe_job(job_id: str = "tr", **fields) -> dict:
