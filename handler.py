@@ -180,25 +180,28 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
         )
         publish_s = time.perf_counter() - t
 
-    extra = dict(outcome.result)
+    fields: dict[str, Any] = dict(outcome.result)
+    timings = {
+        "bootstrap_s": round(bootstrap_s, 4),
+        "fetch_s": round(fetch_s, 4),
+        "load_s": round(outcome.load_s, 4),
+        "infer_s": round(outcome.infer_s, 4),
+        "publish_s": round(publish_s, 4),
+        "total_s": round(time.perf_counter() - started, 4),
+    }
     # restore: the pipeline's stage timings join the job's own timings
-    stages = extra.pop("stage_timings", None) or {}
-    result = contract.JobResult(
-        task=request.task,
-        model=spec.model,
-        outputs=published,
-        timings=contract.Timings(
-            bootstrap_s=round(bootstrap_s, 4),
-            fetch_s=round(fetch_s, 4),
-            load_s=round(outcome.load_s, 4),
-            infer_s=round(outcome.infer_s, 4),
-            publish_s=round(publish_s, 4),
-            total_s=round(time.perf_counter() - started, 4),
-            **stages,
-        ),
-        cold=outcome.cold,
-        saved_voice=saved_voice,
-        **extra,
+    timings.update(fields.pop("stage_timings", None) or {})
+    if saved_voice is not None:
+        fields["saved_voice"] = saved_voice
+    result = contract.job_result(
+        {
+            **fields,
+            "task": request.task,
+            "model": spec.model,
+            "outputs": published,
+            "timings": timings,
+            "cold": outcome.cold,
+        }
     )
     logger.info(
         "job=%s done outputs=%d cold=%s total_s=%.3f",
@@ -207,7 +210,7 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
         result.cold,
         result.timings.total_s,
     )
-    return result.model_dump(mode="json", exclude={"saved_voice"} if saved_voice is None else None)
+    return contract.result_dict(result)
 
 
 def _voices_job(

@@ -1,4 +1,4 @@
-"""The job contract, version 1.3: what a caller sends and gets back.
+"""The job contract, version 1.5: what a caller sends and gets back.
 
 The pydantic models here are the reference; ``python -m models schema`` prints
 their JSON Schema and ``models/schema.json`` is the committed copy (a test keeps
@@ -9,7 +9,7 @@ silently. Only pure validation lives here: nothing is fetched or run.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -26,7 +26,7 @@ from pydantic_core import PydanticCustomError
 from errors import InvalidInput
 
 # "<major>.<minor>": a new field or task bumps the minor (README changelog).
-CONTRACT_VERSION = "1.4"
+CONTRACT_VERSION = "1.5"
 
 # Each word of the contract is written once, here: the Literal types are what the
 # models use, the tuples (via get_args) are what code and messages iterate over.
@@ -355,16 +355,21 @@ class Output(BaseModel):
     duration_s: float | None = None
 
 
-class Timings(BaseModel):
+class Timings(_Strict):
     bootstrap_s: float = 0.0
     fetch_s: float = 0.0
     load_s: float = 0.0
     infer_s: float = 0.0
     publish_s: float = 0.0
     total_s: float = 0.0
-    decode_s: float | None = Field(default=None, description="restore: decoding (CPU busy).")
-    compute_s: float | None = Field(default=None, description="restore: the model's batches.")
-    encode_s: float | None = Field(default=None, description="restore: encoding and muxing.")
+
+
+class RestoreTimings(Timings):
+    """A restore job's timings: the job's own plus the pipeline's stages."""
+
+    decode_s: float = Field(description="Decoding (CPU busy).")
+    compute_s: float = Field(description="The model's batches.")
+    encode_s: float = Field(description="Encoding and muxing.")
 
 
 class MediaInfo(BaseModel):
@@ -409,35 +414,94 @@ class TranscriptSegment(BaseModel):
     )
 
 
-class JobResult(BaseModel):
-    """What a successful job returns."""
+class _ResultBase(_Strict):
+    """What every successful runner job returns; each task's result adds its own fields.
 
-    task: RunnerTask
+    A result carries only its task's fields (``extra="forbid"``: the schema says
+    ``additionalProperties: false``, and a runner reporting another task's field is
+    a worker bug, not a null in the caller's result). Fields named in ``_OMITTED``
+    are left out when they are None: they exist only when the job asked for them.
+    """
+
+    _OMITTED: ClassVar[frozenset[str]] = frozenset()
+
     model: str
     outputs: list[Output]
     timings: Timings
     cold: bool = Field(description="True when this job started the runner process.")
+
+
+class TtsResult(_ResultBase):
+    """A tts job's result."""
+
+    _OMITTED = frozenset({"words"})
+
+    task: Literal["tts"]
     words: list[WordTiming] | None = Field(
-        default=None, description="With timestamps: every word, in order, in seconds."
-    )
-    language: str | None = Field(
-        default=None, description="transcribe: the language spoken (given or detected)."
-    )
-    language_probability: float | None = Field(
-        default=None, ge=0, le=1, description="transcribe: 1.0 when given, else the detector's."
-    )
-    duration_s: float | None = Field(default=None, ge=0, description="transcribe: input length.")
-    text: str | None = Field(default=None, description="transcribe: the whole transcript.")
-    segments: list[TranscriptSegment] | None = Field(
-        default=None,
-        description="transcribe: the segments ([] for silence). null when they would make "
-        "the result too big: then they are in the transcript.json output.",
+        default=None, description="Only with timestamps: every word, in order, in seconds."
     )
 
-    saved_voice: str | None = Field(
-        default=None, description="clone: the name the reference was saved under."
+
+class CloneResult(_ResultBase):
+    """A clone job's result."""
+
+    _OMITTED = frozenset({"words", "saved_voice"})
+
+    task: Literal["clone"]
+    words: list[WordTiming] | None = Field(
+        default=None, description="Only with timestamps: every word, in order, in seconds."
     )
-    media: MediaInfo | None = Field(default=None, description="restore jobs only.")
+    saved_voice: str | None = Field(
+        default=None, description="Only with save_voice: the name the reference was saved under."
+    )
+
+
+class RestoreResult(_ResultBase):
+    """A restore job's result."""
+
+    task: Literal["restore"]
+    timings: RestoreTimings
+    media: MediaInfo
+
+
+class TranscribeResult(_ResultBase):
+    """A transcribe job's result (its nulls mean something, so they are kept)."""
+
+    task: Literal["transcribe"]
+    language: str | None = Field(
+        description="The language spoken (given or detected); null on silence."
+    )
+    language_probability: float | None = Field(
+        ge=0, le=1, description="1.0 when given, else the detector's; null on silence."
+    )
+    duration_s: float = Field(ge=0, description="The input's length.")
+    text: str = Field(description="The whole transcript.")
+    segments: list[TranscriptSegment] | None = Field(
+        description="The segments ([] for silence). null when they would make the result "
+        "too big: then they are in the transcript.json output.",
+    )
+
+
+AnyResult = TtsResult | CloneResult | RestoreResult | TranscribeResult
+JobResult = Annotated[AnyResult, Field(discriminator="task")]
+"""What a successful runner job returns: one model per task, told apart by ``task``."""
+_RESULT_ADAPTER: TypeAdapter[AnyResult] = TypeAdapter(JobResult)
+
+
+def job_result(fields: dict[str, Any]) -> AnyResult:
+    """The result model of ``fields["task"]``, validated.
+
+    Raises:
+        pydantic.ValidationError: a field is missing, mistyped, or belongs to
+            another task (a worker bug: the handler reports it as ``internal``).
+    """
+    return _RESULT_ADAPTER.validate_python(fields)
+
+
+def result_dict(result: AnyResult) -> dict[str, Any]:
+    """``result`` as the caller receives it: its task's fields, absent extras left out."""
+    omit = {name for name in result._OMITTED if getattr(result, name) is None}
+    return result.model_dump(mode="json", exclude=omit or None)
 
 
 class SavedVoice(BaseModel):
@@ -472,10 +536,20 @@ class StreamChunk(BaseModel):
     words: list[WordTiming] | None = None
 
 
-class StreamFinal(JobResult):
-    """The last item of a streaming job: the full result, published, tagged."""
-
+class _Final(BaseModel):
     type: Literal["result"] = "result"
+
+
+class TtsFinal(TtsResult, _Final):
+    """The last item of a streaming tts job: the full result, published, tagged."""
+
+
+class CloneFinal(CloneResult, _Final):
+    """The last item of a streaming clone job: the full result, published, tagged."""
+
+
+StreamFinal = Annotated[TtsFinal | CloneFinal, Field(discriminator="task")]
+"""The last item of a streaming job (only speech jobs stream)."""
 
 
 ErrorCode = Literal[
@@ -569,16 +643,23 @@ def json_schema() -> dict[str, Any]:
     """The contract as one JSON Schema document (request, result, error)."""
     request = _JOB_ADAPTER.json_schema(ref_template="#/$defs/{model}")
     defs = request.pop("$defs", {})
-    for model in (JobResult, VoicesResult, ErrorEnvelope, StreamChunk, StreamFinal):
-        schema = model.model_json_schema(ref_template="#/$defs/{model}")
+    documents: dict[str, Any] = {
+        "JobResult": JobResult,
+        "VoicesResult": VoicesResult,
+        "ErrorEnvelope": ErrorEnvelope,
+        "StreamChunk": StreamChunk,
+        "StreamFinal": StreamFinal,
+    }
+    for name, kind in documents.items():
+        schema = TypeAdapter(kind).json_schema(ref_template="#/$defs/{model}")
         defs.update(schema.pop("$defs", {}))
-        defs[model.__name__] = schema
+        defs[name] = schema
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": f"media-worker job contract v{CONTRACT_VERSION}",
-        "description": "`input` of a job request; results are JobResult (VoicesResult "
-        "for `voices`) or ErrorEnvelope (a streaming endpoint yields StreamChunk items, "
-        "then a StreamFinal).",
+        "description": "`input` of a job request; results are JobResult (one shape per "
+        "task, with only that task's fields; VoicesResult for `voices`) or ErrorEnvelope "
+        "(a streaming endpoint yields StreamChunk items, then a StreamFinal).",
         **request,
         "$defs": dict(sorted(defs.items())),
     }

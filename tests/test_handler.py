@@ -152,7 +152,7 @@ def test_unexpected_exception_is_internal_without_traceback(monkeypatch, caplog)
 def _synthesize(tmp_path, job_id: str, **fields) -> tuple[dict, np.ndarray, int]:
     result = handler.handler(_job(job_id, **fields))
     assert "error" not in result, result
-    contract.JobResult.model_validate(result)
+    contract.job_result(result)
     audio, rate = soundfile.read(_local_file(result["outputs"][0]), dtype="float32")
     return result, audio, rate
 
@@ -170,6 +170,10 @@ def test_tts_job_publishes_real_speech_to_the_local_store(tmp_path, monkeypatch)
     assert output["duration_s"] == pytest.approx(len(audio) / rate, abs=0.01)
     assert float(np.sqrt(np.mean(audio**2))) > 0.02, "speech is not silence"
     assert result["model"] == "piper" and result["task"] == "tts"
+    # only a tts job's fields: no other task's nulls (segments, media...), no words
+    # without timestamps, no restore stage timings
+    assert set(result) == {"task", "model", "outputs", "timings", "cold"}, result
+    assert "decode_s" not in result["timings"]
     timings = result["timings"]
     assert timings["infer_s"] > 0 and timings["total_s"] >= timings["infer_s"]
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from errors import InvalidInput
 from models import contract
@@ -147,3 +148,73 @@ def test_schema_cli_prints_a_valid_draft_2020_schema():
         "VoicesResult",
         "ErrorEnvelope",
     }
+
+
+# --- Results: each task's own fields, nothing else -----------------------------------
+
+_OUTPUT = {
+    "url": "file:///o/x",
+    "key": "jobs/j/x",
+    "content_type": "audio/wav",
+    "bytes": 1,
+    "sha256": "0" * 64,
+}
+_TIMINGS = {"bootstrap_s": 0.0, "fetch_s": 0.0, "load_s": 0.1, "infer_s": 0.2,
+            "publish_s": 0.0, "total_s": 0.3}  # fmt: skip
+_COMMON = {"model": "m", "outputs": [_OUTPUT], "timings": _TIMINGS, "cold": False}
+_MEDIA = {"kind": "video", "frames": 2, "fps": 25.0, "width": 64, "height": 48,
+          "duration_s": 0.08, "codec": "h264", "encoder": "libx264", "audio": "none"}  # fmt: skip
+_TRANSCRIPT = {"language": None, "language_probability": None, "duration_s": 1.0,
+               "text": "", "segments": []}  # fmt: skip
+_STAGES = {"decode_s": 0.1, "compute_s": 0.2, "encode_s": 0.1}
+
+
+@pytest.mark.parametrize(
+    ("fields", "keys"),
+    [
+        ({"task": "tts"}, set()),
+        ({"task": "tts", "words": [{"word": "a", "start_s": 0, "end_s": 0.1}]}, {"words"}),
+        ({"task": "clone"}, set()),
+        ({"task": "clone", "saved_voice": "ana"}, {"saved_voice"}),
+        ({"task": "restore", "media": _MEDIA, "timings": {**_TIMINGS, **_STAGES}}, {"media"}),
+        # transcribe keeps its nulls: language null means silence
+        ({"task": "transcribe", **_TRANSCRIPT}, set(_TRANSCRIPT)),
+    ],
+)
+def test_a_result_carries_only_its_tasks_fields(fields, keys):
+    result = contract.result_dict(contract.job_result({**_COMMON, **fields}))
+    assert set(result) == {"task", "model", "outputs", "timings", "cold"} | keys
+    assert ("decode_s" in result["timings"]) == (fields["task"] == "restore")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"task": "tts", "segments": None},
+        {"task": "tts", "media": None},
+        {"task": "clone", "language": "en"},
+        {"task": "transcribe", **_TRANSCRIPT, "words": []},
+        {"task": "tts", "timings": {**_TIMINGS, **_STAGES}},
+        {"task": "restore", "media": _MEDIA},  # its stage timings are part of it
+        {"task": "restore"},
+    ],
+)
+def test_a_result_refuses_fields_of_another_task(fields):
+    with pytest.raises(ValidationError):
+        contract.job_result({**_COMMON, **fields})
+
+
+def test_the_schema_gives_each_task_its_own_closed_result():
+    from jsonschema import Draft202012Validator
+
+    schema = contract.json_schema()
+    defs = schema["$defs"]
+    assert set(defs["JobResult"]["discriminator"]["mapping"]) == {
+        "tts", "clone", "restore", "transcribe"
+    }  # fmt: skip
+    for name in ("TtsResult", "CloneResult", "RestoreResult", "TranscribeResult"):
+        assert defs[name]["additionalProperties"] is False, name
+    result = Draft202012Validator({"$defs": defs, "$ref": "#/$defs/JobResult"})
+    assert result.is_valid({**_COMMON, "task": "tts"})
+    assert not result.is_valid({**_COMMON, "task": "tts", "segments": None, "media": None})
+    assert not result.is_valid({**_COMMON, "task": "restore", "media": _MEDIA})
