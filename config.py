@@ -223,6 +223,15 @@ BUILD_WAIT_S = _declare(
     _positive(float),
     "Longest a worker waits for another worker's build of the same profile (seconds).",
 )
+CUDA_BUILD = _declare(
+    "MEDIA_WORKER_CUDA_BUILD",
+    "auto",
+    _one_of("auto", "cu126", "cu130"),
+    "CUDA build of torch for the torch profiles. auto: chosen from the GPU and its driver "
+    "(Blackwell and drivers 580+ get cu130, older drivers cu126; `python -m bootstrap "
+    "doctor` says which and why). cu126/cu130: prepare for another kind of machine from a "
+    "Pod without a GPU. Part of the spec hash.",
+)
 IMAGE_WEIGHTS_DIR = _declare(
     "MEDIA_WORKER_IMAGE_WEIGHTS_DIR",
     "/opt/media-worker/hf",

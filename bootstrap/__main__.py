@@ -16,7 +16,7 @@ from typing import Any
 
 import config
 from bootstrap import _doctor, _gc, _pack, _weights
-from bootstrap._ensure import Layout, ensure, local_manifest
+from bootstrap._ensure import Layout, ensure, for_this_machine, local_manifest
 from bootstrap._lease import lease_state, volume_now
 from bootstrap._manifest import env_is_ready, read_manifest
 from bootstrap._profile import Profile, Weights
@@ -69,6 +69,7 @@ def _status(
     target = current_target()
     out: dict[str, Any] = {"home": str(paths.home), "envs": str(paths.envs), "profiles": {}}
     for name, profile in sorted(_profiles().items()):
+        profile, cuda = for_this_machine(profile)
         digest = spec_hash(profile, target)
         layout = Layout.of(name, digest, paths)
         volume = read_manifest(layout.manifest)
@@ -107,7 +108,7 @@ def _status(
             "attention_reason": manifest["attention_reason"] if manifest else None,
             "lease": lease,
             "problems": problems,
-            "cuda": _doctor.profile_cuda(profile),
+            "cuda": {"build": cuda.build, "reason": cuda.reason} if cuda else None,
             "weights": {
                 w.repo_id: _weights.weights_state(
                     w, hf_home=paths.home / "hf", cached_models=cached_models
@@ -217,7 +218,7 @@ def _cmd_verify(args: argparse.Namespace, paths: config.Paths) -> int:
     problems = []
     paths.envs.mkdir(parents=True, exist_ok=True)
     for name, profile in sorted(_profiles().items()):
-        digest = spec_hash(profile, target)
+        digest = spec_hash(for_this_machine(profile)[0], target)
         layout = Layout.of(name, digest, paths)
         if problem := _verify_archive(layout, digest):
             problems.append(f"{name}: {problem}  fix: {_cli(args)} prepare {name} --force")
@@ -251,7 +252,7 @@ def _cmd_verify(args: argparse.Namespace, paths: config.Paths) -> int:
 def _gc_plan(paths: config.Paths, *, keep: int) -> list[str]:
     """What gc would remove, relative to the state root (a dry run)."""
     target = current_target()
-    known = {f"{n}-{spec_hash(p, target)}" for n, p in _profiles().items()}
+    known = {f"{n}-{spec_hash(for_this_machine(p)[0], target)}" for n, p in _profiles().items()}
     envs_dir, leases_dir = paths.home / "envs", paths.home / "leases"
     if not paths.home.is_dir():
         return []

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packaging.version import Version
-
 from bootstrap import _disk, machine
 from bootstrap._build import uv_binary
-from bootstrap._profile import Profile
 from bootstrap._spec import current_target
 from bootstrap.machine import Machine
 from errors import BootstrapFailed
@@ -40,19 +36,6 @@ class Facts:
     uv: str | None
     machine: Machine  # bootstrap.machine's facts: GPU, driver, CUDA
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-def profile_cuda(profile: Profile) -> str | None:
-    """The CUDA version a profile's torch needs, from its index (``.../cu126`` -> ``12.6``)."""
-    for url in (profile.index_url or "", *profile.extra_index_urls):
-        m = re.search(r"/cu(\d{2})(\d)\b", url)
-        if m:
-            return f"{int(m[1])}.{m[2]}"
-    return None
-
-
-def _version(v: str) -> Version:
-    return Version(v)
 
 
 def diagnose(
@@ -111,18 +94,12 @@ def diagnose(
             )
         )
     for name, info in sorted(facts.profiles.items()):
-        need = info.get("cuda")
-        have = gpu.driver_cuda if gpu.has_gpu else None
-        if need and have and _version(have) < _version(need):
-            out.append(
-                Finding(
-                    "fail",
-                    f"profile {name}: torch is built for CUDA {need}, "
-                    f"the driver supports only {have}",
-                    f"pick workers whose driver allows CUDA >= {need} (RunPod: "
-                    "'Allowed CUDA versions')",
-                )
-            )
+        if cuda := info.get("cuda"):  # bootstrap._cuda's choice, or its refusal
+            if cuda["build"] is None:
+                why, _, hint = cuda["reason"].partition("\n\nhint: ")
+                out.append(Finding("fail", f"profile {name}: {why}", hint))
+            else:
+                out.append(Finding("ok", f"profile {name}: {cuda['reason']}"))
         for problem in info.get("problems", ()):
             out.append(Finding("fail", f"profile {name}: {problem['problem']}", problem["fix"]))
         env = info.get("env", "missing")

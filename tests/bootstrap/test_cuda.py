@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+import bootstrap
+import config
+from bootstrap import __main__ as cli
+from bootstrap import machine
 from bootstrap._cuda import (
     BUILDS,
     TORCH_BUILDS,
@@ -11,9 +17,12 @@ from bootstrap._cuda import (
     parse_version,
     with_cuda_build,
 )
+from bootstrap._ensure import for_this_machine
 from bootstrap._profile import Profile
 from bootstrap._spec import current_target, spec_hash
+from errors import BootstrapFailed
 from models.profiles import CHATTERBOX, KOKORO, PROFILES, upscale_profile
+from tests.fixtures.machine import fake_nvidia_smi
 
 # (GPU, compute capability, driver, the driver's CUDA) as nvidia-smi reports them.
 H100 = ("NVIDIA H100 80GB HBM3", "9.0")
@@ -166,3 +175,62 @@ def test_the_choice_is_part_of_the_spec_hash():
 )
 def test_versions_from_nvidia_smi(text, version):
     assert parse_version(text) == version
+
+
+RTX5090_ROW = ("0", "GPU-0000", "NVIDIA GeForce RTX 5090", "32607", "32000")
+
+
+@pytest.fixture
+def rtx5090_on_575(tmp_path, monkeypatch):
+    """This process sees an RTX 5090 on driver 575 through nvidia-smi (the real probe)."""
+    smi = fake_nvidia_smi(
+        tmp_path / "bin", (RTX5090_ROW,), driver="575.57.08", cuda="12.9", compute_cap="12.0"
+    )
+    monkeypatch.setenv("PATH", f"{smi.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(machine, "_nvml", lambda: None)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    machine.probe.cache_clear()
+    yield
+    machine.probe.cache_clear()
+
+
+def test_ensure_refuses_in_words_before_touching_the_volume(rtx5090_on_575, tmp_path):
+    paths = config.Paths(tmp_path / "vol", tmp_path / "envs", tmp_path / "out", True)
+    with pytest.raises(BootstrapFailed) as info:
+        bootstrap.ensure(KOKORO, paths=paths, in_place=False)
+    assert info.value.message.startswith(
+        "profile kokoro: NVIDIA GeForce RTX 5090 (compute capability 12.0), driver 575.57.08 "
+        "(CUDA 12.9): no CUDA build of torch 2.13.0 runs here."
+    )
+    assert not paths.home.exists() and not paths.envs.exists()
+
+
+def test_the_doctor_says_which_build_and_why(gpu_machine, tmp_path, capsys):
+    rc = cli.main(["--volume", str(tmp_path / "vol"), "doctor"])
+    out = capsys.readouterr().out
+    assert (
+        "ok   profile kokoro: NVIDIA H200 (compute capability 9.0), driver 580.159.04 "
+        "(CUDA 13.0): torch 2.13.0 cu130; the newest build, and the driver runs it"
+    ) in out
+    assert "ok   profile chatterbox: NVIDIA H200 (compute capability 9.0)" in out
+    assert "torch 2.6.0 cu126; the only build of torch 2.6.0" in out
+    assert "profile piper: NVIDIA" not in out  # no torch, no choice
+    assert rc == 0  # an empty volume only warns: the first job builds what is missing
+
+
+def test_the_doctor_refuses_in_words(rtx5090_on_575, tmp_path, capsys):
+    assert cli.main(["--volume", str(tmp_path / "vol"), "doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL profile kokoro: NVIDIA GeForce RTX 5090 (compute capability 12.0)" in out
+    assert "     fix: choose hosts whose driver supports CUDA 13.0 or newer" in out
+
+
+def test_the_build_setting_and_the_machine_give_the_spec_hash(gpu_machine, monkeypatch):
+    target = current_target()
+    on_h200, choice = for_this_machine(KOKORO)
+    assert choice.build == "cu130"
+    assert spec_hash(on_h200, target) == spec_hash(with_cuda_build(KOKORO, "cu130"), target)
+    monkeypatch.setenv("MEDIA_WORKER_CUDA_BUILD", "cu126")
+    forced, choice = for_this_machine(KOKORO)
+    assert choice.build == "cu126" and "MEDIA_WORKER_CUDA_BUILD" in choice.reason
+    assert spec_hash(forced, target) == spec_hash(KOKORO, target)

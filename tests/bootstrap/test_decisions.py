@@ -11,7 +11,7 @@ import pytest
 
 import bootstrap
 import config
-from bootstrap import _disk, _doctor, _gc
+from bootstrap import _cuda, _disk, _doctor, _gc
 from bootstrap._ensure import Layout, is_satisfied_in_place
 from bootstrap._flash_attn import choose_flash_attn_wheel
 from bootstrap._lease import is_stale, lease_state
@@ -296,6 +296,20 @@ def test_disk_error_says_how_much_where_and_free(monkeypatch, tmp_path):
 
 
 def test_doctor_explains_a_driver_too_old_for_the_profile(tmp_path):
+    a40 = Machine(
+        gpu="NVIDIA A40",
+        gpu_count=1,
+        compute_capability="8.6",
+        driver="470.256.02",
+        driver_cuda="11.4",
+    )
+    profile = bootstrap.Profile(
+        "chatterbox",
+        ("torch==2.6.0",),
+        extra_index_urls=("https://download.pytorch.org/whl/cu126",),
+        cuda=True,
+    )
+    _, refused = _cuda.for_machine(profile, a40)
     facts = _doctor.Facts(
         home=tmp_path,
         envs=tmp_path,
@@ -306,26 +320,31 @@ def test_doctor_explains_a_driver_too_old_for_the_profile(tmp_path):
         python="3.11.7",
         platform="linux",
         uv=None,
-        machine=Machine(gpu="NVIDIA A40", gpu_count=1, driver="535.54", driver_cuda="12.2"),
-        profiles={"chatterbox": {"cuda": "12.6", "env": "missing", "weights": {"o/m": "partial"}}},
+        machine=a40,
+        profiles={
+            "chatterbox": {
+                "cuda": {"build": refused.build, "reason": refused.reason},
+                "env": "missing",
+                "weights": {"o/m": "partial"},
+            }
+        },
     )
     text = _doctor.render(_doctor.diagnose(facts))
     assert "FAIL state root" in text and "MEDIA_WORKER_HOME" in text
-    assert "CUDA 12.6" in text and "only 12.2" in text
+    assert (
+        "FAIL profile chatterbox: NVIDIA A40 (compute capability 8.6), driver 470.256.02 "
+        "(CUDA 11.4): no CUDA build of torch 2.6.0 runs here. cu126 needs a driver "
+        "supporting CUDA 12.0 (525.60.13 or newer).\n"
+        "     fix: choose hosts whose driver supports CUDA 12.0 or newer"
+    ) in text
     assert "python -m bootstrap prepare chatterbox" in text
     assert "pip install uv" in text
-    hidden = dataclasses.replace(facts, machine=Machine(driver="535.54", driver_cuda="12.2"))
+    hidden = dataclasses.replace(facts, machine=Machine(driver="470.256.02", driver_cuda="11.4"))
+    _, on_cpu = _cuda.for_machine(profile, hidden.machine)
+    hidden.profiles["chatterbox"]["cuda"] = {"build": on_cpu.build, "reason": on_cpu.reason}
     text = _doctor.render(_doctor.diagnose(hidden))
-    assert "WARN NVIDIA driver 535.54 is loaded but CUDA_VISIBLE_DEVICES hides every GPU" in text
-    assert "only 12.2" not in text  # no GPU used, so no CUDA verdict either
-    assert (
-        _doctor.profile_cuda(
-            bootstrap.Profile(
-                "t", ("torch==2.6.0",), extra_index_urls=("https://download.pytorch.org/whl/cu126",)
-            )
-        )
-        == "12.6"
-    )
+    assert "WARN NVIDIA driver 470.256.02 is loaded but CUDA_VISIBLE_DEVICES hides" in text
+    assert "ok   profile chatterbox: no NVIDIA GPU visible: torch 2.6.0 cu126" in text
 
 
 @pytest.mark.parametrize(
