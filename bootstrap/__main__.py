@@ -26,10 +26,23 @@ from errors import BootstrapFailed
 logger = logging.getLogger("bootstrap")
 
 
-def _profiles() -> dict[str, Profile]:
-    from models.profiles import machine_profiles  # the CLI is where bootstrap meets models
+def _profiles() -> tuple[dict[str, Profile], dict[str, str]]:
+    """Every profile (the handler's lookup), and those these settings cannot make,
+    with why (a profile made from settings when one is invalid)."""
+    # the CLI is the only place bootstrap meets models
+    from errors import WorkerError
+    from models.profiles import get_profile, profile_names
 
-    return machine_profiles()
+    made: dict[str, Profile] = {}
+    unmade: dict[str, str] = {}
+    for name in profile_names():
+        try:
+            made[name] = get_profile(name)
+        except WorkerError as exc:
+            unmade[name] = exc.message
+        except config.ConfigError as exc:
+            unmade[name] = str(exc)
+    return made, unmade
 
 
 def _paths(volume: str | None) -> config.Paths:
@@ -68,7 +81,9 @@ def _status(
 ) -> dict[str, Any]:
     target = current_target()
     out: dict[str, Any] = {"home": str(paths.home), "envs": str(paths.envs), "profiles": {}}
-    for name, profile in sorted(_profiles().items()):
+    made, unmade = _profiles()
+    out["unavailable"] = unmade
+    for name, profile in sorted(made.items()):
         profile, cuda = for_this_machine(profile)
         digest = spec_hash(profile, target)
         layout = Layout.of(name, digest, paths)
@@ -141,6 +156,8 @@ def _cmd_status(args: argparse.Namespace, paths: config.Paths) -> int:
             print(f"{'':12} weights {repo}: {state}{fix}")
         for problem in p["problems"]:
             print(f"{'':12} problem: {problem['problem']}  fix: {problem['fix']}")
+    for name, why in status["unavailable"].items():
+        print(f"{name:12} unavailable: {why}")
     for rel in status["leftovers"]:
         print(f"leftover {paths.home / rel}  fix: {_cli(args)} gc")
     return 0
@@ -171,10 +188,15 @@ def _verify_archive(layout: Layout, digest: str) -> str | None:
 
 
 def _cmd_prepare(args: argparse.Namespace, paths: config.Paths) -> int:
-    profiles = _profiles()
-    unknown = [n for n in args.profiles if n not in profiles]
+    profiles, unmade = _profiles()
+    unknown = [n for n in args.profiles if n not in profiles and n not in unmade]
     if unknown:
-        print(f"unknown profile(s): {', '.join(unknown)}; known: {', '.join(profiles)}")
+        known = ", ".join(sorted([*profiles, *unmade]))
+        print(f"unknown profile(s): {', '.join(unknown)}; known: {known}")
+        return 2
+    if blocked := [n for n in args.profiles if n in unmade]:
+        for name in blocked:
+            print(f"{name}: cannot be prepared with these settings: {unmade[name]}")
         return 2
     for name in args.profiles:
         env = ensure(
@@ -217,7 +239,8 @@ def _cmd_verify(args: argparse.Namespace, paths: config.Paths) -> int:
     target = current_target()
     problems = []
     paths.envs.mkdir(parents=True, exist_ok=True)
-    for name, profile in sorted(_profiles().items()):
+    profiles, _ = _profiles()
+    for name, profile in sorted(profiles.items()):
         digest = spec_hash(for_this_machine(profile)[0], target)
         layout = Layout.of(name, digest, paths)
         if problem := _verify_archive(layout, digest):
@@ -228,7 +251,7 @@ def _cmd_verify(args: argparse.Namespace, paths: config.Paths) -> int:
         bad = _weights.check_files(snap, record["files"], full=True)
         users = [
             n
-            for n, p in sorted(_profiles().items())
+            for n, p in sorted(profiles.items())
             if any((x.repo_id, x.revision) == (w.repo_id, w.revision) for x in p.weights)
         ]
         refetch = f"{_cli(args)} prepare {' '.join(users)}" if users else "the next job"
@@ -250,9 +273,14 @@ def _cmd_verify(args: argparse.Namespace, paths: config.Paths) -> int:
 
 
 def _gc_plan(paths: config.Paths, *, keep: int) -> list[str]:
-    """What gc would remove, relative to the state root (a dry run)."""
+    """What gc would remove, relative to the state root (a dry run).
+
+    A profile these settings cannot make keeps every archive of its name: which of
+    them is current is unknown until its settings are fixed.
+    """
     target = current_target()
-    known = {f"{n}-{spec_hash(for_this_machine(p)[0], target)}" for n, p in _profiles().items()}
+    profiles, unmade = _profiles()
+    known = {f"{n}-{spec_hash(for_this_machine(p)[0], target)}" for n, p in profiles.items()}
     envs_dir, leases_dir = paths.home / "envs", paths.home / "leases"
     if not paths.home.is_dir():
         return []
@@ -273,6 +301,8 @@ def _gc_plan(paths: config.Paths, *, keep: int) -> list[str]:
         for f in envs_dir.iterdir():
             envs.append(_gc.Entry(f.name, f.lstat().st_mtime, any(k in f.name for k in live_keys)))
             parsed = Layout.parse_volume_name(f.name)
+            if parsed and parsed[0].rsplit("-", 1)[0] in unmade:
+                known.add(parsed[0])
             if parsed and parsed[1] is None and (manifest := read_manifest(f)):
                 referenced[parsed[0]] = str(manifest.get("archive", ""))
     return _gc.plan_gc(

@@ -331,8 +331,18 @@ _FROM_SETTINGS: dict[str, Callable[[], Profile]] = {
 PROFILES: dict[str, Profile] = {p.name: p for p in (PIPER, CHATTERBOX, F5TTS, KOKORO)}
 
 
+def profile_names() -> tuple[str, ...]:
+    """Every profile a runner can ask for, those made per machine or from settings included.
+
+    The one list the handler (``MEDIA_WORKER_PREPARE_PROFILES``), the bootstrap CLI
+    and the Dockerfile's ``BAKE_PROFILES`` (which runs that CLI) all read.
+    """
+    return tuple(sorted([*PROFILES, *_PER_MACHINE, *_FROM_SETTINGS]))
+
+
 def get_profile(name: str, facts: Machine | None = None) -> Profile:
-    """The profile called ``name``, for ``facts`` (default: this machine, probed once).
+    """The profile called ``name`` (one of :func:`profile_names`), for ``facts``
+    (default: this machine, probed once).
 
     Raises:
         KeyError: no runner declares that profile (the message lists those that do).
@@ -343,11 +353,4 @@ def get_profile(name: str, facts: Machine | None = None) -> Profile:
         return _PER_MACHINE[name](machine.probe() if facts is None else facts)
     if name in _FROM_SETTINGS:
         return _FROM_SETTINGS[name]()
-    known = ", ".join(sorted([*PROFILES, *_PER_MACHINE, *_FROM_SETTINGS]))
-    raise KeyError(f"no profile {name!r}; known: {known}")
-
-
-def machine_profiles(facts: Machine | None = None) -> dict[str, Profile]:
-    """Every profile that needs no setting, built for ``facts`` (default: this machine)."""
-    facts = machine.probe() if facts is None else facts
-    return {**{name: make(facts) for name, make in _PER_MACHINE.items()}, **PROFILES}
+    raise KeyError(f"no profile {name!r}; known: {', '.join(profile_names())}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -139,3 +140,66 @@ def test_status_doctor_gc_and_verify_on_a_broken_volume(vocos, tmp_path):
     assert gc.returncode == 0, gc.stderr
     assert not temp.exists() and not lease.exists() and archive.exists()
     assert "leftover" not in _cli(tmp_path, "status", "--volume", str(vol)).stdout
+
+
+def test_cli_prepares_lists_verifies_and_collects_the_factory_profiles(
+    hub_server, tmp_path, monkeypatch
+):
+    """upscale and seedvr2 are made from settings, not listed in a table: the CLI
+    (and so the Dockerfile's BAKE_PROFILES, which runs it) reads the handler's lookup.
+    The upscale build takes torch from the local CPU wheel, as on any GPU-less machine."""
+    vol = tmp_path / "vol"
+    cli = f"python -m bootstrap --volume {vol}"
+    upscale_file = {"RealESRGAN_x4plus.pth": os.urandom(2048)}
+    for name, value in {
+        "MEDIA_WORKER_UPSCALE_REPO": "tests/cli-upscale",
+        "MEDIA_WORKER_UPSCALE_REVISION": hub_server.add_repo("tests/cli-upscale", upscale_file),
+        "MEDIA_WORKER_EXTRA_INDEX_URLS": "file:///opt/pypi/simple",
+        "UV_FIND_LINKS": "/opt/wheels",
+        "HF_ENDPOINT": hub_server.endpoint,
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    before = _cli(tmp_path, "status", "--volume", str(vol))
+    assert before.returncode == 0, before.stderr
+    assert re.search(r"^upscale +env=missing ", before.stdout, re.M), before.stdout
+    assert "weights tests/cli-upscale: missing" in before.stdout
+    assert re.search(r"^seedvr2 +unavailable: .*MEDIA_WORKER_SEEDVR2_REVISION", before.stdout, re.M)
+
+    refused = _cli(tmp_path, "prepare", "seedvr2", "--volume", str(vol))
+    assert refused.returncode == 2
+    assert "seedvr2: cannot be prepared with these settings" in refused.stdout
+    prepared = _cli(tmp_path, "prepare", "upscale", "--volume", str(vol))
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+    assert re.search(r"^upscale: ready \(built\) spec=[0-9a-f]{16}", prepared.stdout, re.M)
+
+    after = _cli(tmp_path, "status", "--volume", str(vol))
+    assert re.search(r"^upscale +env=local ", after.stdout, re.M), after.stdout
+    assert "weights tests/cli-upscale: present" in after.stdout
+    verified = _cli(tmp_path, "verify", "--volume", str(vol))
+    assert verified.returncode == 0 and verified.stdout.endswith("verify: ok\n"), verified.stdout
+
+    # Archives of older upscale specs go (status names all but the newest, which gc
+    # keeps by default); a seedvr2 one stays while its current spec is unknown.
+    envs = vol / "envs"
+    (current,) = envs.glob("upscale-*.json")
+    olds = {}
+    for age, key in enumerate(
+        ("upscale-" + "2" * 16, "upscale-" + "0" * 16, "seedvr2-" + "1" * 16)
+    ):
+        manifest = envs / f"{key}.json"
+        archive = envs / f"{key}-{'a' * 12}.tar.zst"
+        archive.write_bytes(b"an old archive")
+        manifest.write_text(json.dumps({"archive": archive.name}))
+        for path in (manifest, archive):
+            _age(path, 3600 * (age + 1))
+        olds[key] = (manifest, archive)
+    older, oldest, seedvr2 = olds.values()
+    listed = _cli(tmp_path, "status", "--volume", str(vol)).stdout
+    assert f"leftover {oldest[1]}  fix: {cli} gc" in listed
+    assert str(older[1]) not in listed and str(seedvr2[1]) not in listed
+    collected = _cli(tmp_path, "gc", "--keep", "0", "--volume", str(vol))
+    assert collected.returncode == 0, collected.stderr
+    assert not any(p.exists() for p in (*older, *oldest))
+    assert all(p.exists() for p in (*seedvr2, current))
+    assert _cli(tmp_path, "verify", "--volume", str(vol)).returncode == 0
