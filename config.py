@@ -10,6 +10,7 @@ Derived paths come from :func:`resolve_paths`, a pure function of the environmen
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -36,14 +37,40 @@ def parse_list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
-def _positive(parse: Callable[[str], T]) -> Callable[[str], T]:
-    def parse_positive(raw: str) -> T:
-        value = parse(raw)
-        if value <= 0:  # type: ignore[operator]
-            raise ValueError(f"must be > 0, got {raw!r}")
-        return value
+# The longest any time setting may be: a week, longer than RunPod lets a job run, and
+# far below threading's TIMEOUT_MAX (a larger wait raises OverflowError mid-job).
+MAX_SETTING_SECONDS = 7 * 24 * 3600.0
 
-    return parse_positive
+
+def parse_seconds(raw: str) -> float:
+    """A finite number of seconds in (0, a week].
+
+    NaN must be refused by name: every comparison with NaN is false, so
+    ``MAX_AUDIO_S=nan`` would switch its cap off instead of failing (issue 20).
+    """
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number of seconds")
+    if not 0 < value <= MAX_SETTING_SECONDS:
+        raise ValueError(f"must be > 0 and at most {MAX_SETTING_SECONDS:.0f} (a week)")
+    return value
+
+
+def parse_revision(raw: str) -> str:
+    """A full 40-character commit hash: weights are pinned, never a branch or tag."""
+    value = raw.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{40}", value):
+        raise ValueError("must be a full commit hash (40 hex characters), not a branch or tag")
+    return value
+
+
+def parse_directory(raw: str) -> str:
+    """An absolute directory path (``~`` expanded); whether it is usable is checked
+    on disk at start by :func:`check_directories`, so parsing stays pure."""
+    value = os.path.expanduser(raw.strip())
+    if not os.path.isabs(value):
+        raise ValueError("must be an absolute path (a relative one depends on the cwd)")
+    return value
 
 
 def parse_flag(raw: str) -> bool:
@@ -79,6 +106,12 @@ def _in_range(parse: Callable[[str], T], low: T, high: T) -> Callable[[str], T]:
         return value
 
     return parse_in_range
+
+
+def _count(low: int, high: int) -> Callable[[str], int]:
+    """An integer in ``low..high``: every count and size has a ceiling, so a typo of
+    a few digits stops the worker instead of switching a cap off."""
+    return _in_range(int, low, high)
 
 
 def _one_of(*choices: str, fold: Callable[[str], str] = str.lower) -> Callable[[str], str]:
@@ -163,28 +196,28 @@ def _declare(
 HOME = _declare(
     "MEDIA_WORKER_HOME",
     "",
-    str,
+    parse_directory,
     "Worker state root. Default: /runpod-volume/media-worker when /runpod-volume is "
     "mounted, else ~/.cache/media-worker.",
 )
 ENVS_DIR = _declare(
     "MEDIA_WORKER_ENVS_DIR",
     "",
-    str,
+    parse_directory,
     "Local-disk directory for unpacked profile environments. Default: "
     "/opt/media-worker/envs when writable, else <home>/local-envs.",
 )
 OUTPUT_DIR = _declare(
     "MEDIA_WORKER_OUTPUT_DIR",
     "",
-    str,
+    parse_directory,
     "Local output store (used when no S3 bucket is configured). Default: <home>/outputs "
     "on a volume, else ./outputs.",
 )
 SCRATCH_DIR = _declare(
     "MEDIA_WORKER_SCRATCH_DIR",
     "",
-    str,
+    parse_directory,
     "Where per-job scratch directories are made (removed when the job ends). "
     "Default: the system temp dir.",
 )
@@ -220,7 +253,7 @@ ARTIFACT_OVERRIDES = _declare(
 BUILD_WAIT_S = _declare(
     "MEDIA_WORKER_BUILD_WAIT_S",
     3600.0,
-    _positive(float),
+    parse_seconds,
     "Longest a worker waits for another worker's build of the same profile (seconds).",
 )
 CUDA_BUILD = _declare(
@@ -235,14 +268,14 @@ CUDA_BUILD = _declare(
 IMAGE_WEIGHTS_DIR = _declare(
     "MEDIA_WORKER_IMAGE_WEIGHTS_DIR",
     "/opt/media-worker/hf",
-    str,
+    parse_directory,
     "HF home baked into the image (BAKE_PROFILES); weights verified there are used "
     "before the volume's, read only.",
 )
 CACHED_MODELS_DIR = _declare(
     "MEDIA_WORKER_CACHED_MODELS_DIR",
     "/runpod-volume/huggingface-cache/hub",
-    str,
+    parse_directory,
     "RunPod's cached-models directory; weights found there are used without download.",
 )
 
@@ -257,7 +290,7 @@ DEFAULT_TTS_MODEL = _declare(
 MAX_TEXT_CHARS = _declare(
     "MEDIA_WORKER_MAX_TEXT_CHARS",
     20_000,
-    _positive(int),
+    _count(1, 20_000),
     "Longest text one tts job may ask for (characters); long text is spoken piece by "
     "piece, this bounds the whole job.",
 )
@@ -271,7 +304,7 @@ DEFAULT_TRANSCRIBE_MODEL = _declare(
 MAX_AUDIO_S = _declare(
     "MEDIA_WORKER_MAX_AUDIO_S",
     4 * 3600.0,
-    _positive(float),
+    parse_seconds,
     "Longest audio a transcribe job accepts (seconds); longer input is invalid_input.",
 )
 STREAMING = _declare(
@@ -291,25 +324,25 @@ ALLOW_NONCOMMERCIAL = _declare(
 VOICES_CACHE_ITEMS = _declare(
     "MEDIA_WORKER_VOICES_CACHE_ITEMS",
     16,
-    _positive(int),
+    _count(1, 1024),
     "Speaker conditionings each cloning runner keeps in memory (least recently used go).",
 )
 JOB_TIMEOUT_S = _declare(
     "MEDIA_WORKER_JOB_TIMEOUT_S",
     600.0,
-    _positive(float),
+    parse_seconds,
     "Longest one job may run inside a runner before it is killed (seconds).",
 )
 RUNNER_START_TIMEOUT_S = _declare(
     "MEDIA_WORKER_RUNNER_START_TIMEOUT_S",
     300.0,
-    _positive(float),
+    parse_seconds,
     "Longest a runner may take to start and load its model (seconds).",
 )
 MAX_RUNNERS = _declare(
     "MEDIA_WORKER_MAX_RUNNERS",
     2,
-    _positive(int),
+    _count(1, 64),
     "Most runner processes kept alive; the least recently used is stopped first.",
 )
 
@@ -317,13 +350,13 @@ MAX_RUNNERS = _declare(
 MAX_MEDIA_BYTES = _declare(
     "MEDIA_WORKER_MAX_MEDIA_BYTES",
     200 * 1024 * 1024,
-    _positive(int),
+    _count(1, 1 << 40),
     "Largest input media accepted from a URL, s3:// object or data: URI (bytes).",
 )
 FETCH_TIMEOUT_S = _declare(
     "MEDIA_WORKER_FETCH_TIMEOUT_S",
     30.0,
-    _positive(float),
+    parse_seconds,
     "Limit for fetching one input URL: connect, each read, and the whole body (seconds).",
 )
 
@@ -331,43 +364,43 @@ FETCH_TIMEOUT_S = _declare(
 RESTORE_MAX_INPUT_BYTES = _declare(
     "MEDIA_WORKER_RESTORE_MAX_INPUT_BYTES",
     2 * 1024 * 1024 * 1024,
-    _positive(int),
+    _count(1, 1 << 40),
     "Largest restore input (bytes); MEDIA_WORKER_MAX_MEDIA_BYTES also caps the fetch.",
 )
 RESTORE_MAX_DURATION_S = _declare(
     "MEDIA_WORKER_RESTORE_MAX_DURATION_S",
     600.0,
-    _positive(float),
+    parse_seconds,
     "Longest restore input (seconds).",
 )
 RESTORE_MAX_SOURCE_SIDE = _declare(
     "MEDIA_WORKER_RESTORE_MAX_SOURCE_SIDE",
     3840,
-    _positive(int),
+    _count(16, 16_384),
     "Longest side of a restore input (pixels).",
 )
 RESTORE_MAX_TARGET_SIDE = _declare(
     "MEDIA_WORKER_RESTORE_MAX_TARGET_SIDE",
     3840,
-    _positive(int),
+    _count(16, 16_384),
     "Longest side of a restore output (pixels).",
 )
 RESTORE_MAX_FRAMES = _declare(
     "MEDIA_WORKER_RESTORE_MAX_FRAMES",
     36_000,
-    _positive(int),
+    _count(1, 10_000_000),
     "Most frames in a restore input.",
 )
 RESTORE_CRF = _declare(
     "MEDIA_WORKER_RESTORE_CRF",
     18,
-    int,
+    _count(0, 51),
     "H.264 quality of restored videos when a job sets no crf (0 best .. 51 worst).",
 )
 RESTORE_ENCODER = _declare(
     "MEDIA_WORKER_RESTORE_ENCODER",
     "",
-    str,
+    _one_of("libx264", "h264_nvenc"),
     "Force the H.264 encoder (libx264 or h264_nvenc); empty: NVENC on an NVIDIA GPU "
     "when it opens, else libx264.",
 )
@@ -380,7 +413,7 @@ UPSCALE_REPO = _declare(
 UPSCALE_REVISION = _declare(
     "MEDIA_WORKER_UPSCALE_REVISION",
     "33adcbe305c326365eba1c8b731027a6308e3847",
-    str,
+    parse_revision,
     "Commit of MEDIA_WORKER_UPSCALE_REPO to use (a full 40-character hash).",
 )
 UPSCALE_FILE = _declare(
@@ -392,13 +425,13 @@ UPSCALE_FILE = _declare(
 UPSCALE_TILE = _declare(
     "MEDIA_WORKER_UPSCALE_TILE",
     512,
-    int,
+    _count(0, 4096),
     "Tile side for upscale inference (input pixels; 0: whole frames). Caps VRAM.",
 )
 UPSCALE_TILE_OVERLAP = _declare(
     "MEDIA_WORKER_UPSCALE_TILE_OVERLAP",
     16,
-    int,
+    _count(0, 256),
     "Extra input pixels read around each tile so seams do not show.",
 )
 SEEDVR2_REPO = _declare(
@@ -410,13 +443,13 @@ SEEDVR2_REPO = _declare(
 SEEDVR2_REVISION = _declare(
     "MEDIA_WORKER_SEEDVR2_REVISION",
     "",
-    str,
+    parse_revision,
     "Commit of MEDIA_WORKER_SEEDVR2_REPO (a full 40-character hash); required for seedvr2-3b/-7b.",
 )
 UPSCALE_BATCH_FRAMES = _declare(
     "MEDIA_WORKER_UPSCALE_BATCH_FRAMES",
     4,
-    _positive(int),
+    _count(1, 256),
     "Frames per upscale batch when a job sets no batch_size.",
 )
 
@@ -471,6 +504,48 @@ LOG_LEVEL = _declare(
     _one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", fold=str.upper),
     "Log level of the worker's logs: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
 )
+
+
+# Directories the worker writes into, and directories it only reads.
+_WRITTEN_DIRECTORIES = (HOME, ENVS_DIR, OUTPUT_DIR, SCRATCH_DIR)
+_READ_DIRECTORIES = (IMAGE_WEIGHTS_DIR, CACHED_MODELS_DIR)
+
+
+def check_directories(env: Mapping[str, str] | None = None) -> None:
+    """Refuse directory settings the worker could not use (called once, at start).
+
+    A written directory must be a writable directory, or not exist yet below a
+    writable one (the worker creates it); a read one, where it exists, must be a
+    directory. ``SCRATCH_DIR=/etc/passwd`` used to make every job ``internal``.
+
+    Raises:
+        ConfigError: naming the variable, its value and what is wrong with it.
+    """
+    env = os.environ if env is None else env
+    for setting in (*_WRITTEN_DIRECTORIES, *_READ_DIRECTORIES):
+        if not (value := setting.get(env)):
+            continue
+        path = Path(value)
+        problem = _unwritable(path) if setting in _WRITTEN_DIRECTORIES else _not_a_directory(path)
+        if problem:
+            raise ConfigError(f"{setting.name}={value!r} is invalid: {problem}")
+
+
+def _not_a_directory(path: Path) -> str | None:
+    if path.exists() and not path.is_dir():
+        return "it is a file, not a directory"
+    return None
+
+
+def _unwritable(path: Path) -> str | None:
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable by this user"
+    return None
 
 
 @dataclass(frozen=True)

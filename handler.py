@@ -354,6 +354,7 @@ def _checked_settings() -> tuple[str, ...]:
     """
     for setting in config.SETTINGS:
         setting.get()
+    config.check_directories()
     registry.check_default_models()
     registry.decide_default_tts()
     profiles = config.PREPARE_PROFILES.get()

@@ -6,8 +6,11 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import config
+from tests.fixtures.tiers import small_tmpfs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -188,3 +191,138 @@ def test_child_environ_is_an_allow_list(build, sees):
     child = config.child_environ(_PARENT, build=build)
     assert set(child) == sees
     assert all(child[name] == _PARENT[name] for name in child)
+
+
+# --- Hostile values: every declared setting, by kind (issue 20) -----------------------
+# NaN passes a "> 0" check (every comparison with NaN is false) and then switches a cap
+# off; a relative or file path fails every job later. Each kind's hostile values must be
+# refused at parse time, naming the variable. Empty means unset (the Hub's form sends ""
+# for a blank optional field), so it is not hostile.
+
+_NOT_A_NUMBER = st.sampled_from(
+    ["nan", "NaN", "-nan", "inf", "-inf", "Infinity", "1e400", "-1e400", "abc", "1,5", "0x10"]
+)
+_HOSTILE_FLOATS = (
+    _NOT_A_NUMBER
+    | st.floats(max_value=0, allow_nan=False).map(repr)
+    | st.floats(min_value=config.MAX_SETTING_SECONDS * 1.0001, allow_infinity=False).map(repr)
+)
+_HOSTILE_INTS = (
+    _NOT_A_NUMBER
+    | st.sampled_from(["1.5", "1e3", "2 3"])
+    | st.integers(max_value=-1).map(str)
+    | st.integers(min_value=1 << 41).map(str)
+)
+_HOSTILE_PATHS = st.sampled_from(["outputs", "./scratch", "../up", "~user-that-is-not/x", "a/b"])
+_HOSTILE_REVISIONS = st.sampled_from(["main", "v1.0", "HEAD", "0" * 39, "0" * 41, "g" * 40]) | (
+    st.text(alphabet="0123456789abcdef", min_size=1, max_size=80).filter(lambda t: len(t) != 40)
+)
+_HOSTILE_FLAGS = st.sampled_from(["maybe", "2", "-1", "nan", "enabled", "y"])
+
+# Settings whose value is free text, checked elsewhere (a model name against the
+# registry at start, a repo id or key by the service that reads it).
+_FREE_TEXT = {
+    "MEDIA_WORKER_DEFAULT_TTS_MODEL",
+    "MEDIA_WORKER_DEFAULT_TRANSCRIBE_MODEL",
+    "MEDIA_WORKER_UPSCALE_REPO",
+    "MEDIA_WORKER_UPSCALE_FILE",
+    "MEDIA_WORKER_SEEDVR2_REPO",
+    "BUCKET_ACCESS_KEY_ID",
+    "BUCKET_SECRET_ACCESS_KEY",
+    "BUCKET_NAME",
+    "BUCKET_REGION",
+    "HF_TOKEN",
+}
+
+
+def _hostile(setting: config.Setting) -> st.SearchStrategy[str] | None:
+    """Hostile raw values for ``setting``, by its kind (its default's type, its parser)."""
+    if isinstance(setting.default, bool):
+        return _HOSTILE_FLAGS
+    if isinstance(setting.default, float):
+        return _HOSTILE_FLOATS
+    if isinstance(setting.default, int):
+        return _HOSTILE_INTS
+    if setting.parse is config.parse_directory:
+        return _HOSTILE_PATHS
+    if setting.parse is config.parse_revision:
+        return _HOSTILE_REVISIONS
+    if setting.name == "MEDIA_WORKER_RESTORE_ENCODER":
+        return st.sampled_from(["abc", "h264", "libx265", "nvenc", "x264"])
+    return None
+
+
+_ATTACKED = [s for s in config.SETTINGS if _hostile(s) is not None]
+
+
+def test_every_setting_has_a_kind_or_is_free_text():
+    # A new setting parsed with plain str must be declared free text here on purpose;
+    # numbers, flags and paths get hostile values by their kind automatically.
+    free = {s.name for s in config.SETTINGS if s.parse is str}
+    assert free <= _FREE_TEXT, f"give these settings a parser by kind: {free - _FREE_TEXT}"
+    for setting in config.SETTINGS:
+        if setting.parse is str:
+            assert _hostile(setting) is None, setting.name
+
+
+@pytest.mark.parametrize("setting", _ATTACKED, ids=lambda s: s.name)
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_hostile_values_are_refused_naming_the_variable(setting, data):
+    raw = data.draw(_hostile(setting))
+    with pytest.raises(config.ConfigError, match=rf"^{re.escape(setting.name)}=.* is invalid"):
+        setting.get({setting.name: raw})
+
+
+@pytest.mark.parametrize("setting", _ATTACKED, ids=lambda s: s.name)
+@pytest.mark.parametrize("raw", ["", "   "])
+def test_an_empty_setting_is_unset(setting, raw):
+    assert setting.get({setting.name: raw}) == setting.default
+
+
+@pytest.mark.parametrize(
+    ("setting", "raw", "value"),
+    [
+        (config.JOB_TIMEOUT_S, "1e-3", 0.001),
+        (config.JOB_TIMEOUT_S, str(config.MAX_SETTING_SECONDS), config.MAX_SETTING_SECONDS),
+        (config.RESTORE_CRF, "0", 0),
+        (config.RESTORE_CRF, "51", 51),
+        (config.RESTORE_ENCODER, "H264_NVENC", "h264_nvenc"),
+        (config.UPSCALE_REVISION, "ABCDEF0123" * 4, "abcdef0123" * 4),
+        (config.UPSCALE_TILE, "0", 0),
+        (config.SCRATCH_DIR, "/scratch", "/scratch"),
+    ],
+)
+def test_edge_values_of_each_kind_parse(setting, raw, value):
+    assert setting.get({setting.name: raw}) == value
+
+
+def test_home_directory_settings_expand_the_tilde():
+    assert config.HOME.get({config.HOME.name: "~/mw"}) == str(Path("~/mw").expanduser())
+
+
+@pytest.mark.parametrize("setting", config._WRITTEN_DIRECTORIES, ids=lambda s: s.name)
+def test_a_written_directory_that_is_a_file_is_refused(setting, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for value in (afile, afile / "below"):
+        with pytest.raises(config.ConfigError, match=rf"^{setting.name}=.*is a file"):
+            config.check_directories({setting.name: str(value)})
+    config.check_directories({setting.name: str(tmp_path / "new" / "dir")})  # made later
+
+
+@pytest.mark.slow
+def test_an_unwritable_directory_is_refused(tmp_path):
+    # a read-only file system: mode bits would not stop root, which CI runs as
+    with small_tmpfs(tmp_path / "ro", "1m", read_only=True) as locked:
+        for value in (locked, locked / "x"):
+            with pytest.raises(config.ConfigError, match="ro is not writable"):
+                config.check_directories({config.SCRATCH_DIR.name: str(value)})
+
+
+def test_a_read_directory_that_is_a_file_is_refused(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(config.ConfigError, match=r"MEDIA_WORKER_CACHED_MODELS_DIR=.*is a file"):
+        config.check_directories({config.CACHED_MODELS_DIR.name: str(afile)})
+    config.check_directories({config.CACHED_MODELS_DIR.name: str(tmp_path / "absent")})

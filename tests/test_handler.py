@@ -519,6 +519,15 @@ def test_rp_serve_api_runsync_with_s3_from_env(tmp_path, s3_server):
         ("MEDIA_WORKER_PRESIGN_SECONDS", "10", "must be in 60..604800"),
         ("MEDIA_WORKER_DEFAULT_TTS_MODEL", "nosuch", "no tts model 'nosuch' in this worker"),
         ("BUCKET_ENDPOINT_URL", "localhost:9000", "expected a https:// or http:// URL"),
+        # issue 20: each was accepted at start and failed (or switched a cap off) later
+        ("MEDIA_WORKER_JOB_TIMEOUT_S", "nan", "must be a finite number of seconds"),
+        ("MEDIA_WORKER_MAX_AUDIO_S", "1e400", "must be a finite number of seconds"),
+        ("MEDIA_WORKER_RESTORE_CRF", "-1", "must be in 0..51"),
+        ("MEDIA_WORKER_RESTORE_ENCODER", "abc", "expected one of libx264, h264_nvenc"),
+        ("MEDIA_WORKER_UPSCALE_REVISION", "main", "must be a full commit hash"),
+        ("MEDIA_WORKER_UPSCALE_TILE", "-1", "must be in 0..4096"),
+        ("MEDIA_WORKER_SCRATCH_DIR", "/etc/passwd", "/etc/passwd is a file, not a directory"),
+        ("MEDIA_WORKER_ENVS_DIR", "envs", "must be an absolute path"),
     ],
 )
 def test_bad_configuration_stops_the_worker_at_start_with_words(tmp_path, name, value, reason):
