@@ -9,6 +9,7 @@ On the volume (no bucket configured)::
     <home>/voices/clone/<name>/voice.json          the commit point (see below)
     <home>/voices/clone/<name>/<sha256>.<ext>      the reference, named by its digest
     <home>/voices/clone/<name>/.<...>.partial      a write in progress
+    <home>/voices/clone/.deleted-<name>-<hex>/     a delete in progress (never listed)
 
 Under S3 (a bucket configured for the job), the same layout under the key prefix
 ``voices/clone/<name>/``. A job's ``output.prefix`` namespaces its voices as it does
@@ -49,6 +50,9 @@ _PREFIX = "voices/clone"
 # A superseded reference is removed by a later save of the same name only after this
 # long: a concurrent save may have renamed its audio but not yet committed voice.json.
 _ORPHAN_GRACE_S = 3600.0
+_DELETED = ".deleted-"
+_REMOVE_TRIES = 20
+_SAVE_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -133,11 +137,18 @@ def load_voice(
             field="voice",
         )
     dest = dest_dir / f"voice-{name}{Path(manifest['audio']).suffix}"
+    vanished = InvalidInput(
+        f"voice: saved voice {name!r} was deleted while this job read it", field="voice"
+    )
     if s3 is None:
-        shutil.copyfile(voices_root(prefix) / name / manifest["audio"], dest)
+        try:
+            shutil.copyfile(voices_root(prefix) / name / manifest["audio"], dest)
+        except FileNotFoundError:  # a delete renamed the folder after voice.json was read
+            raise vanished from None
     else:
         key = _Where(name, prefix).key(manifest["audio"])
-        _s3_call(s3, "get", name, lambda c: c.download_file(s3.bucket, key, str(dest)))
+        if not _s3_download(s3, name, key, dest):
+            raise vanished
     if _sha256_and_size(dest)[0] != manifest["sha256"]:
         raise InvalidInput(
             f"voice: the saved audio of {name!r} is damaged (digest mismatch); save it again",
@@ -150,7 +161,13 @@ def list_voices(*, s3: S3Settings | None, prefix: str | None = None) -> list[Voi
     """Every saved voice whose ``voice.json`` reads, by name."""
     if s3 is None:
         root = voices_root(prefix)
-        names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        # '.deleted-*' folders are deletes in progress and '@<prefix>' other namespaces;
+        # a voice name starts with a letter or digit (contract.VOICE_NAME_PATTERN).
+        names = (
+            sorted(p.name for p in root.iterdir() if p.is_dir() and p.name[0].isalnum())
+            if root.is_dir()
+            else []
+        )
     else:
         names = _s3_names(s3, prefix)
     voices = []
@@ -172,9 +189,15 @@ def delete_voice(name: str, *, s3: S3Settings | None, prefix: str | None = None)
         raise InvalidInput(f"name: no saved voice {name!r}", field="name")
     if s3 is None:
         # Rename first: the name disappears at once, and the removal can take its time.
-        doomed = voices_root(prefix) / f".deleted-{name}-{uuid.uuid4().hex[:8]}"
-        os.rename(voices_root(prefix) / name, doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
+        doomed = voices_root(prefix) / f"{_DELETED}{name}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(voices_root(prefix) / name, doomed)
+        except FileNotFoundError:  # another delete of this name renamed it first
+            raise InvalidInput(f"name: no saved voice {name!r}", field="name") from None
+        _remove_tree(doomed)
+        # and what a delete killed midway (a worker stopped mid-job) left behind
+        for leftover in voices_root(prefix).glob(f"{_DELETED}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
     else:
 
         def delete(client: Any) -> None:
@@ -191,9 +214,17 @@ def delete_voice(name: str, *, s3: S3Settings | None, prefix: str | None = None)
 
 
 def _save_local(folder: Path, audio: Path, manifest: dict[str, Any]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    _copy_atomically(audio, folder / manifest["audio"])
-    _write_atomically(folder / _MANIFEST, json.dumps(manifest, indent=2).encode())
+    for attempt in range(_SAVE_TRIES):
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            _copy_atomically(audio, folder / manifest["audio"])
+            _write_atomically(folder / _MANIFEST, json.dumps(manifest, indent=2).encode())
+            break
+        except FileNotFoundError:
+            # A delete of this name renamed the folder away mid-save; this save comes
+            # after that delete, so it starts again in a fresh folder.
+            if attempt == _SAVE_TRIES - 1:
+                raise
     now = time.time()
     for path in folder.iterdir():
         if path.name in (_MANIFEST, manifest["audio"]):
@@ -204,6 +235,23 @@ def _save_local(folder: Path, audio: Path, manifest: dict[str, Any]) -> None:
             continue
         if stale:
             path.unlink(missing_ok=True)
+
+
+def _remove_tree(doomed: Path) -> None:
+    """Remove a renamed-away voice folder, all of it.
+
+    One ``rmtree`` is not enough: a save that looked up the folder just before the
+    rename still creates its temp file inside it, after ``rmtree`` has listed it, and
+    the folder would then stay forever as ``.deleted-*`` (found by racing saves and
+    deletes). That save fails on its next path and retries elsewhere, so a few rounds
+    empty the folder.
+    """
+    for _ in range(_REMOVE_TRIES):
+        shutil.rmtree(doomed, ignore_errors=True)
+        if not doomed.exists():
+            return
+        time.sleep(0.05)
+    logger.warning("voice folder not fully removed path=%s", doomed)
 
 
 def _copy_atomically(source: Path, final: Path) -> None:
@@ -255,6 +303,22 @@ def _save_s3(s3: S3Settings, where: _Where, audio: Path, manifest: dict[str, Any
         )
 
     _s3_call(s3, "save", name, save)
+
+
+def _s3_download(s3: S3Settings, name: str, key: str, dest: Path) -> bool:
+    """Download ``key`` to ``dest``; False when the object is gone (a delete raced us)."""
+    from botocore.exceptions import ClientError
+
+    def get(client: Any) -> bool:
+        try:
+            client.download_file(s3.bucket, key, str(dest))
+        except ClientError as exc:
+            if error_code(exc) in ("NoSuchKey", "404"):
+                return False
+            raise
+        return True
+
+    return _s3_call(s3, "get", name, get)
 
 
 def _s3_names(s3: S3Settings, prefix: str | None) -> list[str]:

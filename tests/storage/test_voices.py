@@ -183,3 +183,114 @@ def test_voices_live_in_the_bucket_when_one_is_configured(tmp_path, s3_bucket):
     keys = {o["Key"] for o in s3_bucket_client(s3_bucket).list_objects_v2(
         Bucket=s3_bucket.bucket)["Contents"]}  # fmt: skip
     assert "tenant-a/voices/clone/bob/voice.json" in keys
+
+
+# --- Races, as a running worker was attacked (issue 16) -----------------------------
+
+
+def _outcome(call) -> str:
+    """What one storage call ended with: ok, a contract error by field, or anything else."""
+    try:
+        call()
+    except InvalidInput as exc:
+        return f"invalid_input:{exc.field}"
+    except Exception as exc:  # the test reports whatever escaped
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"
+
+
+@pytest.mark.slow
+def test_two_deletes_of_one_name_at_once_one_deletes_the_other_names_the_field(tmp_path):
+    src = _clip(tmp_path, "a.wav", b"x" * 4096)
+
+    def delete(start: threading.Barrier, outcomes: list[str]) -> None:
+        start.wait()
+        outcomes.append(_outcome(lambda: storage.delete_voice("ana", s3=None)))
+
+    for _ in range(40):
+        storage.save_voice("ana", src, None, s3=None)
+        start = threading.Barrier(2)
+        outcomes: list[str] = []
+        threads = [threading.Thread(target=delete, args=(start, outcomes)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(outcomes) == ["invalid_input:name", "ok"]
+    assert list(_voices.voices_root().iterdir()) == []  # each delete cleaned up after itself
+
+
+def _save_and_delete(home: str, source: str, rounds: int, results) -> None:
+    os.environ["MEDIA_WORKER_HOME"] = home
+    seen: dict[str, int] = {}
+    for _ in range(rounds):
+        for what, call in (
+            ("save", lambda: storage.save_voice("shared", Path(source), None, s3=None)),
+            ("delete", lambda: storage.delete_voice("shared", s3=None)),
+        ):
+            key = f"{what} {_outcome(call)}"
+            seen[key] = seen.get(key, 0) + 1
+    results.put(seen)
+
+
+@pytest.mark.slow
+def test_racing_saves_and_deletes_leave_no_deleted_folders_and_list_none(tmp_path):
+    """Three processes save and delete one name in a loop while this one lists and loads."""
+    home = os.environ["MEDIA_WORKER_HOME"]
+    sources = [_clip(tmp_path, f"src{i}.wav", bytes([i]) * 200_000) for i in range(3)]
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=_save_and_delete, args=(home, str(s), 25, results)) for s in sources
+    ]
+    for p in procs:
+        p.start()
+    listed: set[str] = set()
+    errors: set[str] = set()
+    dest = tmp_path / "job"
+    dest.mkdir()
+    while any(p.is_alive() for p in procs):
+        listed.update(v.name for v in storage.list_voices(s3=None))
+        errors.add(_outcome(lambda: storage.load_voice("shared", dest, s3=None)))
+    outcomes: dict[str, int] = {}
+    for _ in procs:
+        for key, n in results.get(timeout=60).items():
+            outcomes[key] = outcomes.get(key, 0) + n
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    # every save lands; a delete either deletes or finds the name already gone
+    assert outcomes["save ok"] == 75
+    assert set(outcomes) <= {"save ok", "delete ok", "delete invalid_input:name"}
+    assert listed <= {"shared"}  # never a '.deleted-*' folder
+    assert errors <= {"ok", "invalid_input:voice"}, errors
+    assert [p.name for p in _voices.voices_root().iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["volume", "bucket"])
+def test_a_voice_deleted_while_a_job_reads_it_names_the_field(tmp_path, store, request):
+    """A real delete runs, on another thread, right after the job has read voice.json."""
+    s3 = request.getfixturevalue("s3_bucket") if store == "bucket" else None
+    storage.save_voice("ana", _clip(tmp_path, "a.wav", b"x" * 4096), "Hi.", s3=s3)
+    real = _voices._read_manifest
+    reads: list[str] = []
+
+    def read_then_delete(where, *, s3):
+        manifest = real(where, s3=s3)
+        if not reads:  # the job's read; the delete's own read is the next one
+            reads.append(where.name)
+            deleting = threading.Thread(target=storage.delete_voice, args=("ana",),
+                                        kwargs={"s3": s3})  # fmt: skip
+            deleting.start()
+            deleting.join(30)
+        return manifest
+
+    _voices._read_manifest = read_then_delete
+    try:
+        with pytest.raises(InvalidInput, match="was deleted while this job read it") as exc:
+            storage.load_voice("ana", tmp_path, s3=s3)
+    finally:
+        _voices._read_manifest = real
+    assert exc.value.field == "voice"
+    assert storage.list_voices(s3=s3) == []
