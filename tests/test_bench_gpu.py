@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -49,12 +51,35 @@ def test_every_row_function_is_named_after_its_runner():
 
 
 @pytest.mark.slow
-def test_piper_row_speaks_with_the_real_voice_on_the_cpu(tmp_path):
+def test_piper_rows_put_the_worker_beside_the_library_on_the_cpu(tmp_path):
     gpu = _gpu_bench()
     rows = gpu.piper_rows(gpu.Bench(device="cpu", small=True, tmp=tmp_path, runs=1))
-    assert [(r.runner, r.variant) for r in rows] == [("piper", "cpu")]  # no CUDA variant here
-    (row,) = rows
-    assert not row.note.startswith("failed"), row.note
-    assert float(row.metrics["audio_s"]) > 1.0  # one spoken sentence
-    assert float(row.metrics["rtf_x"]) > 0 and float(row.metrics["first_ms"]) > 0
+    assert [(r.runner, r.variant) for r in rows] == [("piper", "cpu worker"), ("piper", "cpu raw")]
+    ours, raw = rows
+    for row in rows:
+        assert float(row.metrics["audio_s"]) > 1.0  # one spoken sentence
+        assert row.metrics["rtf_x"] > 0 and row.metrics["first_ms"] > 0
+    assert ours.metrics["ours/raw"] == pytest.approx(
+        ours.metrics["wall_s"] / raw.metrics["wall_s"], rel=0.01
+    )
     assert "piper" in gpu.render(rows)
+
+
+@pytest.mark.slow
+def test_cpu_run_writes_its_rows_as_json_and_names_what_is_not_installed(tmp_path, capsys):
+    gpu = _gpu_bench()
+    out = tmp_path / "gpu.json"
+    with mock.patch.dict(sys.modules, {"kokoro": None}):  # as on a machine without it
+        rc = gpu.main(["--device", "cpu", "--small", "--only", "piper,kokoro", "--json", str(out)])
+    printed = capsys.readouterr().out
+    body = json.loads(out.read_text())
+    assert body["done"] is True and body["device"] == "cpu" and body["small"] is True
+    assert [(r["runner"], r["variant"]) for r in body["rows"]] == [
+        ("piper", "cpu worker"),
+        ("piper", "cpu raw"),
+        ("kokoro", "-"),
+    ]
+    assert body["rows"][2]["note"].startswith("not installed: kokoro")
+    assert rc == 0  # a row whose library is absent is no failure
+    # each row is printed as it is measured, before the table
+    assert printed.index("row: piper | cpu worker") < printed.index("runner ")
