@@ -504,6 +504,13 @@ LOG_LEVEL = _declare(
     _one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", fold=str.upper),
     "Log level of the worker's logs: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
 )
+LOG_STORAGE_DEBUG = _declare(
+    "MEDIA_WORKER_LOG_STORAGE_DEBUG",
+    False,
+    parse_flag,
+    "1: at LOG_LEVEL DEBUG, also log the S3 client's requests (botocore, boto3, s3transfer, "
+    "urllib3), credentials redacted. 0: those loggers stay at INFO.",
+)
 
 
 # Directories the worker writes into, and directories it only reads.

@@ -38,10 +38,11 @@ import base64
 import logging
 import os
 import queue
+import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -334,13 +335,50 @@ def _prepare_in_background(profiles: tuple[str, ...]) -> None:
 
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+# The S3 client stack logs every request at DEBUG: botocore its headers, whose
+# Authorization names the access key id (Credential=<id>/...), urllib3 its URLs,
+# where a presigned one carries it as X-Amz-Credential (issue 20). They stay at INFO
+# unless MEDIA_WORKER_LOG_STORAGE_DEBUG opts in, and every record is redacted anyway.
+_STORAGE_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
+_CREDENTIAL = re.compile(r"(Credential=)[^/%\s,&'\"]+")
 
 
-def _configure_logging(level: str) -> None:
+class _RedactCredentials(logging.Filter):
+    """Rewrites a record whose message names a SigV4 credential or a secret value."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _CREDENTIAL.sub(r"\1<redacted>", message)
+        for secret in self.secrets:
+            redacted = redacted.replace(secret, "<redacted>")
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def _secret_values(env: Mapping[str, str]) -> list[str]:
+    # The access key id is not secret to S3, but with the secret it is a credential
+    # and it names the account: it stays out of logs too.
+    settings = [s for s in config.SETTINGS if s.secret] + [config.BUCKET_ACCESS_KEY_ID]
+    return [v for s in settings if len(v := env.get(s.name, "").strip()) >= 4]
+
+
+def _configure_logging(level: str, *, storage_debug: bool = False) -> None:
     # force=True: importing runpod already gave the root logger a handler (its
     # rp_upload module calls basicConfig at import), and basicConfig without force
     # does nothing once a handler exists: the level and format would be ignored.
     logging.basicConfig(level=level, stream=sys.stderr, format=_LOG_FORMAT, force=True)
+    redact = _RedactCredentials(_secret_values(os.environ))
+    for sink in logging.getLogger().handlers:
+        sink.addFilter(redact)
+    numeric = logging.getLevelNamesMapping()[level]
+    floor = numeric if storage_debug else max(numeric, logging.INFO)
+    for name in _STORAGE_LOGGERS:
+        logging.getLogger(name).setLevel(floor)
 
 
 def _checked_settings() -> tuple[str, ...]:
@@ -376,7 +414,7 @@ def main() -> None:
     except config.ConfigError as exc:
         logger.error("configuration: %s", exc.args[0])
         sys.exit(2)
-    _configure_logging(config.LOG_LEVEL.get())
+    _configure_logging(config.LOG_LEVEL.get(), storage_debug=config.LOG_STORAGE_DEBUG.get())
     atexit.register(_HOST.shutdown)
     if profiles:
         _prepare_in_background(profiles)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import re
 import socket
@@ -643,3 +644,53 @@ def test_profiles_named_in_prepare_are_ensured_in_the_background_after_start(tmp
         worker.terminate()
         worker.wait(timeout=30)
     assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("opt_in", [False, True], ids=["capped", "opt-in"])
+def test_no_storage_credential_in_the_log_at_debug(tmp_path, s3_server, opt_in):
+    # issue 20: at DEBUG, botocore's request lines carried the access key id (its
+    # Authorization header's Credential=); the secret itself never appeared.
+    bucket = "dbg-" + os.urandom(4).hex()
+    s3_server.client().create_bucket(Bucket=bucket)
+    extra = {"MEDIA_WORKER_LOG_STORAGE_DEBUG": "1"} if opt_in else {}
+    proc = _run_one_job(
+        tmp_path,
+        "dbg-1",
+        MEDIA_WORKER_LOG_LEVEL="DEBUG",
+        BUCKET_ENDPOINT_URL=s3_server.endpoint_url,
+        BUCKET_ACCESS_KEY_ID=s3_server.access_key,
+        BUCKET_SECRET_ACCESS_KEY=s3_server.secret_key,
+        BUCKET_NAME=bucket,
+        **extra,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "/jobs/dbg-1/speech.wav" in proc.stdout  # it published to the bucket
+    # The presigned URL in the printed result names the key id by design (SigV4's
+    # X-Amz-Credential): it is the job's output, not a log line.
+    log = re.sub(r"http://\S+/speech\.wav\?[^'\"\s]+", "<url>", proc.stdout) + proc.stderr
+    assert " DEBUG handler job=dbg-1 fields" in log  # DEBUG was on
+    assert s3_server.access_key not in log and s3_server.secret_key not in log
+    # capped: botocore's DEBUG request lines are gone; opt-in: there, with the
+    # credential redacted
+    assert (" DEBUG botocore" in log) == opt_in, log[-3000:]
+    if opt_in:
+        assert "Credential=<redacted>" in log
+
+
+def test_log_records_naming_a_credential_are_redacted():
+    redact = handler._RedactCredentials(
+        handler._secret_values({"BUCKET_ACCESS_KEY_ID": "AKIDEXAMPLE", "HF_TOKEN": "hf_abcdef"})
+    )
+    record = logging.LogRecord(
+        "botocore.endpoint", logging.DEBUG, __file__, 1,
+        "headers %s url %s token %s",
+        ("Authorization: AWS4-HMAC-SHA256 Credential=OTHERKEY/20261204/us-east-1/s3",
+         "https://b.s3/k?X-Amz-Credential=PERREQUEST%2F2026", "hf_abcdef"),
+        None,
+    )  # fmt: skip
+    assert redact.filter(record)
+    message = record.getMessage()
+    assert "OTHERKEY" not in message and "PERREQUEST" not in message
+    assert "hf_abcdef" not in message
+    assert message.count("<redacted>") == 3
