@@ -272,6 +272,14 @@ IMAGE_WEIGHTS_DIR = _declare(
     "HF home baked into the image (BAKE_PROFILES); weights verified there are used "
     "before the volume's, read only.",
 )
+IN_PLACE = _declare(
+    "MEDIA_WORKER_IN_PLACE",
+    False,
+    parse_flag,
+    "1: run every profile in the worker's own interpreter (an image that bakes everything "
+    "in, a GPU machine that has torch): no profile environment is built or restored, and "
+    "a pin it does not meet is logged as a warning, not refused. Weights are still fetched.",
+)
 CACHED_MODELS_DIR = _declare(
     "MEDIA_WORKER_CACHED_MODELS_DIR",
     "/runpod-volume/huggingface-cache/hub",

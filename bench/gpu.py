@@ -25,6 +25,7 @@ Usage:
     python bench/gpu.py                      # CUDA, full size, every row
     python bench/gpu.py --device cpu --small # the same script, small and on the CPU
     python bench/gpu.py --only kokoro,upscale --json out.json --deadline-s 300
+    python bench/gpu.py --only e2e --device cpu --small  # jobs through handler.handler
 
 Columns: wall_s = seconds per job, ours/raw = worker wall over library wall, rtf_x =
 seconds of output per second of compute (higher is faster), first_ms = time to the
@@ -35,6 +36,7 @@ first streamed piece, peak_mb = peak GPU memory (torch.cuda.max_memory_allocated
 from __future__ import annotations
 
 import argparse
+import base64
 import gc
 import importlib.util
 import json
@@ -52,6 +54,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -875,6 +878,126 @@ ROWS: list[Callable[[Bench], list[Row]]] = [
 ]
 
 
+# --- --e2e: jobs through handler.handler ------------------------------------------------
+
+E2E_UPSCALE_REPO = "bench/realesr-general-x4v3"
+E2E_UPSCALE_REVISION = "0" * 40
+E2E_UPSCALE_FILE = "realesr-general-x4v3.safetensors"
+
+
+def _e2e_weights(bench: Bench, cached: Path) -> dict[str, str]:
+    """Lay fixture weights out as RunPod's cached models under ``cached`` (the worker
+    reads them there without a download). Returns the settings that go with them.
+    A model whose fixture cannot be made here (its library is missing) is skipped:
+    its job then fails in its row, naming what it lacks."""
+    from bootstrap._weights import snapshot_dir
+    from models import profiles
+    from tests.fixtures import sr_models
+
+    size = "tiny" if bench.small else "full"
+    makers: dict[str, Callable[[Path], object]] = {}
+
+    def kokoro(out: Path) -> None:
+        from tests.fixtures import kokoro as ckpt
+
+        ckpt.make_checkpoint(out, size=size)
+
+    def upscale(out: Path) -> None:
+        state = sr_models.compact() if bench.small else sr_models.compact(features=64, convs=32)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / E2E_UPSCALE_FILE).write_bytes(sr_models.safetensors_bytes(state))
+
+    makers["hexgrad/Kokoro-82M"] = kokoro
+    makers[E2E_UPSCALE_REPO] = upscale
+    settings = {
+        "MEDIA_WORKER_UPSCALE_REPO": E2E_UPSCALE_REPO,
+        "MEDIA_WORKER_UPSCALE_REVISION": E2E_UPSCALE_REVISION,
+        "MEDIA_WORKER_UPSCALE_FILE": E2E_UPSCALE_FILE,
+    }
+    os.environ.update(settings)  # the upscale profile reads them (e2e_rows restores them)
+    wanted = [*profiles.KOKORO.weights, *profiles.upscale_profile().weights]
+    for weights in wanted:
+        try:
+            makers[weights.repo_id](snapshot_dir(cached, weights))
+        except Exception as exc:  # e.g. no torch here: that job's row says so
+            print(f"e2e: no fixture for {weights.repo_id}: {exc}", file=sys.stderr)
+    return settings
+
+
+def e2e_rows(bench: Bench) -> list[Row]:
+    """``--e2e``: one job per task through ``handler.handler``, twice (cold, then warm).
+
+    Every profile runs in this interpreter (``MEDIA_WORKER_IN_PLACE=1``; pins it does
+    not meet are logged as warnings), on fixture weights laid out in a local folder as
+    RunPod's cached models (``MEDIA_WORKER_CACHED_MODELS_DIR``); outputs go to a local
+    store. Runs on the CPU too (``--device cpu`` hides the GPU from the runners).
+    """
+    home = bench.tmp / "e2e"
+    cached = home / "cached-models"
+    env = {
+        "MEDIA_WORKER_IN_PLACE": "1",
+        "MEDIA_WORKER_HOME": str(home / "home"),
+        "MEDIA_WORKER_CACHED_MODELS_DIR": str(cached),
+        "MEDIA_WORKER_OUTPUT_DIR": str(home / "outputs"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    if not bench.device.startswith("cuda"):
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    with mock.patch.dict(os.environ, env):
+        return _e2e_jobs(bench, home, cached)
+
+
+def _e2e_jobs(bench: Bench, home: Path, cached: Path) -> list[Row]:
+    _e2e_weights(bench, cached)
+    import handler
+
+    clip = home / "clip.mp4"
+    from tests.fixtures.clips import make_clip
+
+    width, height = (64, 48) if bench.small else (480, 270)
+    make_clip(clip, frames=6 if bench.small else 48, width=width, height=height, fps=24)
+    video = "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()
+    text = PARAGRAPH_TEXT.split(". ")[0] + "." if bench.small else PARAGRAPH_TEXT
+    jobs = [
+        ("tts", "piper", {"text": text}),
+        ("tts", "kokoro", {"text": text}),
+        ("restore", "upscale", {"video": video, "resolution": 144 if bench.small else 1080}),
+    ]
+    rows = []
+    try:
+        for task, model, fields in jobs:
+            for run in ("cold", "warm"):
+                job = {
+                    "id": f"e2e-{model}-{run}",
+                    "input": {"task": task, "model": model, **fields},
+                }
+                started = time.perf_counter()
+                result = handler.handler(job)
+                wall_s = time.perf_counter() - started
+                if "error" in result:
+                    note = f"failed: {result['error']}"[:160]
+                    rows.append(Row(f"e2e {task}", f"{model} {run}", note=note))
+                    break
+                t = result["timings"]
+                out = result["outputs"][0]
+                rows.append(
+                    Row(
+                        f"e2e {task}",
+                        f"{model} {run}",
+                        {
+                            "total_s": f"{wall_s:.2f}",
+                            "load_s": f"{t['load_s']:.2f}",
+                            "infer_s": f"{t['infer_s']:.2f}",
+                            "out_s": f"{out.get('duration_s') or 0:.1f}",
+                        },
+                        note=f"through handler.handler; {out['content_type']}",
+                    )
+                )
+    finally:
+        handler._HOST.shutdown()
+    return rows
+
+
 # --- the table -------------------------------------------------------------------------
 
 
@@ -921,6 +1044,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the table here")
     parser.add_argument("--deadline-s", type=float, default=None,
                         help="start no runner after this many seconds")  # fmt: skip
+    parser.add_argument("--e2e", action="store_true",
+                        help="after the rows, one job per task through handler.handler "
+                        "(--only e2e: those jobs alone)")  # fmt: skip
     parser.add_argument("--kokoro-stream", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--repeat", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -933,7 +1059,8 @@ def main(argv: list[str] | None = None) -> int:
         return _kokoro_stream_process(args.kokoro_stream, device, args.repeat, args.small)
     runs = args.runs or (1 if args.small else 3)
     wanted = {n.strip() for n in args.only.split(",") if n.strip()}
-    known = {fn.__name__.removesuffix("_rows") for fn in ROWS}
+    selected = [*ROWS, e2e_rows] if args.e2e or "e2e" in wanted else ROWS
+    known = {fn.__name__.removesuffix("_rows") for fn in selected}
     if wanted - known:
         parser.error(f"--only: unknown {', '.join(sorted(wanted - known))}; known: "
                      f"{', '.join(sorted(known))}")  # fmt: skip
@@ -945,9 +1072,9 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mw-gpu-bench-") as tmp:
         bench = Bench(device=device, small=args.small, tmp=Path(tmp), runs=runs)
-        for row_fn in ROWS:
+        for row_fn in selected:
             name = row_fn.__name__.removesuffix("_rows")
-            if wanted and name not in wanted:
+            if wanted and name not in wanted and row_fn is not e2e_rows:
                 continue
             started = time.perf_counter()
             if args.deadline_s is not None and started - began > args.deadline_s:

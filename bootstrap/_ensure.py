@@ -166,13 +166,13 @@ def _checkpoint(phase: str) -> None:
     """
 
 
-def is_satisfied_in_place(
+def unmet_pins(
     pins: Mapping[str, str], installed: Callable[[str], str | None] | None = None
-) -> bool:
-    """True when every pin equals the installed version (``installed(name)``).
+) -> list[str]:
+    """The pins the installed versions (``installed(name)``) do not meet, in words.
 
-    Equal as PEP 440 versions (``1.8`` is ``1.8.0``); a local label differs
-    (``2.13.0+cpu`` is not the CUDA index's ``2.13.0``).
+    Equal means equal as PEP 440 versions (``1.8`` is ``1.8.0``); a local label
+    differs (``2.13.0+cpu`` is not the CUDA index's ``2.13.0``).
     """
     lookup = installed or _installed_version
 
@@ -182,7 +182,18 @@ def is_satisfied_in_place(
         except InvalidVersion:
             return False
 
-    return all(same(version, lookup(name)) for name, version in pins.items())
+    return [
+        f"{name}=={version} (installed: {have or 'none'})"
+        for name, version in pins.items()
+        if not same(version, have := lookup(name))
+    ]
+
+
+def is_satisfied_in_place(
+    pins: Mapping[str, str], installed: Callable[[str], str | None] | None = None
+) -> bool:
+    """True when every pin equals the installed version (see :func:`unmet_pins`)."""
+    return not unmet_pins(pins, installed)
 
 
 def _installed_version(name: str) -> str | None:
@@ -258,7 +269,17 @@ def ensure(
     digest = spec_hash(profile, target)
     # A source artifact lives only inside a built environment, never in this one.
     has_source = any(a.kind == "source" for a in profile.artifacts)
-    if in_place and not force and not has_source and is_satisfied_in_place(profile.pins):
+    if in_place and not force and config.IN_PLACE.get():
+        # Told to: the interpreter is the operator's (a baked image, a GPU machine's
+        # own torch), so a pin it misses is theirs to judge; the runner may still work.
+        _warn_unmet(profile)
+        python, source, manifest, root = (
+            Path(sys.executable),
+            "in-place",
+            _in_place_attention(profile),
+            None,
+        )
+    elif in_place and not force and not has_source and is_satisfied_in_place(profile.pins):
         python, source, manifest, root = (
             Path(sys.executable),
             "in-place",
@@ -319,6 +340,19 @@ def ensure(
         attention_reason=manifest["attention_reason"],
         root=root,
     )
+
+
+def _warn_unmet(profile: Profile) -> None:
+    unmet = unmet_pins(profile.pins)
+    # wheel artifacts are among the pins; a source archive only ever lives in a built env
+    unmet += [f"{a.filename} (a source artifact)" for a in profile.artifacts if a.kind == "source"]
+    if unmet:
+        logger.warning(
+            "profile %s runs in this interpreter (%s) without: %s",
+            profile.name,
+            config.IN_PLACE.name,
+            "; ".join(unmet),
+        )
 
 
 def _in_place_attention(profile: Profile) -> dict[str, str]:

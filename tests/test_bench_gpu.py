@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from unittest import mock
@@ -83,3 +84,16 @@ def test_cpu_run_writes_its_rows_as_json_and_names_what_is_not_installed(tmp_pat
     assert rc == 0  # a row whose library is absent is no failure
     # each row is printed as it is measured, before the table
     assert printed.index("row: piper | cpu worker") < printed.index("runner ")
+
+
+@pytest.mark.slow
+def test_e2e_runs_jobs_through_the_handler_in_this_interpreter(tmp_path):
+    gpu = _gpu_bench()
+    rows = gpu.e2e_rows(gpu.Bench(device="cpu", small=True, tmp=tmp_path, runs=1))
+    by_variant = {r.variant: r for r in rows}
+    cold, warm = by_variant["piper cold"], by_variant["piper warm"]
+    assert not cold.note.startswith("failed") and not warm.note.startswith("failed"), rows
+    assert float(cold.metrics["load_s"]) > 0 and float(warm.metrics["load_s"]) == 0
+    assert float(warm.metrics["out_s"]) > 1.0  # one spoken sentence, published
+    assert {r.runner for r in rows} == {"e2e tts", "e2e restore"}  # a row per task tried
+    assert "MEDIA_WORKER_IN_PLACE" not in os.environ  # the settings were restored

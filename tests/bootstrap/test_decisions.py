@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 import bootstrap
 import config
 from bootstrap import _cuda, _disk, _doctor, _gc
-from bootstrap._ensure import Layout, is_satisfied_in_place
+from bootstrap._ensure import Layout, is_satisfied_in_place, unmet_pins
 from bootstrap._flash_attn import choose_flash_attn_wheel
 from bootstrap._lease import is_stale, lease_state
 from bootstrap._manifest import env_is_ready
@@ -277,6 +278,37 @@ def test_weights_revision_must_be_a_commit():
 )
 def test_is_satisfied_in_place(installed, ok):
     assert is_satisfied_in_place({"a": "1", "b": "2"}, installed.get) is ok
+
+
+@pytest.mark.parametrize(
+    ("installed", "unmet"),
+    [
+        ({"a": "1", "b": "2"}, []),
+        ({"a": "1", "b": "3"}, ["b==2 (installed: 3)"]),
+        ({"b": "2.0"}, ["a==1 (installed: none)"]),
+        ({"a": "1", "b": "2+cpu"}, ["b==2 (installed: 2+cpu)"]),
+    ],
+)
+def test_unmet_pins_say_what_is_installed_instead(installed, unmet):
+    assert unmet_pins({"a": "1", "b": "2"}, installed.get) == unmet
+
+
+def test_in_place_setting_runs_a_profile_here_and_warns_of_unmet_pins(
+    tmp_path, monkeypatch, caplog
+):
+    profile = bootstrap.Profile("elsewhere", requirements=("no-such-dist-mw==1.0", "pytest==0.1"))
+    paths = config.Paths(home=tmp_path, envs=tmp_path / "e", outputs=tmp_path, on_volume=False)
+    monkeypatch.setenv("MEDIA_WORKER_IN_PLACE", "1")
+    env = bootstrap.ensure(profile, paths=paths)
+    assert (env.python, env.source, env.root) == (Path(sys.executable), "in-place", None)
+    assert not (tmp_path / "e").exists()  # nothing was built or restored
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "profile elsewhere runs in this interpreter (MEDIA_WORKER_IN_PLACE) without: " in (
+        warning.getMessage()
+    )
+    assert "no-such-dist-mw==1.0 (installed: none); pytest==0.1 (installed: " in (
+        warning.getMessage()
+    )
 
 
 def test_piper_pins_equal_the_piper_extra():
