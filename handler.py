@@ -19,8 +19,10 @@ SDK decides streaming by the handler's type, for every job, not per job):
   ``return_aggregate_stream``: a ``"stream": true`` job yields one StreamChunk
   per finished piece of audio, and every job ends with its StreamFinal (the
   full published result) or its error envelope, which the SDK turns into a
-  FAILED job keeping the error line (runpod-python #397: it streams no
-  exceptions by itself).
+  FAILED job keeping the error line on the platform (runpod-python #397: it
+  streams no exceptions by itself). The SDK's local API answers COMPLETED with
+  the envelope as the last item; its ``--test_input`` mode gets
+  ``drained_stream_handler`` (README, streaming).
 
 Concurrency: one job at a time per worker (``JOBS_PER_WORKER``, handed to the SDK
 as its ``concurrency_modifier``). The handler is synchronous, and the SDK calls a
@@ -85,8 +87,16 @@ def _concurrency(current: int) -> int:
     return JOBS_PER_WORKER
 
 
-def sdk_config(*, streaming: bool = False) -> dict[str, Any]:
-    """What ``runpod.serverless.start`` gets, for a plain or a streaming endpoint."""
+def sdk_config(*, streaming: bool = False, test_input: bool = False) -> dict[str, Any]:
+    """What ``runpod.serverless.start`` gets, for a plain or a streaming endpoint.
+
+    ``test_input``: the SDK runs one job from ``--test_input``/``test_input.json``
+    and exits. That mode never iterates a generator (it printed ``<generator
+    object>`` and "completed successfully" without running the job), so a
+    streaming endpoint gets :func:`drained_stream_handler` there instead.
+    """
+    if streaming and test_input:
+        return {"handler": drained_stream_handler, "concurrency_modifier": _concurrency}
     if streaming:
         return {
             "handler": stream_handler,
@@ -322,6 +332,24 @@ def stream_handler(job: dict[str, Any]) -> Iterator[dict[str, Any]]:
             return
 
 
+def drained_stream_handler(job: dict[str, Any]) -> list[dict[str, Any]] | dict[str, Any]:
+    """A streaming endpoint's job run to its end, returning what the platform keeps:
+    the list of items (``return_aggregate_stream``), or the error envelope when the
+    stream ended with one (the SDK then fails the job, exit code 1 locally)."""
+    items = list(stream_handler(job))
+    return items[-1] if "error" in items[-1] else items
+
+
+def _is_test_input_run(argv: list[str]) -> bool:
+    """True when the SDK will run one local test job and exit: not on the platform,
+    not ``--rp_serve_api``, not a realtime API port (``runpod.serverless.start``)."""
+    return (
+        worker_state.IS_LOCAL_TEST
+        and "--rp_serve_api" not in argv
+        and os.environ.get("RUNPOD_REALTIME_PORT", "0") in ("", "0")
+    )
+
+
 def _prepare_in_background(profiles: tuple[str, ...]) -> None:
     def prepare() -> None:
         for name in profiles:
@@ -420,7 +448,9 @@ def main() -> None:
         _prepare_in_background(profiles)
     if config.STREAMING.get():
         logger.info("streaming endpoint: generator handler, aggregate stream")
-    runpod.serverless.start(sdk_config(streaming=config.STREAMING.get()))
+    runpod.serverless.start(
+        sdk_config(streaming=config.STREAMING.get(), test_input=_is_test_input_run(sys.argv))
+    )
 
 
 if __name__ == "__main__":

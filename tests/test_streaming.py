@@ -111,6 +111,12 @@ def test_rp_serve_api_stream_endpoint_returns_the_chunks_and_the_result(tmp_path
             f"{base}/run", json={"input": {"task": "tts", "text": "x", "speed": 9}}, timeout=30
         ).json()
         bad_stream = requests.post(f"{base}/stream/{bad['id']}", timeout=60).json()
+        # issue 20: /runsync on a streaming endpoint, as the SDK's local API answers it
+        bad_sync = requests.post(f"{base}/runsync", json={"input": {"task": "tts", "text": ""}},
+                                 timeout=60).json()  # fmt: skip
+        good_sync = requests.post(
+            f"{base}/runsync", json={"input": {"task": "tts", "text": "Just one."}}, timeout=120
+        ).json()
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -121,6 +127,16 @@ def test_rp_serve_api_stream_endpoint_returns_the_chunks_and_the_result(tmp_path
     assert final["type"] == "result" and final["outputs"][0]["duration_s"] > 2
     (only,) = [item["output"] for item in bad_stream["stream"]]
     assert only["error_code"] == "invalid_input" and "speed" in only["error"]
+    # The SDK's local API (runpod 1.12 rp_fastapi) does not apply the platform's rule
+    # that a yielded error fails the job: /runsync and /stream answer COMPLETED, the
+    # error envelope the output's only item. The README says so; the platform's own
+    # FAILED is test_platform_streams_chunks_then_posts_the_aggregate_and_fails_a_bad_job.
+    assert bad_sync["status"] == "COMPLETED", bad_sync
+    (envelope,) = bad_sync["output"]
+    assert envelope["error_code"] == "invalid_input" and envelope["details"][0]["field"] == "text"
+    assert good_sync["status"] == "COMPLETED", good_sync
+    (result,) = good_sync["output"]
+    assert result["type"] == "result" and result["task"] == "tts"
     assert "Traceback" not in log.read_text()
 
 
@@ -182,3 +198,30 @@ def test_timestamps_on_piper_is_invalid_input_naming_the_field():
     assert result["error_code"] == "invalid_input"
     assert result["details"][0]["field"] == "timestamps"
     assert "'piper' does not use this option" in result["error"]
+
+
+@pytest.mark.slow
+def test_test_input_on_a_streaming_endpoint_runs_the_job_as_the_platform_would(tmp_path):
+    # issue 20: the SDK's test-input mode never iterated the generator: it printed
+    # "<generator object ...>" and "completed successfully" for any job, bad ones too.
+    def run(job_input: dict) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "handler.py", "--test_input", json.dumps({"input": job_input})],
+            cwd=ROOT,
+            env=_worker_env(tmp_path, MEDIA_WORKER_STREAMING="1"),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    bad = run({"task": "tts", "text": ""})
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "failed with error: invalid_input: text: " in bad.stdout + bad.stderr
+    good = run({"task": "tts", "text": TEXT, "stream": True})
+    assert good.returncode == 0, good.stdout + good.stderr
+    out = good.stdout + good.stderr
+    assert "generator object" not in out
+    # the SDK prints the result cut to its first and last 2 KB: the first chunk's
+    # head, the final result's tail; the handler logs each chunk it sent
+    assert "Job result: {'output': [{'type': 'chunk', 'index': 0," in out
+    assert "job=local_test chunk 2 sent" in out and "'task': 'tts'" in out
