@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import logging
 import mimetypes
 import os
@@ -28,7 +29,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 import config
-from errors import FetchFailed, InvalidInput, UnsupportedMedia
+from errors import FetchFailed, InvalidInput, StorageFailed, UnsupportedMedia
 
 from . import _s3
 from ._refs import MediaRef, _without_query
@@ -97,6 +98,7 @@ def fetch(
             HTTP error status, missing s3 object, network failure, timeout.
         UnsupportedMedia: the declared content type is not audio/video/octet-stream.
         InvalidInput: an ``s3://`` reference without storage credentials.
+        StorageFailed: the scratch disk filled up (names ``MEDIA_WORKER_SCRATCH_DIR``).
     """
     max_bytes = config.MAX_MEDIA_BYTES.get() if max_bytes is None else max_bytes
     timeout_s = config.FETCH_TIMEOUT_S.get() if timeout_s is None else timeout_s
@@ -195,7 +197,9 @@ def _fetch_url(
 
         try:
             with watchdog:
-                return _write_atomically(dest_dir, name, lambda out: _copy_chunks(chunks(), out))
+                return _write_atomically(
+                    dest_dir, name, lambda out: _copy_chunks(chunks(), out), field=field
+                )
         except SSRFError as exc:  # the body ran past the cap
             raise _refused(field, shown, exc) from None
         except (RequestException, OSError) as exc:
@@ -272,7 +276,7 @@ def _fetch_s3(ref: MediaRef, dest_dir: Path, *, settings: S3Settings, max_bytes:
             )
 
     try:
-        return _write_atomically(dest_dir, name, download)
+        return _write_atomically(dest_dir, name, download, field=ref.field)
     except (ClientError, BotoCoreError) as exc:
         _s3.raise_fetch_error(exc, field=ref.field, bucket=ref.bucket, key=ref.key)
 
@@ -300,7 +304,7 @@ def _fetch_data(ref: MediaRef, dest_dir: Path, *, max_bytes: int) -> Path:
             field=ref.field,
         )
     name = _file_name(ref.field, suffix_from="", content_type=content_type)
-    return _write_atomically(dest_dir, name, lambda out: out.write(payload))
+    return _write_atomically(dest_dir, name, lambda out: out.write(payload), field=ref.field)
 
 
 def _check_content_type(raw: str | None, *, field: str) -> str | None:
@@ -330,8 +334,14 @@ def _file_name(field: str, *, suffix_from: str, content_type: str | None) -> str
     return stem + suffix.lower()
 
 
-def _write_atomically(dest_dir: Path, name: str, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Run ``write(file)`` on a unique temp file, then rename it to ``dest_dir/name``."""
+def _write_atomically(
+    dest_dir: Path, name: str, write: Callable[[IO[bytes]], Any], *, field: str
+) -> Path:
+    """Run ``write(file)`` on a unique temp file, then rename it to ``dest_dir/name``.
+
+    Raises:
+        StorageFailed: the disk is full (named, with the setting that moves it).
+    """
     dest_dir.mkdir(parents=True, exist_ok=True)
     final = dest_dir / name
     tmp = dest_dir / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
@@ -340,6 +350,16 @@ def _write_atomically(dest_dir: Path, name: str, write: Callable[[IO[bytes]], An
             write(out)
         os.replace(tmp, final)
         return final
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # Before: a full scratch disk during a fetch surfaced as `internal`.
+        raise StorageFailed(
+            f"{field}: no space left on device while fetching it into the job's scratch "
+            f"directory {dest_dir}; free space there, or set {config.SCRATCH_DIR.name} to "
+            "a larger disk",
+            field=field,
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -344,6 +344,24 @@ def test_full_scratch_disk_says_no_space_left_and_where(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_full_scratch_disk_during_a_fetch_names_the_field_and_the_setting(tmp_path, monkeypatch):
+    # issue 20: the same full disk while an input was fetched answered `internal`.
+    audio = base64.b64encode(b"\0" * 200_000).decode()
+    job = {
+        "id": "full-in",
+        "input": {"task": "transcribe", "audio": f"data:audio/wav;base64,{audio}"},
+    }
+    with small_tmpfs(tmp_path / "scratch", "64k") as scratch:
+        monkeypatch.setenv("MEDIA_WORKER_SCRATCH_DIR", str(scratch))
+        result = handler.handler(job)
+        assert result["error_code"] == "storage_failed", result
+        assert result["error"].startswith("storage_failed: audio: no space left on device")
+        assert "MEDIA_WORKER_SCRATCH_DIR" in result["error"]
+        assert result["details"][0]["field"] == "audio"
+        assert list(scratch.iterdir()) == [], "the job's scratch dir was not removed"
+
+
+@pytest.mark.slow
 def test_jobs_whose_ids_once_shared_a_key_keep_both_outputs(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDIA_WORKER_OUTPUT_DIR", str(tmp_path / "out"))
     first, _, _ = _synthesize(tmp_path, "a/b", text="The first job.")

@@ -25,11 +25,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from errors import FetchFailed, InvalidInput, UnsupportedMedia
+from errors import FetchFailed, InvalidInput, StorageFailed, UnsupportedMedia
 from storage import MediaRef, fetch, parse_media_ref, scratch
 from storage._fetch import _fetch_url
 from tests.fixtures.s3 import settings_for
-from tests.fixtures.tiers import skip_tier
+from tests.fixtures.tiers import skip_tier, small_tmpfs
 
 PUBLIC_IP = "127.0.0.2"
 AUDIO = bytes(range(256)) * 64  # 16 KiB
@@ -533,3 +533,30 @@ def test_s3_wrong_secret(s3_server, s3_bucket, tmp_path: Path, caplog) -> None:
         fetch(ref, tmp_path, s3=bad)
     text = caplog.text + str(info.value) + repr(info.value) + repr(bad)
     assert wrong not in text and s3_server.secret_key not in text
+
+
+# --- A full scratch disk (issue 20: it was `internal`) ----------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["data", "https", "s3"])
+def test_a_full_scratch_disk_names_the_field_and_the_setting(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if kind == "https":
+        origin = request.getfixturevalue("origin")
+        ref, s3 = parse_media_ref(f"{origin.https}/voice.wav", field="audio"), None
+    elif kind == "s3":
+        server, s3 = request.getfixturevalue("s3_server"), request.getfixturevalue("s3_bucket")
+        _put(server, s3, "in/big.wav", AUDIO)
+        ref = parse_media_ref(f"s3://{s3.bucket}/in/big.wav", field="audio")
+    else:
+        ref, s3 = parse_media_ref(_data(AUDIO), field="audio"), None
+    with small_tmpfs(tmp_path / "scratch", "8k") as disk:  # AUDIO is 16 KiB
+        with pytest.raises(StorageFailed) as info:
+            fetch(ref, disk, s3=s3)
+        assert info.value.field == "audio"
+        assert info.value.message.startswith("audio: no space left on device while fetching")
+        assert f"scratch directory {disk};" in info.value.message
+        assert "MEDIA_WORKER_SCRATCH_DIR" in info.value.message
+        assert _files(disk) == [], "a partial input was left behind"
