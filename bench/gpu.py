@@ -813,58 +813,71 @@ def upscale_rows(bench: Bench) -> list[Row]:
 
 
 def seedvr2_rows(bench: Bench) -> list[Row]:
-    """SeedVR2-3B at 1080p through the worker's glue, where upstream's source and its
-    model files are present (MEDIA_WORKER_SEEDVR2_DIR: the unpacked
-    numz/ComfyUI-SeedVR2_VideoUpscaler; MEDIA_WORKER_SEEDVR2_MODELS: a folder with
-    seedvr2_ema_3b_fp16.safetensors and ema_vae_fp16.safetensors)."""
-    import os
+    """SeedVR2 upstream direct and through the worker, cold and warm, peak memory.
 
-    source, models = (os.environ.get(k) for k in
-                      ("MEDIA_WORKER_SEEDVR2_DIR", "MEDIA_WORKER_SEEDVR2_MODELS"))  # fmt: skip
-    if bench.small or not (source and models):
-        return [Row("seedvr2", "3b", note="skipped: upstream source or model files absent")]
-    sys.path.insert(0, source)
-    import torch
-
-    from models.runners import _seedvr2_plan as plan
-    from models.runners import seedvr2
-    from models.video import PipelineOptions, probe, restore_video
+    Upstream's source comes from ``--seedvr2-source`` (or ``$MW_TEST_SEEDVR2_SOURCE``,
+    else ``.carry/seedvr2-src``). Random weights are built by upstream's own classes
+    from its configs and saved as fp16 files (``tests/fixtures/seedvr2.py``); each
+    path then runs in a fresh process (``bench/seedvr2.py``): its first job is
+    ``cold`` (files read, models placed on the device), its second ``warm``. Full
+    size: 854x480 -> 1920x1080, 21 frames, batch 21 (the issue's shape); ``--small``:
+    the tiny config, 64x48 -> 128x96, 9 frames, batch 5.
+    """
+    from tests.fixtures import seedvr2 as fx
     from tests.fixtures.clips import make_clip
 
-    runner = seedvr2.SeedVR2Runner3B()
-    runner.setup({"numz/SeedVR2_comfyUI": models})
-    clip = make_clip(bench.tmp / "seedvr2.mp4", frames=21, width=854, height=480, fps=24)
-    info = probe(clip)
-    size = (1920, 1080)
-    batch = plan.batch_frames(21, info.frames)
-    memory = plan.plan_memory("3b", free_vram_gb=runner._free_gb(), width=1920, height=1080,
-                              batch=batch, fp8_ok=runner.fp8_ok)  # fmt: skip
-    arguments = plan.upstream_arguments(memory, resolution=1080, batch=batch, overlap=0,
-                                        seed=42, device=runner.device)  # fmt: skip
-    if bench.device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    result = restore_video(
-        clip,
-        bench.tmp / "seedvr2-out.mp4",
-        lambda x: runner._restore(x, size, arguments),
-        info=info,
-        size=size,
-        options=PipelineOptions(batch_frames=batch, has_nvidia_gpu=True),
-        progress=lambda message, fraction: None,
-    )
-    return [
-        Row(
-            "seedvr2",
-            f"3b {memory.reason}",
-            {
-                "out": "1920x1080",
-                "s_per_frame": f"{result.wall_s / result.frames:.2f}",
-                "peak_mb": _peak_mb(torch, bench.device),
-            },
-            note=f"{result.frames} frames, batch {batch}; anchors: 7B fp16 ~3.0 s/frame, "
-            "3B fp8 ~2.4 s/frame (numz), one run incl. first load",
-        )
-    ]
+    _require("torch", "av", "omegaconf", "diffusers", "rotary_embedding_torch",
+             why="upstream SeedVR2's requirements")  # fmt: skip
+    source = fx.find_source()
+    if source is None:
+        return [Row("seedvr2", "-", note=f"skipped: {fx.missing_source_reason()}")]
+    if bench.small:
+        tree = fx.tiny_tree(source, bench.tmp / "seedvr2-tiny")
+        (w, h), out, frames, batch = (64, 48), 96, 9, 5
+    else:
+        tree = source
+        (w, h), out, frames, batch = (854, 480), 1080, 21, 21
+    sizes = [s.strip() for s in os.environ.get("MW_BENCH_SEEDVR2_SIZES", "3b").split(",")]
+    weights = bench.tmp / "seedvr2-weights"
+    started = time.perf_counter()
+    fx.make_weights(sys.executable, tree, weights, *sizes, "vae", device=bench.device)
+    made_s = time.perf_counter() - started
+    clip = make_clip(bench.tmp / "seedvr2.mp4", frames=frames, width=w, height=h, fps=24)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if not bench.device.startswith("cuda"):
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    rows = []
+    for size in sizes:
+        measured: dict[str, dict[str, dict[str, Any]]] = {}
+        for path in ("worker", "upstream"):
+            done = subprocess.run(
+                [sys.executable, str(ROOT / "bench" / "seedvr2.py"), path, "--source", str(tree),
+                 "--weights", str(weights), "--clip", str(clip), "--size", size,
+                 "--resolution", str(out), "--batch", str(batch)],
+                capture_output=True, text=True, env=env, timeout=1200,
+            )  # fmt: skip
+            results = [json.loads(line[7:]) for line in done.stdout.splitlines()
+                       if line.startswith("RESULT ")]  # fmt: skip
+            if done.returncode != 0 or not results:
+                tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+                rows.append(Row("seedvr2", f"{size} {path}", note=f"failed: {tail[0]}"[:200]))
+                continue
+            for r in results:
+                peak = r["peak_mb"]
+                measured.setdefault(r["phase"], {})[path] = {
+                    "wall_s": round(r["wall_s"], 2),
+                    "s_per_frame": round(r["wall_s"] / r["frames"], 3),
+                    "peak_mb": "-" if peak is None else round(peak),
+                    "out": r["out"],
+                    **{k: r[k] for k in ("decode_s", "compute_s", "encode_s") if k in r},
+                }
+        note = (f"{frames} frames {w}x{h}, batch {batch}, fresh process per path; "
+                f"weights made in {made_s:.0f} s; goal ours/raw < 1.10")  # fmt: skip
+        for phase, by_path in measured.items():
+            if len(by_path) == 2:
+                rows += _pair("seedvr2", f"{size} {phase}", by_path["worker"], by_path["upstream"],
+                              note)  # fmt: skip
+    return rows
 
 
 ROWS: list[Callable[[Bench], list[Row]]] = [
@@ -1049,7 +1062,19 @@ def main(argv: list[str] | None = None) -> int:
                         "(--only e2e: those jobs alone)")  # fmt: skip
     parser.add_argument("--kokoro-stream", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--repeat", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--seedvr2-source",
+        default=None,
+        help="upstream SeedVR2 tree at the pinned commit (default: $MW_TEST_SEEDVR2_SOURCE, "
+        "else .carry/seedvr2-src)",
+    )
+    parser.add_argument(
+        "--seedvr2-sizes", default="3b", help="DiT sizes for the seedvr2 rows: 3b, 7b or 3b,7b"
+    )
     args = parser.parse_args(argv)
+    if args.seedvr2_source:
+        os.environ["MW_TEST_SEEDVR2_SOURCE"] = str(Path(args.seedvr2_source).resolve())
+    os.environ["MW_BENCH_SEEDVR2_SIZES"] = args.seedvr2_sizes
 
     # torch is optional here: rows that need it say so, and the Piper row runs without it.
     torch = importlib.import_module("torch") if importlib.util.find_spec("torch") else None

@@ -71,7 +71,7 @@ class MemoryPlan:
 def plan_memory(
     size: str,
     *,
-    free_vram_gb: float,
+    free_vram_gb: float | None,
     width: int,
     height: int,
     batch: int,
@@ -88,12 +88,14 @@ def plan_memory(
         InvalidInput: even with every concession the job does not fit (field
             ``resolution``: a smaller one, or a smaller batch, would).
     """
+    fp16_file, fp16_gb = DIT_FILES[(size, "fp16")]
+    if free_vram_gb is None:
+        return MemoryPlan("fp16", fp16_file, 0, False, "none", False, "fp16 on the CPU")
     mpx_frames = batch * width * height / 1e6
     activations = ACTIVATION_GB_PER_MPX_FRAME * mpx_frames
     budget = free_vram_gb - HEADROOM_GB - VAE_GB
     wanted = ["fp16", "fp8"] if fp8_ok else ["fp16"]
     choices = [c for c in wanted if (size, c) in DIT_FILES]
-    fp16_file, fp16_gb = DIT_FILES[(size, "fp16")]
     if fp16_gb + activations <= budget:
         return MemoryPlan("fp16", fp16_file, 0, False, "none", False, "fp16")
     vae_tiled = True

@@ -167,14 +167,13 @@ class SeedVR2Runner(Runner):
         self.fp8_ok = cuda and torch.cuda.get_device_capability() >= (8, 9)
         self.cache: dict[str, Any] = {}
 
-    def _free_gb(self) -> float:
+    def _free_gb(self) -> float | None:
+        """Free GPU memory in GB; None on the CPU (BlockSwap and tiling save GPU memory)."""
         import torch
 
         if self.device.startswith("cuda"):
             return torch.cuda.mem_get_info()[0] / 1e9
-        import os
-
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 1e9
+        return None
 
     def run(self, job: dict[str, Any], ctx: RunContext) -> list[OutputFile]:
         seed = DEFAULT_SEED if job.get("seed") is None else job["seed"]
