@@ -309,6 +309,13 @@ DEFAULT_TRANSCRIBE_MODEL = _declare(
     "Whisper model used when a transcribe job names none. Default: large-v3-turbo "
     "when a GPU is visible, else small.",
 )
+RUNNER_PACKAGES = _declare(
+    "MEDIA_WORKER_RUNNER_PACKAGES",
+    (),
+    parse_list,
+    "Python packages (comma-separated, importable) whose modules declare more runners, "
+    "tasks and profiles, read after models.tasks and models.runners.",
+)
 MAX_AUDIO_S = _declare(
     "MEDIA_WORKER_MAX_AUDIO_S",
     4 * 3600.0,

@@ -62,6 +62,7 @@ from models import protocol as p
 from models.environments import Environments
 from models.host import RunnerHost
 from models.profiles import get_profile
+from models.tasks.base import Prepared
 
 logger = logging.getLogger("handler")
 
@@ -115,8 +116,9 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
             "with MEDIA_WORKER_STREAMING=1 (see the README's streaming section)",
             field="stream",
         )
-    if isinstance(request, contract.VoicesJob):
-        return _voices_job(request, storage.s3_settings(job.get("s3Config")), job_id)
+    task = registry.task(request.task)
+    if task.serve is not None:  # a task no runner serves
+        return task.serve(request, storage.s3_settings(job.get("s3Config")), job_id)
     spec = registry.resolve(request)
     prefix = storage.validate_prefix(request.output.prefix) if request.output.prefix else None
     s3 = storage.s3_settings(job.get("s3Config"))
@@ -133,11 +135,11 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
             if (value := getattr(request, field)) is not None:
                 ref = storage.parse_media_ref(value, field=field)
                 inputs[field] = storage.fetch(ref, scratch, s3=s3)
-        payload = request.model_dump(mode="json")
-        if isinstance(request, contract.CloneJob) and request.voice:
-            voice = storage.load_voice(request.voice, scratch, s3=s3, prefix=prefix)
-            inputs["reference_audio"] = voice.audio
-            payload["reference_text"] = request.reference_text or voice.reference_text
+        prepared = Prepared(
+            request, scratch, inputs, request.model_dump(mode="json"), s3=s3, prefix=prefix
+        )
+        if task.before_run is not None:
+            task.before_run(prepared)
         fetch_s = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -159,7 +161,7 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
             python=env.python,
             runner_ref=spec.runner_ref,
             job_id=job_id,
-            payload=payload,
+            payload=prepared.payload,
             scratch=scratch,
             inputs=inputs,
             weights={repo: str(path) for repo, path in env.weights.items()},
@@ -169,17 +171,8 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
             on_start_failure=repair,
         )
 
-        saved_voice = None
-        if isinstance(request, contract.CloneJob) and request.save_voice:
-            # after the run: only a reference the model has read is ever saved
-            storage.save_voice(
-                request.save_voice,
-                inputs["reference_audio"],
-                request.reference_text,
-                s3=s3,
-                prefix=prefix,
-            )
-            saved_voice = request.save_voice
+        if task.after_run is not None:
+            task.after_run(prepared)
 
         t = time.perf_counter()
         published = storage.publish(
@@ -191,7 +184,7 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
         )
         publish_s = time.perf_counter() - t
 
-    fields: dict[str, Any] = dict(outcome.result)
+    fields: dict[str, Any] = {**outcome.result, **prepared.result}
     timings = {
         "bootstrap_s": round(bootstrap_s, 4),
         "fetch_s": round(fetch_s, 4),
@@ -202,8 +195,6 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
     }
     # restore: the pipeline's stage timings join the job's own timings
     timings.update(fields.pop("stage_timings", None) or {})
-    if saved_voice is not None:
-        fields["saved_voice"] = saved_voice
     result = contract.job_result(
         {
             **fields,
@@ -222,24 +213,6 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
         result.timings.total_s,
     )
     return contract.result_dict(result)
-
-
-def _voices_job(
-    request: contract.VoicesJob, s3: storage.S3Settings | None, job_id: str
-) -> dict[str, Any]:
-    """List or delete saved cloning voices; no runner is involved."""
-    prefix = storage.validate_prefix(request.output.prefix) if request.output.prefix else None
-    if request.action == "delete":
-        assert request.name is not None  # the contract requires it for delete
-        storage.delete_voice(request.name, s3=s3, prefix=prefix)
-    voices = storage.list_voices(s3=s3, prefix=prefix)
-    logger.info("job=%s voices %s count=%d", job_id, request.action, len(voices))
-    return contract.VoicesResult(
-        task="voices",
-        action=request.action,
-        voices=[contract.SavedVoice(**vars(v)) for v in voices],
-        deleted=request.name if request.action == "delete" else None,
-    ).model_dump(mode="json", exclude_none=True)
 
 
 def error_envelope(exc: WorkerError) -> dict[str, Any]:
@@ -422,7 +395,8 @@ def _checked_settings() -> tuple[str, ...]:
         setting.get()
     config.check_directories()
     registry.check_default_models()
-    registry.decide_default_tts()
+    for task in registry.TASKS:
+        registry.decide_default(task)
     profiles = config.PREPARE_PROFILES.get()
     for name in profiles:
         try:

@@ -1,15 +1,20 @@
-"""The job contract, version 1.5: what a caller sends and gets back.
+"""The job contract (version in ``CONTRACT_VERSION``): what a caller sends and gets back.
 
 The pydantic models here are the reference; ``python -m models schema`` prints
 their JSON Schema and ``models/schema.json`` is the committed copy (a test keeps
 it in sync). Unknown fields are rejected everywhere so a typo never passes
 silently. Only pure validation lives here: nothing is fetched or run.
+
+The request is the union of the tasks' job models, tagged by ``task``: each task
+module declares its own (``models/tasks/``, collected by ``models.registry``), so
+the parsing below names no task.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 from pydantic import (
     AfterValidator,
@@ -18,10 +23,8 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
-    field_validator,
-    model_validator,
+    create_model,
 )
-from pydantic_core import PydanticCustomError
 
 from errors import InvalidInput
 
@@ -30,10 +33,6 @@ CONTRACT_VERSION = "1.5"
 
 # Each word of the contract is written once, here: the Literal types are what the
 # models use, the tuples (via get_args) are what code and messages iterate over.
-# Served by a runner; a JobResult's task.
-RunnerTask = Literal["tts", "clone", "restore", "transcribe"]
-Task = Literal[RunnerTask, "voices"]  # every job's tag
-TASKS: tuple[str, ...] = get_args(Task)
 AudioFormat = Literal["wav", "flac", "ogg", "mp3"]
 AUDIO_FORMATS: tuple[str, ...] = get_args(AudioFormat)
 VideoFormat = Literal["mp4"]
@@ -44,7 +43,7 @@ MAX_TEXT_CHARS = 20_000
 _MEDIA_SCHEMES = ("https://", "s3://", "data:")
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -97,7 +96,7 @@ def fields_marked(model: type[BaseModel], mark: _Mark) -> tuple[str, ...]:
     )
 
 
-class OutputOptions(_Strict):
+class OutputOptions(StrictModel):
     """Where and how outputs are published."""
 
     prefix: str | None = Field(
@@ -113,7 +112,9 @@ class OutputOptions(_Strict):
     )
 
 
-class _JobBase(_Strict):
+class JobBase(StrictModel):
+    """What every job served by a runner has; a task's job model adds its fields."""
+
     model: str | None = Field(
         default=None, min_length=1, description="The task's default model when absent."
     )
@@ -127,218 +128,35 @@ class _JobBase(_Strict):
     )
 
 
-def _without_nul(value: str) -> str:
-    # A NUL reaches C libraries (espeak-ng via Piper) as the end of the string, or
-    # makes them raise mid-job: refuse it here, naming the field.
+def without_nul(value: str) -> str:
+    """``value``, refused when it holds a NUL (for a text field's validator).
+
+    A NUL reaches C libraries (espeak-ng, tokenizers) as the end of the string, or
+    makes them raise mid-job: refuse it here, naming the field.
+    """
     if "\x00" in value:
         raise ValueError(f"contains a NUL character (\\x00) at index {value.index(chr(0))}")
     return value
 
 
-class _SpeechBase(_JobBase):
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-    format: AudioFormat = "wav"
-    sample_rate: int | None = Field(
-        default=None, ge=8_000, le=48_000, description="Resample the output to this rate (Hz)."
-    )
-    stream: bool = Field(
-        default=False,
-        description="Yield each sentence's audio as soon as it exists (a StreamChunk each, "
-        "then the full result). Only on a streaming endpoint (MEDIA_WORKER_STREAMING=1).",
-    )
-    timestamps: Annotated[bool, KNOB] = Field(
-        default=False,
-        description="Return per-word start/end times (`words`) and publish .srt and .vtt "
-        "captions beside the audio. Only models that align (kokoro).",
-    )
-
-    @field_validator("text")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must contain something to say, not only whitespace")
-        return _without_nul(value)
+# The validated job: the second of the three "jobs" (the RunPod envelope holds it
+# as ``input``; the runner gets it as a dict, its input). One of the tasks' models.
+Job = BaseModel
 
 
-class TtsJob(_SpeechBase):
-    """Text to speech."""
+@functools.cache
+def _job_adapter() -> TypeAdapter[Any]:
+    from models import registry  # late: the registry collects the task modules, which use us
 
-    task: Literal["tts"]
-    voice: Annotated[str | None, KNOB] = Field(
-        default=None, min_length=1, max_length=128, description="Model-specific voice name."
-    )
-    speed: Annotated[float, KNOB] = Field(default=1.0, ge=0.5, le=2.0)
+    jobs = tuple(spec.job for spec in registry.TASKS.values())
+    return TypeAdapter(Annotated[Union[jobs], Field(discriminator="task")])  # noqa: UP007
 
 
-# Saved voice names become directory names on the volume and S3 key parts.
-VOICE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
-VoiceNameField = Annotated[
-    str,
-    Field(
-        pattern=VOICE_NAME_PATTERN,
-        description="A saved voice: 1-64 of a-z, 0-9, '_', '-', starting with a letter or digit.",
-        examples=["narrator", "ana-es"],
-    ),
-]
+def task_names() -> tuple[str, ...]:
+    """Every job's possible ``task`` tag, in the registry's order."""
+    from models import registry
 
-
-class CloneJob(_SpeechBase):
-    """Zero-shot voice cloning from a reference recording or a saved voice."""
-
-    task: Literal["clone"]
-    reference_audio: MediaRefField | None = Field(
-        default=None,
-        description="The voice to clone (a few seconds of clean speech). Without it and "
-        "without `voice`, chatterbox speaks with its built-in voice.",
-    )
-    voice: VoiceNameField | None = Field(
-        default=None, description="A voice saved earlier with `save_voice`, instead of audio."
-    )
-    save_voice: VoiceNameField | None = Field(
-        default=None,
-        description="Save this job's reference (and reference_text) under this name once "
-        "the job succeeds; an existing voice of that name is replaced.",
-    )
-    reference_text: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=MAX_TEXT_CHARS,
-        description="Transcript of the reference; required by f5tts.",
-    )
-    language: Annotated[str | None, KNOB] = Field(
-        default=None, min_length=2, max_length=8, description="chatterbox: 'en'."
-    )
-    speed: Annotated[float, KNOB] = Field(default=1.0, ge=0.5, le=2.0, description="f5tts")
-    temperature: Annotated[float | None, KNOB] = Field(
-        default=None, ge=0.05, le=2.0, description="chatterbox"
-    )
-    exaggeration: Annotated[float | None, KNOB] = Field(
-        default=None, ge=0.0, le=2.0, description="chatterbox"
-    )
-    cfg_weight: Annotated[float | None, KNOB] = Field(
-        default=None, ge=0.0, le=1.0, description="chatterbox"
-    )
-    nfe_step: Annotated[int | None, KNOB] = Field(default=None, ge=4, le=128, description="f5tts")
-
-    @model_validator(mode="after")
-    def _one_reference(self) -> CloneJob:
-        if self.reference_audio is not None and self.voice is not None:
-            raise PydanticCustomError(
-                "voice_and_audio", "send reference_audio or voice (a saved voice), not both"
-            )
-        if self.save_voice is not None and self.reference_audio is None:
-            raise PydanticCustomError(
-                "save_without_audio", "save_voice needs reference_audio: the voice to save"
-            )
-        return self
-
-    @field_validator("reference_text")
-    @classmethod
-    def _reference_text_without_nul(cls, value: str | None) -> str | None:
-        return None if value is None else _without_nul(value)
-
-
-class VoicesJob(_Strict):
-    """List or delete saved cloning voices (no model runs)."""
-
-    task: Literal["voices"]
-    action: Literal["list", "delete"] = "list"
-    name: VoiceNameField | None = Field(default=None, description="The voice to delete.")
-    output: OutputOptions = Field(default_factory=OutputOptions)
-
-    @model_validator(mode="after")
-    def _name_for_delete(self) -> VoicesJob:
-        if self.action == "delete" and self.name is None:
-            raise PydanticCustomError("name_missing", "action 'delete' needs the voice's name")
-        return self
-
-
-class RestoreJob(_JobBase):
-    """Video (or still image) restoration and upscaling.
-
-    ``model``: ``upscale`` (default; a GAN-class upscaler), ``seedvr2-3b`` or
-    ``seedvr2-7b``. A video comes back as H.264 MP4 with its audio; an image
-    (png, jpeg, webp) comes back as PNG.
-    """
-
-    task: Literal["restore"]
-    video: MediaRefField
-    format: VideoFormat = "mp4"
-    resolution: int | None = Field(
-        default=None,
-        ge=144,
-        le=4320,
-        description="Target short side in pixels; default: the source times the model's scale.",
-    )
-    batch_size: Annotated[int | None, KNOB] = Field(
-        default=None, ge=1, le=256, description="Frames per backend batch (SeedVR2: 4n+1)."
-    )
-    temporal_overlap: Annotated[int | None, KNOB] = Field(
-        default=None, ge=0, le=64, description="Frames of the previous batch given as context."
-    )
-    color_correction: Annotated[Literal["none", "wavelet", "adain"] | None, KNOB] = Field(
-        default=None, description="Match the output's colours to the source's."
-    )
-    crf: Annotated[int | None, KNOB] = Field(
-        default=None, ge=0, le=51, description="H.264 quality (0 best .. 51 worst)."
-    )
-    tile: Annotated[int | None, KNOB] = Field(
-        default=None,
-        ge=0,
-        le=4096,
-        description="upscale: tile side in input pixels (0: whole frames).",
-    )
-
-
-TranscriptFormat = Literal["json", "txt", "srt", "vtt", "ass"]
-TRANSCRIPT_FORMATS: tuple[str, ...] = get_args(TranscriptFormat)
-
-
-class TranscribeJob(_JobBase):
-    """Speech to text, with word timings and subtitles (Whisper)."""
-
-    task: Literal["transcribe"]
-    audio: MediaRefField
-    language: str | None = Field(
-        default=None,
-        min_length=2,
-        max_length=3,
-        pattern=r"^[a-z]{2,3}$",
-        description="Spoken language as a Whisper code ('en', 'de', 'yue'...); detected "
-        "and reported with its probability when absent.",
-        examples=["en"],
-    )
-    translate: bool = Field(default=False, description="Translate the speech to English.")
-    word_timestamps: bool = Field(
-        default=False, description="Per-word start, end and probability in the segments."
-    )
-    vad: bool = Field(default=False, description="Skip non-speech with Silero VAD first.")
-    initial_prompt: str | None = Field(
-        default=None,
-        max_length=2_000,
-        description="Text that conditions the first window (names, spelling, style).",
-    )
-    formats: list[TranscriptFormat] = Field(
-        default_factory=lambda: ["json"],
-        min_length=1,
-        max_length=len(TRANSCRIPT_FORMATS),
-        description="Files to publish: json (segments and words), txt, srt, vtt, ass "
-        "(karaoke: each word highlighted as it is spoken).",
-    )
-    max_chars_per_line: int = Field(
-        default=42, ge=10, le=120, description="Longest subtitle line (srt, vtt, ass)."
-    )
-    max_lines: int = Field(default=2, ge=1, le=3, description="Most lines per subtitle.")
-
-    @field_validator("formats")
-    @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
-        return list(dict.fromkeys(value))
-
-
-AnyJob = TtsJob | CloneJob | RestoreJob | TranscribeJob | VoicesJob
-Job = Annotated[AnyJob, Field(discriminator="task")]
-_JOB_ADAPTER: TypeAdapter[AnyJob] = TypeAdapter(Job)
+    return tuple(registry.TASKS)
 
 
 # --- Results -------------------------------------------------------------------------
@@ -355,7 +173,7 @@ class Output(BaseModel):
     duration_s: float | None = None
 
 
-class Timings(_Strict):
+class Timings(StrictModel):
     bootstrap_s: float = 0.0
     fetch_s: float = 0.0
     load_s: float = 0.0
@@ -414,7 +232,7 @@ class TranscriptSegment(BaseModel):
     )
 
 
-class _ResultBase(_Strict):
+class ResultBase(StrictModel):
     """What every successful runner job returns; each task's result adds its own fields.
 
     A result carries only its task's fields (``extra="forbid"``: the schema says
@@ -431,7 +249,7 @@ class _ResultBase(_Strict):
     cold: bool = Field(description="True when this job started the runner process.")
 
 
-class TtsResult(_ResultBase):
+class TtsResult(ResultBase):
     """A tts job's result."""
 
     _OMITTED = frozenset({"words"})
@@ -442,7 +260,7 @@ class TtsResult(_ResultBase):
     )
 
 
-class CloneResult(_ResultBase):
+class CloneResult(ResultBase):
     """A clone job's result."""
 
     _OMITTED = frozenset({"words", "saved_voice"})
@@ -456,7 +274,7 @@ class CloneResult(_ResultBase):
     )
 
 
-class RestoreResult(_ResultBase):
+class RestoreResult(ResultBase):
     """A restore job's result."""
 
     task: Literal["restore"]
@@ -464,7 +282,7 @@ class RestoreResult(_ResultBase):
     media: MediaInfo
 
 
-class TranscribeResult(_ResultBase):
+class TranscribeResult(ResultBase):
     """A transcribe job's result (its nulls mean something, so they are kept)."""
 
     task: Literal["transcribe"]
@@ -482,23 +300,42 @@ class TranscribeResult(_ResultBase):
     )
 
 
-AnyResult = TtsResult | CloneResult | RestoreResult | TranscribeResult
-JobResult = Annotated[AnyResult, Field(discriminator="task")]
-"""What a successful runner job returns: one model per task, told apart by ``task``."""
-_RESULT_ADAPTER: TypeAdapter[AnyResult] = TypeAdapter(JobResult)
+@functools.cache
+def _job_result() -> Any:
+    """What a successful runner job returns: one model per task, told apart by ``task``.
+
+    Each task names its result model (``TaskSpec.result``); a task that names none
+    gets the common fields only.
+    """
+    from models import registry
+
+    results = tuple(
+        spec.result
+        or create_model(
+            f"{spec.name.title()}Result", __base__=ResultBase, task=(Literal[spec.name], ...)
+        )
+        for spec in registry.TASKS.values()
+        if spec.serve is None
+    )
+    return Annotated[Union[results], Field(discriminator="task")]  # noqa: UP007
 
 
-def job_result(fields: dict[str, Any]) -> AnyResult:
+@functools.cache
+def _result_adapter() -> TypeAdapter[Any]:
+    return TypeAdapter(_job_result())
+
+
+def job_result(fields: dict[str, Any]) -> ResultBase:
     """The result model of ``fields["task"]``, validated.
 
     Raises:
         pydantic.ValidationError: a field is missing, mistyped, or belongs to
             another task (a worker bug: the handler reports it as ``internal``).
     """
-    return _RESULT_ADAPTER.validate_python(fields)
+    return _result_adapter().validate_python(fields)
 
 
-def result_dict(result: AnyResult) -> dict[str, Any]:
+def result_dict(result: ResultBase) -> dict[str, Any]:
     """``result`` as the caller receives it: its task's fields, absent extras left out."""
     omit = {name for name in result._OMITTED if getattr(result, name) is None}
     return result.model_dump(mode="json", exclude=omit or None)
@@ -583,35 +420,30 @@ class ErrorEnvelope(BaseModel):
 # --- Parsing ---------------------------------------------------------------------------
 
 
-_TASK_LIST = ", ".join(repr(t) for t in TASKS)
-# Rules over several fields (model validators) name the field the caller should change.
-_MODEL_RULE_FIELDS = {
-    "voice_and_audio": "voice",
-    "save_without_audio": "save_voice",
-    "name_missing": "name",
-}
-
-
 def _field_path(loc: tuple[Any, ...]) -> str:
     # The discriminated union puts the tag ("tts") first in the location; the
     # caller knows the job by its fields, not by pydantic's union branch.
     parts = [str(p) for p in loc]
-    if parts and parts[0] in TASKS:
+    if parts and parts[0] in task_names():
         parts = parts[1:]
     return ".".join(parts) or "input"
+
+
+def _task_list() -> str:
+    return ", ".join(repr(t) for t in task_names())
 
 
 def _details(exc: ValidationError) -> list[dict[str, str]]:
     details = []
     for err in exc.errors(include_url=False, include_input=False):
-        field = _MODEL_RULE_FIELDS.get(err["type"]) or _field_path(err["loc"])
+        field = (err.get("ctx") or {}).get("field") or _field_path(err["loc"])
         message = err["msg"]
         if err["type"] == "extra_forbidden":
             message = "unknown field (check the spelling; see the job contract)"
         elif err["type"] == "union_tag_invalid":
-            field, message = "task", f"must be one of {_TASK_LIST}"
+            field, message = "task", f"must be one of {_task_list()}"
         elif err["type"] == "union_tag_not_found":
-            field, message = "task", f"is required: one of {_TASK_LIST}"
+            field, message = "task", f"is required: one of {_task_list()}"
         details.append({"field": field, "message": message.removeprefix("Value error, ")})
     return details
 
@@ -624,7 +456,7 @@ def _invalid(details: list[dict[str, str]]) -> InvalidInput:
     )
 
 
-def parse_job(raw: Any) -> AnyJob:
+def parse_job(raw: Any) -> Job:
     """Validate a job's ``input`` object.
 
     Raises:
@@ -634,17 +466,17 @@ def parse_job(raw: Any) -> AnyJob:
     if not isinstance(raw, dict):
         raise InvalidInput("input: must be a JSON object", field="input")
     try:
-        return _JOB_ADAPTER.validate_python(raw)
+        return _job_adapter().validate_python(raw)
     except ValidationError as exc:
         raise _invalid(_details(exc)) from None
 
 
 def json_schema() -> dict[str, Any]:
     """The contract as one JSON Schema document (request, result, error)."""
-    request = _JOB_ADAPTER.json_schema(ref_template="#/$defs/{model}")
+    request = _job_adapter().json_schema(ref_template="#/$defs/{model}")
     defs = request.pop("$defs", {})
     documents: dict[str, Any] = {
-        "JobResult": JobResult,
+        "JobResult": _job_result(),
         "VoicesResult": VoicesResult,
         "ErrorEnvelope": ErrorEnvelope,
         "StreamChunk": StreamChunk,

@@ -335,9 +335,12 @@ def profile_names() -> tuple[str, ...]:
     """Every profile a runner can ask for, those made per machine or from settings included.
 
     The one list the handler (``MEDIA_WORKER_PREPARE_PROFILES``), the bootstrap CLI
-    and the Dockerfile's ``BAKE_PROFILES`` (which runs that CLI) all read.
+    and the Dockerfile's ``BAKE_PROFILES`` (which runs that CLI) all read: this
+    module's and those declared by runner packages (``MEDIA_WORKER_RUNNER_PACKAGES``).
     """
-    return tuple(sorted([*PROFILES, *_PER_MACHINE, *_FROM_SETTINGS]))
+    from models import registry  # late: the registry reads the runner packages, which use us
+
+    return tuple(sorted(built_in_names() | set(registry.DECLARED_PROFILES)))
 
 
 def get_profile(name: str, facts: Machine | None = None) -> Profile:
@@ -353,4 +356,13 @@ def get_profile(name: str, facts: Machine | None = None) -> Profile:
         return _PER_MACHINE[name](machine.probe() if facts is None else facts)
     if name in _FROM_SETTINGS:
         return _FROM_SETTINGS[name]()
+    from models import registry  # late: the registry reads the runner packages, which use us
+
+    if name in registry.DECLARED_PROFILES:
+        return registry.DECLARED_PROFILES[name]
     raise KeyError(f"no profile {name!r}; known: {', '.join(profile_names())}")
+
+
+def built_in_names() -> frozenset[str]:
+    """The profiles this module makes (runner packages may declare more)."""
+    return frozenset([*PROFILES, *_PER_MACHINE, *_FROM_SETTINGS])

@@ -1,11 +1,14 @@
-"""Which runner serves a job: task + model -> RunnerSpec. Pure data and lookups.
+"""Which task and runner serve a job: task + model -> RunnerSpec. Data and lookups.
 
-The specs come from the runner modules themselves: every module in
-``models/runners/`` (but ``base`` and ``_private`` ones) declares ``SPECS``, so
-shipping a runner touches no list here. Models that are designed but not shipped
-yet are listed in ``PLANNED`` so a caller asking for one gets ``model_unavailable``
-with a clear reason, not a crash; a planned model that ships simply stops being
-reported as planned.
+Everything here is collected from the modules that declare it, so adding a
+runner (or a task) touches no list in this file:
+
+- runner modules declare ``SPECS`` (:class:`RunnerSpec`, ``models/runners/base.py``),
+- task modules declare ``TASKS`` (:class:`TaskSpec`, ``models/tasks/base.py``),
+- either may declare ``PROFILES`` (``bootstrap.Profile``) for a runner to name.
+
+The packages read are ``models.tasks`` and ``models.runners``, then those named in
+``MEDIA_WORKER_RUNNER_PACKAGES`` (an operator's own runners, on ``PYTHONPATH``).
 """
 
 from __future__ import annotations
@@ -13,99 +16,165 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
+from collections.abc import Iterable
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import config
 from bootstrap import machine
+from bootstrap.machine import Machine
 from errors import InvalidInput, ModelUnavailable
-from models import contract, runners
-from models.runners import whisper
-from models.runners.base import RunnerSpec
+from models import contract
+from models.runners.base import DEFAULT_RULES, RunnerSpec
+from models.tasks.base import TaskSpec
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "PLANNED",
     "RUNNERS",
+    "TASKS",
     "RunnerSpec",
+    "TaskSpec",
     "check_default_models",
-    "choose_default_tts",
-    "decide_default_tts",
+    "choose_default",
+    "decide_default",
     "default_model",
     "discover",
     "resolve",
+    "task",
 ]
 
+BUILT_IN_PACKAGES = ("models.tasks", "models.runners")
 
-def discover(package: ModuleType = runners) -> tuple[RunnerSpec, ...]:
-    """The ``SPECS`` of every runner module in ``package``, in module name order.
 
-    Runner modules import their model libraries inside ``setup()``/``run()``, so
-    importing them all here is cheap.
+@dataclass(frozen=True)
+class Declared:
+    """What the modules of some packages declare, checked against each other."""
 
-    Raises:
-        TypeError: a runner module declares no ``SPECS`` tuple of RunnerSpec.
-    """
-    specs: list[RunnerSpec] = []
+    runners: tuple[RunnerSpec, ...]
+    tasks: dict[str, TaskSpec]
+    profiles: dict[str, Any]  # name -> bootstrap.Profile
+
+
+def _modules(package: ModuleType) -> Iterable[ModuleType]:
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
         if info.name == "base" or info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
-        declared = getattr(module, "SPECS", None)
-        if not isinstance(declared, tuple) or not all(isinstance(s, RunnerSpec) for s in declared):
-            raise TypeError(
-                f"{module.__name__} must declare SPECS = (RunnerSpec(...), ...); "
-                "see models/runners/base.py"
-            )
-        specs.extend(declared)
-    return tuple(specs)
+        yield importlib.import_module(f"{package.__name__}.{info.name}")
 
 
-RUNNERS: tuple[RunnerSpec, ...] = discover()
-
-PLANNED: dict[str, tuple[str, ...]] = {}
-
-
-# clone: chatterbox (MIT weights); f5tts is never a default (CC-BY-NC weights).
-# restore: the fast tier; SeedVR2 costs ~100x more per frame, so it is asked for by name.
-DEFAULT_MODELS = {"clone": "chatterbox", "restore": "upscale"}
+def _tuple_of(module: ModuleType, name: str, kind: type) -> tuple[Any, ...]:
+    declared = getattr(module, name, ())
+    if not isinstance(declared, tuple) or not all(isinstance(x, kind) for x in declared):
+        raise TypeError(f"{module.__name__}.{name} must be a tuple of {kind.__name__}")
+    return declared
 
 
-# The tts default for this process, decided once (see decide_default_tts).
-_DEFAULT_TTS: list[str] = []
+def discover(*packages: ModuleType | str) -> Declared:
+    """Collect ``SPECS``, ``TASKS`` and ``PROFILES`` from every module of ``packages``.
+
+    Modules are read in package order, then name order; ``base`` and ``_private``
+    modules are skipped. Runner modules import their model libraries inside
+    ``setup()``/``run()``, so importing them all here is cheap.
+
+    Raises:
+        TypeError: a module declares none of the three, or declares one wrongly;
+            a runner names an unknown task or profile, a knob its task lacks, or
+            a default rule outside ``DEFAULT_RULES``; a (task, model) or a task is
+            declared twice. The message names the module or the spec.
+    """
+    from bootstrap import Profile
+    from models import profiles as built_in
+
+    runners: list[RunnerSpec] = []
+    tasks: dict[str, TaskSpec] = {}
+    declared_profiles: dict[str, Any] = {}
+    for package in packages:
+        package = importlib.import_module(package) if isinstance(package, str) else package
+        for module in _modules(package):
+            specs = _tuple_of(module, "SPECS", RunnerSpec)
+            task_specs = _tuple_of(module, "TASKS", TaskSpec)
+            module_profiles = _tuple_of(module, "PROFILES", Profile)
+            if not (specs or task_specs or module_profiles):
+                raise TypeError(
+                    f"{module.__name__} must declare SPECS = (RunnerSpec(...), ...), "
+                    "TASKS = (TaskSpec(...), ...) or PROFILES = (Profile(...), ...); "
+                    "see models/runners/base.py and models/tasks/base.py"
+                )
+            runners.extend(specs)
+            for spec in task_specs:
+                if spec.name in tasks:
+                    raise TypeError(f"{module.__name__}: task {spec.name!r} is declared twice")
+                tasks[spec.name] = spec
+            declared_profiles.update((p.name, p) for p in module_profiles)
+    known_profiles = built_in.built_in_names() | set(declared_profiles)
+    seen: set[tuple[str, str]] = set()
+    for spec in runners:
+        what = f"runner {spec.task}/{spec.model} ({spec.runner_ref})"
+        if spec.task not in tasks:
+            raise TypeError(f"{what}: no module declares task {spec.task!r}")
+        if (spec.task, spec.model) in seen:
+            raise TypeError(f"{what}: model {spec.model!r} is declared twice")
+        seen.add((spec.task, spec.model))
+        if spec.profile not in known_profiles:
+            raise TypeError(f"{what}: no profile {spec.profile!r}")
+        knobs = contract.fields_marked(tasks[spec.task].job, contract.KNOB)
+        if unknown := [k for k in spec.knobs if k not in knobs]:
+            raise TypeError(f"{what}: knobs {unknown} are not KNOB fields of its task")
+        if spec.default not in DEFAULT_RULES:
+            raise TypeError(f"{what}: default must be one of {DEFAULT_RULES}")
+    return Declared(tuple(runners), dict(sorted(tasks.items())), declared_profiles)
 
 
-def choose_default_tts(setting: str, gpu_visible: bool) -> str:
-    """The tts default: the setting when set, else kokoro on a GPU, piper on a CPU."""
+def _declared() -> Declared:
+    return discover(*BUILT_IN_PACKAGES, *config.RUNNER_PACKAGES.get())
+
+
+_DECLARED = _declared()
+RUNNERS: tuple[RunnerSpec, ...] = _DECLARED.runners
+TASKS: dict[str, TaskSpec] = _DECLARED.tasks
+DECLARED_PROFILES: dict[str, Any] = _DECLARED.profiles
+
+
+def task(name: str) -> TaskSpec:
+    """The spec of task ``name`` (a validated job's task is always one)."""
+    return TASKS[name]
+
+
+def choose_default(task: str, specs: Iterable[RunnerSpec], setting: str, facts: Machine) -> str:
+    """A task's default model: the setting when set, else its runners' rule. Pure.
+
+    The first runner whose ``default`` is ``"always"``, or ``"gpu"``/``"cpu"``
+    matching ``facts``, in declaration order; None when no runner claims it.
+    """
     if setting:
         return setting
-    return "kokoro" if gpu_visible else "piper"
+    wanted = ("always", "gpu" if facts.has_gpu else "cpu")
+    return next((s.model for s in specs if s.task == task and s.default in wanted), None)
 
 
-def decide_default_tts() -> str:
-    """Decide (once per process) and log the tts default; later calls return it."""
-    if not _DEFAULT_TTS:
-        setting = config.DEFAULT_TTS_MODEL.get()
-        gpu = machine.probe().has_gpu
-        model = choose_default_tts(setting, gpu)
-        why = f"{config.DEFAULT_TTS_MODEL.name}={setting}" if setting else f"gpu_visible={gpu}"
-        logger.info("default tts model=%s (%s)", model, why)
-        _DEFAULT_TTS.append(model)
-    return _DEFAULT_TTS[0]
+# The default model per task for this process, decided once and logged.
+_DEFAULTS: dict[str, str | None] = {}
+
+
+def decide_default(task: str) -> str | None:
+    """Decide (once per process) and log ``task``'s default model; later calls return it."""
+    if task not in _DEFAULTS:
+        setting = TASKS[task].default_setting
+        value = setting.get() if setting is not None else ""
+        facts = machine.probe()
+        model = choose_default(task, RUNNERS, value, facts)
+        why = f"{setting.name}={value}" if value and setting else f"gpu_visible={facts.has_gpu}"
+        logger.info("default %s model=%s (%s)", task, model, why)
+        _DEFAULTS[task] = model
+    return _DEFAULTS[task]
 
 
 def default_model(task: str) -> str | None:
-    if task == "tts":
-        return decide_default_tts()
-    if task == "transcribe":
-        return config.DEFAULT_TRANSCRIBE_MODEL.get() or whisper.default_model(
-            gpu=machine.probe().has_gpu
-        )
-    if task in DEFAULT_MODELS:
-        return DEFAULT_MODELS[task]
-    shipped = [r.model for r in RUNNERS if r.task == task]
-    return shipped[0] if shipped else None
+    """``task``'s default model, decided now (tests change settings and machines)."""
+    setting = TASKS[task].default_setting
+    return choose_default(task, RUNNERS, setting.get() if setting else "", machine.probe())
 
 
 def resolve(job: Any) -> RunnerSpec:
@@ -114,7 +183,7 @@ def resolve(job: Any) -> RunnerSpec:
     Raises:
         InvalidInput: ``model`` names no model of this task (field ``model``), or
             the runner's pre-flight check rejects a field (e.g. ``voice``).
-        ModelUnavailable: the task or model is designed but not shipped here.
+        ModelUnavailable: no model of this task is shipped here.
     """
     task = job.task
     model = job.model or default_model(task)
@@ -125,15 +194,12 @@ def resolve(job: Any) -> RunnerSpec:
             if spec.check is not None:
                 spec.check(job)
             return spec
-    available = ", ".join(r.model for r in shipped) or "none yet"
-    if model is None or model in PLANNED.get(task, ()):
-        what = f"model {model!r}" if model else f"task {task!r}"
+    if model is None:
         raise ModelUnavailable(
-            f"{what} is not available in this worker version (task {task!r} models "
-            f"available: {available}); see the README's model list",
-            field="model" if model else "task",
+            f"task {task!r} has no model in this worker version; see the README's model list",
+            field="task",
         )
-    known = ", ".join(sorted({r.model for r in shipped} | set(PLANNED.get(task, ()))))
+    known = ", ".join(r.model for r in shipped)
     raise InvalidInput(
         f"model: unknown model {model!r} for task {task!r} (known: {known})", field="model"
     )
@@ -156,24 +222,19 @@ def _check_knobs(job: Any, spec: RunnerSpec) -> None:
 
 
 def check_default_models() -> None:
-    """Each task's default model is one this worker ships (run at start).
+    """Each task's default-model setting names a model this worker ships (run at start).
 
     Raises:
-        config.ConfigError: ``MEDIA_WORKER_DEFAULT_TTS_MODEL`` or
-            ``MEDIA_WORKER_DEFAULT_TRANSCRIBE_MODEL`` names no shipped model of its
-            task; the message names the variable and the choices.
+        config.ConfigError: a ``MEDIA_WORKER_DEFAULT_<TASK>_MODEL`` setting names no
+            shipped model of its task; the message names the variable and the choices.
     """
-    setting = config.DEFAULT_TTS_MODEL
-    model = setting.get() or decide_default_tts()
-    shipped = [r.model for r in RUNNERS if r.task == "tts"]
-    if model not in shipped:
-        raise config.ConfigError(
-            f"{setting.name}={model!r} is invalid: no tts model {model!r} in this worker "
-            f"(available: {', '.join(shipped)})"
-        )
-    transcribe = config.DEFAULT_TRANSCRIBE_MODEL
-    if (model := transcribe.get()) and model not in whisper.MODELS:
-        raise config.ConfigError(
-            f"{transcribe.name}={model!r} is invalid: no transcribe model {model!r} in this "
-            f"worker (available: {', '.join(whisper.MODELS)})"
-        )
+    for name, spec in TASKS.items():
+        setting = spec.default_setting
+        if setting is None or not (model := setting.get()):
+            continue
+        shipped = [r.model for r in RUNNERS if r.task == name]
+        if model not in shipped:
+            raise config.ConfigError(
+                f"{setting.name}={model!r} is invalid: no {name} model {model!r} in this "
+                f"worker (available: {', '.join(shipped)})"
+            )

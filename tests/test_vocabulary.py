@@ -10,7 +10,7 @@ from typing import get_args
 import pytest
 
 import errors
-from models import contract
+from models import contract, registry
 from models import protocol as p
 from models.host import _failed_to_error
 from models.runners import _audio
@@ -36,8 +36,15 @@ def test_readme_lists_every_error_code():
 
 
 def test_tasks_are_the_job_union_tags():
-    jobs = get_args(get_args(contract.Job)[0])
-    assert tuple(get_args(j.model_fields["task"].annotation)[0] for j in jobs) == contract.TASKS
+    # Each task's job model is tagged with the task's own name, and the union the
+    # contract parses is exactly the registry's tasks.
+    for name, spec in registry.TASKS.items():
+        assert get_args(spec.job.model_fields["task"].annotation) == (name,)
+    assert contract.task_names() == tuple(registry.TASKS)
+    for name in registry.TASKS:
+        with pytest.raises(errors.InvalidInput) as info:
+            contract.parse_job({"task": name, "no_such_field": 1})
+        assert all(d["field"] != "task" for d in info.value.details)  # the tag was accepted
 
 
 def test_speech_runners_encode_every_audio_format():

@@ -4,6 +4,8 @@ A runner module (``models/runners/<name>.py``) holds three things:
 
 - ``SPECS``: a tuple of :class:`RunnerSpec`, one per (task, model) it serves. The
   registry finds every module in this package by that name; nothing else lists runners.
+  The task itself (its contract fragment) is declared by a task module
+  (``models/tasks/``), on the worker side: this module never imports it.
 - an optional ``check(job)``, named by the spec: pre-flight validation run in the
   handler process (no model import there).
 - a :class:`Runner` subclass, run in its own process with the profile's interpreter.
@@ -21,6 +23,9 @@ Example::
             return [OutputFile(str(path), "text/plain")]
 
     SPECS = (RunnerSpec("tts", "echo", "models.runners.echo:EchoRunner", profile="piper"),)
+
+``tests/models/test_new_runner.py`` serves a whole new task and runner this way
+from a package outside this repository (``MEDIA_WORKER_RUNNER_PACKAGES``).
 
 Media inputs (contract fields typed ``MediaRefField``, e.g. ``reference_audio``) are
 fetched by the handler before the job reaches the runner; the runner opens the
@@ -63,6 +68,9 @@ class RunnerSpec:
             the others of its task are ignored by it.
         vram_mb: GPU memory the loaded model needs (0 for a CPU runner); the host
             stops idle runners to make that much free before it starts this one.
+        default: when this model is its task's default (unless a setting names one):
+            ``"gpu"`` on a machine with a GPU, ``"cpu"`` on one without, ``"always"``,
+            or ``""`` never (asked for by name). The first matching runner wins.
     """
 
     task: str
@@ -72,6 +80,10 @@ class RunnerSpec:
     check: Callable[[Any], None] | None = None
     knobs: tuple[str, ...] = ()
     vram_mb: int = 0
+    default: str = ""
+
+
+DEFAULT_RULES = ("", "gpu", "cpu", "always")
 
 
 def _drop(chunk: Chunk) -> None:

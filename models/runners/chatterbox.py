@@ -108,5 +108,7 @@ SPECS = (
         # the voice encoder in fp32 with activations, plus the CUDA context; bench/gpu.py
         # prints the peak to replace it with.
         vram_mb=6144,
+        # MIT weights; f5tts is never a default (its weights are CC-BY-NC).
+        default="always",
     ),
 )

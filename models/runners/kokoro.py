@@ -278,5 +278,6 @@ SPECS = (
         # Declared, not measured on a GPU yet: 82 M parameters and activations (about
         # 0.5 GB) plus the CUDA context; bench/gpu.py prints the peak to replace it with.
         vram_mb=1024,
+        default="gpu",
     ),
 )

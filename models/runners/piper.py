@@ -119,5 +119,6 @@ SPECS = (
         # (onnxruntime.set_seed before the session is made): honouring a per-job seed
         # would cost a model load per job, so Piper refuses it instead of ignoring it.
         knobs=("voice", "speed"),
+        default="cpu",
     ),
 )

@@ -181,5 +181,8 @@ SPECS = (
         # Declared for the runner host's eviction, not measured on a GPU yet: a spandrel
         # model (tens of MB) with one batch of tiles and the CUDA context.
         vram_mb=2048,
+        # The fast tier is the default; SeedVR2 costs ~100x more per frame, so it is
+        # asked for by name.
+        default="always",
     ),
 )

@@ -197,11 +197,6 @@ def profile_name(model: str) -> str:
     return "whisper_" + model.replace("-", "_")
 
 
-def default_model(*, gpu: bool) -> str:
-    """The model a transcribe job gets when it names none (and no setting does)."""
-    return GPU_DEFAULT_MODEL if gpu else CPU_DEFAULT_MODEL
-
-
 def check_job(job: Any) -> None:
     """Pre-flight check in the handler: the language is one Whisper knows."""
     if job.language is not None and job.language not in LANGUAGES:
@@ -233,6 +228,7 @@ SPECS = tuple(
         profile=profile_name(model),
         check=check_job,
         vram_mb=VRAM_MB[model],
+        default={GPU_DEFAULT_MODEL: "gpu", CPU_DEFAULT_MODEL: "cpu"}.get(model, ""),
     )
     for model in MODELS
 )

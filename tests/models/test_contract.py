@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -124,6 +125,13 @@ def test_committed_schema_matches_the_models():
     assert committed == contract.json_schema_text(), (
         "models/schema.json is stale: run `python -m models schema > models/schema.json`"
     )
+
+
+def test_the_docs_state_the_contract_version_the_code_has():
+    readme = (ROOT / "README.md").read_text()
+    stated = re.findall(r"^Version (\d+\.\d+)\. The reference is the JSON Schema", readme, re.M)
+    assert stated == [contract.CONTRACT_VERSION]
+    assert f"v{contract.CONTRACT_VERSION}" in contract.json_schema()["title"]
 
 
 def test_schema_cli_prints_a_valid_draft_2020_schema():

@@ -30,6 +30,7 @@ import soundfile
 import bootstrap
 import handler
 from bootstrap._build import check_cuda, uv_binary
+from bootstrap.machine import CPU, Machine
 from errors import BootstrapFailed, InvalidInput
 from models import registry
 from models.profiles import KOKORO
@@ -89,7 +90,8 @@ def test_bad_voices_are_invalid_input_naming_the_field(spec, fragment):
     ],
 )
 def test_default_tts_choice(setting, gpu, expected):
-    assert registry.choose_default_tts(setting, gpu) == expected
+    facts = Machine(gpu="NVIDIA L4", gpu_count=1) if gpu else CPU
+    assert registry.choose_default("tts", registry.RUNNERS, setting, facts) == expected
 
 
 def _job(job_id: str, **fields) -> dict:

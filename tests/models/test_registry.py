@@ -1,20 +1,52 @@
-"""Registry: runner modules declare their specs; the contract's markers drive the rest."""
+"""Registry: modules declare runners, tasks and profiles; the registry checks them together."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import sys
+from pathlib import Path
 
 import pytest
 
 from errors import InvalidInput, ModelUnavailable
 from models import contract, registry
-from models.runners import piper
+from models.tasks.clone import CloneJob
+from models.tasks.restore import RestoreJob
+from models.tasks.tts import TtsJob
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_runner_modules_declare_what_the_registry_serves():
-    assert piper.SPECS[0] in registry.RUNNERS
-    assert registry.discover() == registry.RUNNERS
+def _declared_in_source(folder: str, name: str) -> set[str]:
+    """The modules of ``folder`` that assign ``name`` at top level, read as source text."""
+    found = set()
+    for path in sorted((ROOT / folder).glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                found.add(path.stem)
+    return found
+
+
+def test_every_module_declaring_specs_or_tasks_is_served():
+    # Read from the files, not from discover(): a module the registry skipped, or a
+    # spec it dropped, fails here.
+    runner_modules = _declared_in_source("models/runners", "SPECS")
+    assert {"piper", "kokoro", "chatterbox", "f5tts", "whisper", "upscale", "seedvr2"} <= (
+        runner_modules
+    )
+    served = {spec.runner_ref.split(":")[0].rsplit(".", 1)[1] for spec in registry.RUNNERS}
+    assert served == runner_modules
+    for module in runner_modules:
+        specs = importlib.import_module(f"models.runners.{module}").SPECS
+        assert all(spec in registry.RUNNERS for spec in specs)
+    task_modules = _declared_in_source("models/tasks", "TASKS")
+    declared = {
+        t.name for m in task_modules for t in importlib.import_module(f"models.tasks.{m}").TASKS
+    }
+    assert declared == set(registry.TASKS) == {"tts", "clone", "voices", "restore", "transcribe"}
 
 
 def _package(tmp_path, name, modules: dict[str, str]):
@@ -30,34 +62,55 @@ def _package(tmp_path, name, modules: dict[str, str]):
         sys.path.remove(str(tmp_path))
 
 
+_SPEC = (
+    "from models.runners.base import RunnerSpec\n"
+    "SPECS = (RunnerSpec('tts', '{m}', 'r:R', 'piper'{extra}),)\n"
+)
+
+
 def test_discover_collects_specs_and_skips_base_and_private(tmp_path):
-    spec = (
-        "from models.runners.base import RunnerSpec\n"
-        "SPECS = (RunnerSpec('tts', '{m}', 'r:R', 'p'),)\n"
-    )
     package = _package(
         tmp_path,
         "runners_ok",
-        {"b": spec.format(m="b"), "a": spec.format(m="a"), "base": "", "_util": ""},
+        {
+            "b": _SPEC.format(m="b", extra=""),
+            "a": _SPEC.format(m="a", extra=""),
+            "base": "",
+            "_util": "",
+        },
     )
-    assert [s.model for s in registry.discover(package)] == ["a", "b"]
+    declared = registry.discover("models.tasks", package)
+    assert [s.model for s in declared.runners] == ["a", "b"]
 
 
-def test_a_runner_module_without_specs_is_named(tmp_path):
-    package = _package(tmp_path, "runners_bad", {"forgot": "X = 1\n"})
-    with pytest.raises(TypeError, match=r"runners_bad\.forgot must declare SPECS"):
-        registry.discover(package)
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("X = 1\n", r"runners_bad_\d+\.m must declare SPECS"),
+        ("SPECS = ['not a tuple']\n", r"_\d+\.m\.SPECS must be a tuple of RunnerSpec"),
+        (_SPEC.replace("'tts'", "'sing'").format(m="a", extra=""), "no module declares task"),
+        (_SPEC.replace("'piper'", "'nope'").format(m="a", extra=""), "no profile 'nope'"),
+        (_SPEC.format(m="a", extra=", knobs=('tempo',)"), r"knobs \['tempo'\] are not KNOB"),
+        (_SPEC.format(m="a", extra=", default='sometimes'"), "default must be one of"),
+        (_SPEC.format(m="piper", extra=""), "model 'piper' is declared twice"),
+    ],
+)
+def test_discover_names_what_a_module_declares_wrongly(tmp_path, text, error):
+    # a package name of its own per case: Python caches imported modules by name
+    package = _package(tmp_path, f"runners_bad_{len(sys.modules)}", {"m": text})
+    with pytest.raises(TypeError, match=error):
+        registry.discover("models.tasks", "models.runners", package)
 
 
 @pytest.mark.parametrize(
     ("job_type", "mark", "fields"),
     [
-        (contract.TtsJob, contract.MEDIA, ()),
-        (contract.CloneJob, contract.MEDIA, ("reference_audio",)),
-        (contract.RestoreJob, contract.MEDIA, ("video",)),
-        (contract.TtsJob, contract.KNOB, ("seed", "timestamps", "voice", "speed")),
+        (TtsJob, contract.MEDIA, ()),
+        (CloneJob, contract.MEDIA, ("reference_audio",)),
+        (RestoreJob, contract.MEDIA, ("video",)),
+        (TtsJob, contract.KNOB, ("seed", "timestamps", "voice", "speed")),
         (
-            contract.CloneJob,
+            CloneJob,
             contract.KNOB,
             (
                 "seed",
@@ -71,7 +124,7 @@ def test_a_runner_module_without_specs_is_named(tmp_path):
             ),
         ),
         (
-            contract.RestoreJob,
+            RestoreJob,
             contract.KNOB,
             ("seed", "batch_size", "temporal_overlap", "color_correction", "crf", "tile"),
         ),
@@ -110,11 +163,12 @@ def test_a_model_refuses_options_it_would_ignore(monkeypatch, fields, knobs, ref
     assert e.value.field == refused
 
 
-def test_planned_model_is_unavailable_until_a_module_ships_it(monkeypatch):
-    monkeypatch.setattr(registry, "PLANNED", {"restore": ("seedvr3",)})
-    job = contract.parse_job({"task": "restore", "model": "seedvr3", "video": "s3://b/k.mp4"})
-    with pytest.raises(ModelUnavailable, match="'seedvr3' is not available"):
+def test_a_task_without_a_shipped_model_is_unavailable(monkeypatch):
+    job = contract.parse_job({"task": "restore", "video": "s3://b/k.mp4"})
+    monkeypatch.setattr(registry, "RUNNERS", ())
+    with pytest.raises(ModelUnavailable, match="task 'restore' has no model") as info:
         registry.resolve(job)
-    shipped = registry.RunnerSpec("restore", "seedvr3", "x:Y", "piper")
+    assert info.value.field == "task"
+    shipped = registry.RunnerSpec("restore", "seedvr3", "x:Y", "piper", default="always")
     monkeypatch.setattr(registry, "RUNNERS", (shipped,))
     assert registry.resolve(job) is shipped

@@ -1,0 +1,36 @@
+"""What the speech tasks (tts, clone) share in their contract fragments."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+
+from models.contract import KNOB, MAX_TEXT_CHARS, AudioFormat, JobBase, without_nul
+
+
+class SpeechJob(JobBase):
+    """What the speech tasks (tts, clone) share: the text, the audio format, streaming."""
+
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    format: AudioFormat = "wav"
+    sample_rate: int | None = Field(
+        default=None, ge=8_000, le=48_000, description="Resample the output to this rate (Hz)."
+    )
+    stream: bool = Field(
+        default=False,
+        description="Yield each sentence's audio as soon as it exists (a StreamChunk each, "
+        "then the full result). Only on a streaming endpoint (MEDIA_WORKER_STREAMING=1).",
+    )
+    timestamps: Annotated[bool, KNOB] = Field(
+        default=False,
+        description="Return per-word start/end times (`words`) and publish .srt, .vtt and .ass "
+        "captions beside the audio. Only models that align (see the README's model table).",
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must contain something to say, not only whitespace")
+        return without_nul(value)

@@ -1,0 +1,66 @@
+"""``transcribe``: speech to text, with word timings and subtitles."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+from pydantic import Field, field_validator
+
+import config
+from models.contract import JobBase, MediaRefField, TranscribeResult
+from models.tasks.base import TaskSpec
+
+TranscriptFormat = Literal["json", "txt", "srt", "vtt", "ass"]
+TRANSCRIPT_FORMATS: tuple[str, ...] = get_args(TranscriptFormat)
+
+
+class TranscribeJob(JobBase):
+    """Speech to text, with word timings and subtitles (Whisper)."""
+
+    task: Literal["transcribe"]
+    audio: MediaRefField
+    language: str | None = Field(
+        default=None,
+        min_length=2,
+        max_length=3,
+        pattern=r"^[a-z]{2,3}$",
+        description="Spoken language as a Whisper code ('en', 'de', 'yue'...); detected "
+        "and reported with its probability when absent.",
+        examples=["en"],
+    )
+    translate: bool = Field(default=False, description="Translate the speech to English.")
+    word_timestamps: bool = Field(
+        default=False, description="Per-word start, end and probability in the segments."
+    )
+    vad: bool = Field(default=False, description="Skip non-speech with Silero VAD first.")
+    initial_prompt: str | None = Field(
+        default=None,
+        max_length=2_000,
+        description="Text that conditions the first window (names, spelling, style).",
+    )
+    formats: list[TranscriptFormat] = Field(
+        default_factory=lambda: ["json"],
+        min_length=1,
+        max_length=len(TRANSCRIPT_FORMATS),
+        description="Files to publish: json (segments and words), txt, srt, vtt, ass "
+        "(karaoke: each word highlighted as it is spoken).",
+    )
+    max_chars_per_line: int = Field(
+        default=42, ge=10, le=120, description="Longest subtitle line (srt, vtt, ass)."
+    )
+    max_lines: int = Field(default=2, ge=1, le=3, description="Most lines per subtitle.")
+
+    @field_validator("formats")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+
+TASKS = (
+    TaskSpec(
+        "transcribe",
+        TranscribeJob,
+        result=TranscribeResult,
+        default_setting=config.DEFAULT_TRANSCRIBE_MODEL,
+    ),
+)

@@ -1,0 +1,25 @@
+"""``tts``: text to speech."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+import config
+from models.contract import KNOB, TtsResult
+from models.tasks._speech import SpeechJob
+from models.tasks.base import TaskSpec
+
+
+class TtsJob(SpeechJob):
+    """Text to speech."""
+
+    task: Literal["tts"]
+    voice: Annotated[str | None, KNOB] = Field(
+        default=None, min_length=1, max_length=128, description="Model-specific voice name."
+    )
+    speed: Annotated[float, KNOB] = Field(default=1.0, ge=0.5, le=2.0)
+
+
+TASKS = (TaskSpec("tts", TtsJob, result=TtsResult, default_setting=config.DEFAULT_TTS_MODEL),)
