@@ -316,6 +316,14 @@ RUNNER_PACKAGES = _declare(
     "Python packages (comma-separated, importable) whose modules declare more runners, "
     "tasks and profiles, read after models.tasks and models.runners.",
 )
+WHISPER_BATCH_SIZE = _declare(
+    "MEDIA_WORKER_WHISPER_BATCH_SIZE",
+    0,
+    _count(0, 256),
+    "Clips of up to 30 s that faster-whisper's batched pipeline decodes at once; 0 "
+    "decodes one clip after another, each conditioned on the text before it. Batching "
+    "fills a GPU (and drops that conditioning).",
+)
 MAX_AUDIO_S = _declare(
     "MEDIA_WORKER_MAX_AUDIO_S",
     4 * 3600.0,

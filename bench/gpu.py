@@ -335,8 +335,6 @@ def kokoro_rows(bench: Bench) -> list[Row]:
     written) vs KModel alone; autocast half precision; concurrent streams."""
     _require("kokoro", "misaki")
     stood_in = _kokoro_without_g2p_libraries()
-    from unittest import mock
-
     import misaki.en
     import torch
 
@@ -645,7 +643,7 @@ def whisper_rows(bench: Bench) -> list[Row]:
     import soundfile
     from faster_whisper import BatchedInferencePipeline
 
-    from models.runners.whisper import WhisperRunner
+    from models.runners.whisper import WhisperRunner, quiet_clips
 
     dims = "micro" if bench.small else "large-v3-turbo"
     out = bench.tmp / f"whisper-{dims}"
@@ -655,9 +653,12 @@ def whisper_rows(bench: Bench) -> list[Row]:
          "--eot-gain", "1.0"],
         check=True, capture_output=True,
     )  # fmt: skip
-    runner = WhisperRunner()
+    batch = 4 if bench.small else 16
+    runner, batched_runner = WhisperRunner(), WhisperRunner()
     runner.setup({"bench/whisper": str(out)})
-    seconds = 30.0 if bench.small else 300.0
+    with mock.patch.dict(os.environ, {"MEDIA_WORKER_WHISPER_BATCH_SIZE": str(batch)}):
+        batched_runner.setup({"bench/whisper": str(out)})
+    seconds = 60.0 if bench.small else 300.0
     t = np.arange(int(16_000 * seconds)) / 16_000
     audio = (0.3 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 0.5 * t) > 0)).astype(
         np.float32
@@ -665,49 +666,41 @@ def whisper_rows(bench: Bench) -> list[Row]:
     wav = bench.tmp / "whisper-in.wav"
     soundfile.write(wav, audio, 16_000, subtype="FLOAT")  # decodes to these very samples
     request = {"audio": "bench.wav", "language": "en", "formats": ["json"]}
+    pipeline = BatchedInferencePipeline(model=runner.model)
+    clips = quiet_clips(audio)  # the clips the batched runner cuts
 
-    def ours() -> float:
-        return _run_job(bench, "whisper", runner, request, {"audio": wav})[0]
+    def job(worker: Any) -> Callable[[], float]:
+        return lambda: _run_job(bench, "whisper", worker, request, {"audio": wav})[0]
 
-    def raw() -> float:
-        started = time.perf_counter()
-        segments, _ = runner.model.transcribe(audio, language="en")
-        list(segments)
-        return time.perf_counter() - started
+    def library(batched: bool) -> Callable[[], float]:
+        def transcribe() -> float:
+            started = time.perf_counter()
+            if batched:
+                found, _ = pipeline.transcribe(
+                    audio, language="en", batch_size=batch, clip_timestamps=clips
+                )
+            else:
+                found, _ = runner.model.transcribe(audio, language="en")
+            list(found)
+            return time.perf_counter() - started
 
-    batched = BatchedInferencePipeline(model=runner.model)
-    clips = [{"start": s, "end": min(s + 30.0, seconds)} for s in np.arange(0, seconds, 30.0)]
-    batch = 4 if bench.small else 16
+        return transcribe
 
-    def raw_batched() -> float:
-        started = time.perf_counter()
-        segments, _ = batched.transcribe(
-            audio, language="en", batch_size=batch, clip_timestamps=clips
-        )
-        list(segments)
-        return time.perf_counter() - started
-
-    ours(), raw(), raw_batched()  # warm-up
-    metrics = {}
-    for name, fn in (("ours", ours), ("raw", raw), ("batched", raw_batched)):
-        wall = _median([fn() for _ in range(bench.runs)])
-        metrics[name] = {
-            "audio_s": seconds,
-            "wall_s": round(wall, 3),
-            "rtf_x": round(seconds / wall, 1),
-        }
     compute = f"{runner.device} {runner.compute_type}"
-    note = f"beam 5, temperature fallback, random weights, median of {bench.runs}"
-    rows = _pair("whisper", f"{dims} {compute}", metrics["ours"], metrics["raw"], note)
-    rows.append(
-        Row(
-            "whisper",
-            f"{dims} {compute} batched raw",
-            metrics["batched"],
-            f"BatchedInferencePipeline, batch {batch}, 30 s clips; the runner has no "
-            "batched path yet",
-        )
-    )
+    rows = []
+    for variant, ours, raw, note in (
+        ("", job(runner), library(False), "beam 5, temperature fallback"),
+        (f" batch {batch}", job(batched_runner), library(True),
+         "BatchedInferencePipeline on 30 s clips cut at quiet moments"),
+    ):  # fmt: skip
+        ours(), raw()  # warm-up
+        metrics = []
+        for fn in (ours, raw):
+            wall = _median([fn() for _ in range(bench.runs)])
+            metrics.append({"audio_s": seconds, "wall_s": round(wall, 3),
+                            "rtf_x": round(seconds / wall, 1)})  # fmt: skip
+        rows += _pair("whisper", f"{dims} {compute}{variant}", *metrics,
+                      f"{note}, random weights, median of {bench.runs}")  # fmt: skip
     return rows
 
 

@@ -12,6 +12,11 @@ and hands faster-whisper windows of ``WINDOW_S`` seconds, cut at the quietest mo
 near each window's end so no word is split; timestamps are shifted back to the
 whole input. Peak memory stays that of one window, whatever the input's length.
 
+With ``MEDIA_WORKER_WHISPER_BATCH_SIZE`` set, each window goes through faster-whisper's
+``BatchedInferencePipeline`` instead: cut into clips of up to 30 s at quiet moments
+(the job's ``vad`` lets Silero choose the clips instead), decoded that many at once.
+Clips are not conditioned on the text before them, the price of the batch.
+
 ``check_job`` runs in the handler process and imports nothing heavy;
 ``WhisperRunner`` imports faster-whisper, PyAV and numpy inside setup()/run().
 """
@@ -178,6 +183,9 @@ LANGUAGES = frozenset(
 SAMPLE_RATE = 16_000
 WINDOW_S = 600.0  # audio handed to faster-whisper at once (~40 MB of float32)
 CUT_SEARCH_S = 10.0  # a window ends at the quietest 0.1 s within its last 10 s
+CLIP_S = 30.0  # Whisper's input: a batched clip is at most this long
+CLIP_CUT_SEARCH_S = 3.0  # and ends at the quietest 0.1 s within its last 3 s
+BLOCK_S = 0.1  # the loudness resolution of every cut
 SILENCE_PEAK = 10 ** (-70 / 20)  # -70 dBFS: below this a window is not transcribed
 INLINE_SEGMENTS_MAX_BYTES = 256 * 1024  # larger segments go to transcript.json only
 PROGRESS_EVERY_S = 2.0
@@ -251,6 +259,41 @@ def find_cut(levels: Any, *, search: int) -> int:
         if levels[i] <= levels[best]:
             best = i
     return best
+
+
+def clip_bounds(levels: Any, *, clip: int, search: int) -> list[tuple[int, int]]:
+    """Blocks ``[start, end)`` covering all of ``levels``, each at most ``clip`` blocks,
+    each (but the last) ending at the quietest of its last ``search`` blocks (find_cut).
+    """
+    bounds: list[tuple[int, int]] = []
+    start, n = 0, len(levels)
+    while n - start > clip:
+        cut = start + (find_cut(levels[start : start + clip + 1], search=search) or clip)
+        bounds.append((start, cut))
+        start = cut
+    if start < n:
+        bounds.append((start, n))
+    return bounds
+
+
+def _levels(samples: Any, block: int) -> Any:
+    """RMS loudness of each ``block`` samples (the last block may be shorter)."""
+    import numpy as np
+
+    padded = np.zeros(-(-len(samples) // block) * block, dtype=np.float64)
+    padded[: len(samples)] = samples
+    return np.sqrt((padded.reshape(-1, block) ** 2).mean(axis=1))
+
+
+def quiet_clips(samples: Any) -> list[dict[str, float]]:
+    """``clip_timestamps`` for the batched pipeline: seconds, cut at quiet moments."""
+    block = int(BLOCK_S * SAMPLE_RATE)
+    bounds = clip_bounds(_levels(samples, block), clip=int(CLIP_S / BLOCK_S),
+                         search=int(CLIP_CUT_SEARCH_S / BLOCK_S))  # fmt: skip
+    return [
+        {"start": a * block / SAMPLE_RATE, "end": min(b * block, len(samples)) / SAMPLE_RATE}
+        for a, b in bounds
+    ]
 
 
 def tidy_segments(segments: list[Segment], duration_s: float) -> list[Segment]:
@@ -380,8 +423,7 @@ def decode_windows(path: Path, *, max_s: float) -> Iterator[tuple[float, Any]]:
                     raise _too_long(max_s)
                 while pending_n >= window + block:
                     samples = np.concatenate(pending)
-                    head = samples[: window - window % block].reshape(-1, block)
-                    levels = np.sqrt((head.astype(np.float64) ** 2).mean(axis=1))
+                    levels = _levels(samples[: window - window % block], block)
                     cut = find_cut(levels, search=search_blocks) * block or window
                     yield offset / SAMPLE_RATE, samples[:cut]
                     offset += cut
@@ -453,7 +495,19 @@ class WhisperRunner(Runner):
             cpu_threads=cpu_threads(),
             local_files_only=True,
         )
-        logger.info("whisper loaded %s device=%s compute=%s", path, self.device, self.compute_type)
+        self.batch_size = config.WHISPER_BATCH_SIZE.get()
+        self.batched = None
+        if self.batch_size:
+            from faster_whisper import BatchedInferencePipeline
+
+            self.batched = BatchedInferencePipeline(model=self.model)
+        logger.info(
+            "whisper loaded %s device=%s compute=%s batch=%d",
+            path,
+            self.device,
+            self.compute_type,
+            self.batch_size,
+        )
 
     def run(self, job: dict[str, Any], ctx: RunContext) -> list[OutputFile]:
         path = ctx.inputs["audio"]
@@ -529,14 +583,20 @@ class WhisperRunner(Runner):
             done_s = offset + len(samples) / SAMPLE_RATE
             if not samples.size or float(np.abs(samples).max()) < SILENCE_PEAK:
                 continue  # Whisper invents text on silence; there is nothing to hear
-            found, info = self.model.transcribe(
-                samples,
-                language=language,
-                task="translate" if job.get("translate") else "transcribe",
-                word_timestamps=words,
-                vad_filter=bool(job.get("vad")),
-                initial_prompt=prompt,
-            )
+            options = {
+                "language": language,
+                "task": "translate" if job.get("translate") else "transcribe",
+                "word_timestamps": words,
+                "vad_filter": bool(job.get("vad")),
+                "initial_prompt": prompt,
+            }
+            if self.batched is None:
+                found, info = self.model.transcribe(samples, **options)
+            else:
+                clips = None if job.get("vad") else quiet_clips(samples)
+                found, info = self.batched.transcribe(
+                    samples, batch_size=self.batch_size, clip_timestamps=clips, **options
+                )
             if language is None:  # detected on the first window that has sound
                 language, probability = info.language, round(info.language_probability, 4)
             for seg in found:

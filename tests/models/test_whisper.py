@@ -14,6 +14,7 @@ import dataclasses
 import io
 import itertools
 import json
+import os
 import re
 import subprocess
 import urllib.request
@@ -51,6 +52,30 @@ SR = 16_000
 )
 def test_find_cut_takes_the_quietest_block_near_the_end(levels, search, cut):
     assert whisper.find_cut(levels, search=search) == cut
+
+
+@pytest.mark.parametrize(
+    ("levels", "clip", "search", "bounds"),
+    [
+        ([1, 1, 1], 4, 2, [(0, 3)]),  # shorter than a clip: one clip
+        ([1, 1, 1, 1], 4, 2, [(0, 4)]),  # exactly a clip
+        ([5, 5, 0, 5, 5, 5, 5], 4, 3, [(0, 2), (2, 6), (6, 7)]),  # quiet block, then ties
+        ([0, 5, 5, 5, 5, 5], 4, 2, [(0, 4), (4, 6)]),  # quiet block outside the search
+    ],
+)
+def test_clip_bounds_cover_everything_in_clips_cut_at_quiet_blocks(levels, clip, search, bounds):
+    assert whisper.clip_bounds(levels, clip=clip, search=search) == bounds
+
+
+def test_quiet_clips_cut_long_audio_where_the_tone_is_off():
+    samples = _bursts(95.0)  # a 1 s tone every 2 s
+    clips = whisper.quiet_clips(samples)
+    assert clips[0]["start"] == 0 and clips[-1]["end"] == pytest.approx(95.0)
+    for clip, following in itertools.pairwise(clips):
+        assert clip["end"] == following["start"]
+        length = clip["end"] - clip["start"]
+        assert whisper.CLIP_S - whisper.CLIP_CUT_SEARCH_S <= length <= whisper.CLIP_S + 1e-9
+        assert clip["end"] % 2.0 >= 1.0 - 0.1  # inside a gap, not through the tone
 
 
 def test_tidy_segments_orders_clamps_and_spans_words():
@@ -316,6 +341,45 @@ def test_a_video_is_accepted_and_its_audio_track_transcribed_with_vad_and_transl
     assert "error" not in result, result
     assert (result["language"], result["language_probability"]) == ("en", 1.0)
     _assert_transcript_shape(result, 4.0, words=False)
+
+
+@pytest.mark.slow
+def test_batched_runner_decodes_quiet_cut_clips_across_the_whole_audio(
+    whisper_env, whisper_checkpoint, tmp_path
+):
+    model = tmp_path / "model"
+    model.mkdir()
+    for name, data in whisper_checkpoint.items():
+        (model / name).write_bytes(data)
+    audio = tmp_path / "long.flac"
+    soundfile.write(audio, _bursts(75.0), SR)
+    (tmp_path / "scratch").mkdir()
+    script = f"""
+import json
+from pathlib import Path
+from models.runners import whisper
+from models.runners.base import RunContext
+runner = whisper.WhisperRunner()
+runner.setup({{"micro": {str(model)!r}}})
+ctx = RunContext("tr-batched", Path({str(tmp_path / "scratch")!r}), lambda m, f: None,
+                 inputs={{"audio": Path({str(audio)!r})}})
+runner.run({{"audio": "long.flac", "language": "en", "formats": ["json"]}}, ctx)
+print(json.dumps({{"batched": runner.batched is not None, **ctx.result}}))
+"""
+    done = subprocess.run(
+        [str(whisper_env.python), "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "MEDIA_WORKER_WHISPER_BATCH_SIZE": "4"},
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["batched"] is True
+    assert result["duration_s"] == pytest.approx(75.0)
+    starts = [s["start_s"] for s in result["segments"]]
+    assert starts == sorted(starts) and max(starts) > 30.0  # later clips were decoded too
+    assert all(s["end_s"] <= 75.0 for s in result["segments"])
 
 
 @pytest.mark.slow
