@@ -33,13 +33,15 @@ from typing import Any
 
 import config
 from bootstrap import _disk
-from bootstrap._manifest import read_manifest, write_json_atomic
+from bootstrap._manifest import read_manifest, redact_url, write_json_atomic
 from bootstrap._profile import Weights
 from errors import BootstrapFailed
 
 logger = logging.getLogger(__name__)
 
 _CHUNK = 4 * 1024 * 1024
+# Where the hub client goes when HF_ENDPOINT is unset (its own default).
+DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
 @dataclass(frozen=True)
@@ -234,12 +236,18 @@ def _download(
     w: Weights, *, cache: Path, hf_home: Path, on_progress: Callable[[str], None]
 ) -> Path:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError
+
+    # The hub client's HTTP errors all derive from its HTTP library's base class, which
+    # huggingface_hub.errors re-exports: HfHubHTTPError (the hub answered 401, 404, 5xx)
+    # and the transport's own (connection refused, DNS, timeout), which is not an
+    # OSError, so catching only those two reported an unreachable hub as `internal`.
+    from huggingface_hub.errors import HTTPError
 
     # Read at call time: tests and Pods point HF_ENDPOINT at a mirror after import.
     endpoint = os.environ.get("HF_ENDPOINT") or None
     token: str | bool = config.HF_TOKEN.get() or False  # False: never read ~/.cache tokens
     where = f"{w.repo_id}@{w.revision[:8]}"
+    hub = redact_url(endpoint or DEFAULT_ENDPOINT)
     try:
         remote = _list_remote(w, endpoint=endpoint, token=token)
         snap = snapshot_dir(cache, w)
@@ -247,6 +255,9 @@ def _download(
         _disk.require_free(cache, missing + 16 * _disk.MB, what=f"downloading the weights {where}")
         on_progress(f"downloading weights {where} ({missing / _disk.MB:.0f} MB)")
         logger.info("weights %s downloading files=%d bytes=%d", where, len(remote), missing)
+        # A file is written to a process-unique temp name and renamed in when complete;
+        # the client deletes that temp file when the download fails. What a failure
+        # keeps is whole files only, which the next attempt skips (resumes from).
         path = Path(
             snapshot_download(
                 w.repo_id,
@@ -258,16 +269,16 @@ def _download(
                 endpoint=endpoint,
             )
         )
-    except HfHubHTTPError as exc:
-        # The client's message names the URL, never the token.
-        raise BootstrapFailed(
-            f"weights {where}: the hub refused or failed: {str(exc).splitlines()[0]}\n\n"
-            "hint: check the repo id and revision; for a gated repo set HF_TOKEN"
-        ) from None
+    except HTTPError as exc:
+        raise BootstrapFailed(_hub_failure(where, hub, exc, token=bool(token))) from None
     except OSError as exc:
         if _disk.is_disk_full(exc):
             _disk.raise_disk_full(cache, need=None, free=None, what=f"the weights {where}")
-        raise BootstrapFailed(f"weights {where}: download failed: {exc}") from None
+        if isinstance(exc.__cause__, HTTPError):  # the client's "cannot find" wraps the cause
+            raise BootstrapFailed(
+                _hub_failure(where, hub, exc.__cause__, token=bool(token))
+            ) from None
+        raise BootstrapFailed(f"weights {where}: download from {hub} failed: {exc}") from None
     expected = {f.path: {"size": f.size, "sha256": f.sha256, "blob_id": f.blob_id} for f in remote}
     problems = check_files(path, expected, full=True)
     if problems:
@@ -288,3 +299,31 @@ def _download(
     )
     logger.info("weights %s ready path=%s", where, path)
     return path
+
+
+def _hub_failure(where: str, hub: str, exc: Exception, *, token: bool) -> str:
+    """The message for a hub that failed or could not be reached, with what to do next.
+
+    The client's own messages name the URL, never the token.
+    """
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if status is None:
+        return (
+            f"weights {where}: the hub at {hub} could not be reached "
+            f"({type(exc).__name__}: {first})\n\n"
+            "hint: give the worker network access to the hub (HF_ENDPOINT names a mirror), "
+            "or prepare the weights on the volume from a machine that has it "
+            "(python -m bootstrap prepare)"
+        )
+    if status in (401, 403):
+        hint = (
+            "the token in HF_TOKEN lacks access to this repo"
+            if token
+            else "for a gated or private repo set HF_TOKEN"
+        )
+    elif status == 404:
+        hint = "check the repo id and revision (a private repo without HF_TOKEN looks missing)"
+    else:
+        hint = "the hub failed; retry later"
+    return f"weights {where}: the hub at {hub} answered {status}: {first}\n\nhint: {hint}"

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
+import os
 import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -150,3 +156,150 @@ def test_a_stale_shared_incomplete_file_never_reaches_the_blob(repo, hf_hub, tmp
     profile = dataclasses.replace(PIPER, weights=(weights,))
     env = _ensure.ensure(profile, paths=paths, cached_models=tmp_path / "none")
     assert (env.weights[weights.repo_id] / "model.safetensors").read_bytes() == data
+
+
+# --- a hub that cannot serve: bootstrap_failed naming the repo and the endpoint -------
+
+
+@contextlib.contextmanager
+def _answering(status: int) -> Iterator[str]:
+    """A hub endpoint on loopback that answers every request with ``status``."""
+
+    class Refusing(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = b'{"error": "refused by the test hub"}'
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_HEAD = do_GET
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on: connecting to it is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_hub_fails_the_job_as_bootstrap_failed_naming_repo_and_endpoint(
+    tmp_path, monkeypatch
+):
+    """What every user without hub access got as ``internal``: the client's transport
+    error (ConnectError) is neither an HfHubHTTPError nor an OSError. Through the
+    handler, with Piper served in place and a weights pin added to its profile."""
+    import handler
+    from models import profiles
+    from models.environments import Environments
+
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setenv("MEDIA_WORKER_CACHED_MODELS_DIR", str(tmp_path / "none"))
+    pin = Weights("tests/unreachable-model", "c" * 40, ("*.safetensors",))
+    monkeypatch.setitem(profiles.PROFILES, "piper", dataclasses.replace(PIPER, weights=(pin,)))
+    monkeypatch.setattr(handler, "_ENVIRONMENTS", Environments())
+    result = handler.handler(
+        {"id": "hub-down", "input": {"task": "tts", "model": "piper", "text": "Hi."}}
+    )
+    assert result["error_code"] == "bootstrap_failed", result
+    assert "tests/unreachable-model@cccccccc" in result["error"]
+    assert f"the hub at {endpoint} could not be reached" in result["error"]
+    assert "ConnectError" in result["error"]
+    hf = Path(os.environ["MEDIA_WORKER_HOME"]) / "hf"
+    assert not [p for p in hf.rglob("*") if p.is_file()]  # nothing was kept
+
+
+@pytest.mark.parametrize(
+    ("status", "token", "hint"),
+    [
+        (401, "", "for a gated or private repo set HF_TOKEN"),
+        (401, "hf_not_the_right_token", "the token in HF_TOKEN lacks access"),
+        (404, "", "check the repo id and revision"),
+    ],
+)
+def test_a_hub_answering_401_or_404_is_bootstrap_failed_naming_repo_and_endpoint(
+    status, token, hint, tmp_path, monkeypatch
+):
+    from errors import BootstrapFailed
+
+    if token:
+        monkeypatch.setenv("HF_TOKEN", token)
+    pin = Weights("tests/gated-model", "d" * 40, ("*.safetensors",))
+    with _answering(status) as endpoint:
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        with pytest.raises(BootstrapFailed) as failed:
+            _weights.ensure_weights(
+                [pin],
+                hf_home=tmp_path / "hf",
+                cached_models=tmp_path / "none",
+                on_progress=lambda _m: None,
+            )
+    message = str(failed.value)
+    assert f"weights tests/gated-model@dddddddd: the hub at {endpoint} answered {status}" in message
+    assert f"hint: {hint}" in message
+    assert not token or token not in message
+
+
+def test_a_download_cut_short_keeps_only_whole_files_and_the_next_one_resumes(
+    hf_hub, tmp_path, monkeypatch
+):
+    """The hub serves the listing and one file, then refuses the other: the whole file
+    stays (the next attempt skips it), no temp file or record is left, and a later
+    download against a working hub fetches only what is missing."""
+    from errors import BootstrapFailed
+    from tests.fixtures.hub import _handler
+
+    big = tiny_safetensors([float(i) for i in range(4096)])
+    files = {"a.safetensors": tiny_safetensors(), "b.safetensors": big}
+    commit = hf_hub.add_repo("tests/cut-short", files)
+    pin = Weights("tests/cut-short", commit, ("*.safetensors",))
+
+    class CutShort(_handler(hf_hub)):
+        def _serve(self, *, body: bool) -> None:
+            if body and self.path.endswith("/b.safetensors"):
+                return self._json({"error": "gone"}, status=403)
+            return super()._serve(body=body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), CutShort)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hf_home = tmp_path / "hf"
+    args = {"hf_home": hf_home, "cached_models": tmp_path / "none", "on_progress": print}
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        with pytest.raises(BootstrapFailed, match="answered 403"):
+            _weights.ensure_weights([pin], **args)
+    finally:
+        server.shutdown()
+        server.server_close()
+    # Besides the client's bookkeeping (empty .lock files, CACHEDIR.TAG, the cached
+    # tree listing), the cache holds the whole first file and no temp file.
+    assert not list(hf_home.rglob("*.incomplete"))
+    blobs = {p.name: p.read_bytes() for p in hf_home.rglob("blobs/*")}
+    assert blobs == {hashlib.sha256(files["a.safetensors"]).hexdigest(): files["a.safetensors"]}
+    assert not _weights.record_path(hf_home, pin).exists()
+    assert _weights.weights_state(pin, hf_home=hf_home, cached_models=tmp_path / "none") == (
+        "partial"
+    )
+
+    monkeypatch.setenv("HF_ENDPOINT", hf_hub.endpoint)
+    hf_hub.requests.clear()
+    snap = _weights.ensure_weights([pin], **args)[pin.repo_id]
+    assert {(snap / n).read_bytes() for n in files} == set(files.values())
+    fetched = [path for method, path in hf_hub.requests if method == "GET" and "/resolve/" in path]
+    assert [p.rsplit("/", 1)[1] for p in fetched] == ["b.safetensors"], hf_hub.requests
