@@ -16,7 +16,7 @@ from typing import Any
 
 import config
 from bootstrap import _doctor, _gc, _pack, _weights
-from bootstrap._ensure import Layout, ensure, for_this_machine, local_manifest
+from bootstrap._ensure import Layout, ensure, for_this_machine, is_served_in_place, local_manifest
 from bootstrap._lease import lease_state, volume_now
 from bootstrap._manifest import env_is_ready, read_manifest
 from bootstrap._profile import Profile, Weights
@@ -91,7 +91,9 @@ def _status(
         local = local_manifest(layout)
         problems: list[dict[str, str]] = []
         rebuild = f"{cli} prepare {name} --force"
-        if env_is_ready(local, digest):
+        if is_served_in_place(profile):  # what a job gets first (ensure's in-place path)
+            env, manifest = "in-place", None
+        elif env_is_ready(local, digest):
             env, manifest = "local", local
         elif env_is_ready(volume, digest):
             env, manifest = "volume", volume
@@ -100,7 +102,7 @@ def _status(
         if env_is_ready(volume, digest):
             if problem := _archive_problem(layout, volume):  # type: ignore[arg-type]
                 problems.append({"problem": problem, "fix": rebuild})
-                env = "local" if env == "local" else "damaged"
+                env = env if env in ("in-place", "local") else "damaged"
         elif layout.manifest.exists():
             problems.append(
                 {
@@ -116,6 +118,7 @@ def _status(
             lease = "free"
         out["profiles"][name] = {
             "env": env,
+            "python": sys.executable if env == "in-place" else None,
             "spec_hash": digest,
             "archive_mb": round(manifest["archive_bytes"] / 2**20, 1) if manifest else None,
             "unpacked_mb": round(manifest["unpacked_bytes"] / 2**20, 1) if manifest else None,
@@ -144,9 +147,11 @@ def _cmd_status(args: argparse.Namespace, paths: config.Paths) -> int:
     for name, p in status["profiles"].items():
         size = (
             f" archive={p['archive_mb']}MB unpacked={p['unpacked_mb']}MB"
-            if p["env"] != "missing"
+            if p["archive_mb"] is not None
             else ""
         )
+        if p["env"] == "in-place":
+            size = f" (served in place by this interpreter, {p['python']})"
         print(
             f"{name:12} env={p['env']:8} spec={p['spec_hash']}{size} "
             f"attention={p['attention']} lease={p['lease']}"

@@ -111,6 +111,14 @@ def diagnose(
                     f"{cli} prepare {name}",
                 )
             )
+        elif env == "in-place":
+            out.append(
+                Finding(
+                    "ok",
+                    f"profile {name}: served in place by this interpreter "
+                    f"({info.get('python')}); no environment to build",
+                )
+            )
         elif env != "damaged":
             out.append(Finding("ok", f"profile {name}: environment {env}"))
         for repo, state in sorted(info.get("weights", {}).items()):

@@ -196,6 +196,19 @@ def is_satisfied_in_place(
     return not unmet_pins(pins, installed)
 
 
+def is_served_in_place(profile: Profile) -> bool:
+    """True when ``ensure`` serves ``profile`` with this interpreter (no environment built).
+
+    Always with ``MEDIA_WORKER_IN_PLACE``; otherwise every pin must be installed here
+    at its version, and the profile must carry no source artifact: that lives only
+    inside a built environment, never in this one.
+    """
+    if config.IN_PLACE.get():
+        return True
+    has_source = any(a.kind == "source" for a in profile.artifacts)
+    return not has_source and is_satisfied_in_place(profile.pins)
+
+
 def _installed_version(name: str) -> str | None:
     try:
         return importlib.metadata.version(name)
@@ -267,19 +280,10 @@ def ensure(
     progress = on_progress or (lambda _message: None)
     target = current_target()
     digest = spec_hash(profile, target)
-    # A source artifact lives only inside a built environment, never in this one.
-    has_source = any(a.kind == "source" for a in profile.artifacts)
-    if in_place and not force and config.IN_PLACE.get():
-        # Told to: the interpreter is the operator's (a baked image, a GPU machine's
-        # own torch), so a pin it misses is theirs to judge; the runner may still work.
+    if in_place and not force and is_served_in_place(profile):
+        # With MEDIA_WORKER_IN_PLACE the interpreter is the operator's (a baked image, a
+        # GPU machine's own torch), so a pin it misses is theirs to judge: logged only.
         _warn_unmet(profile)
-        python, source, manifest, root = (
-            Path(sys.executable),
-            "in-place",
-            _in_place_attention(profile),
-            None,
-        )
-    elif in_place and not force and not has_source and is_satisfied_in_place(profile.pins):
         python, source, manifest, root = (
             Path(sys.executable),
             "in-place",

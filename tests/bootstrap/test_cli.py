@@ -203,3 +203,27 @@ def test_cli_prepares_lists_verifies_and_collects_the_factory_profiles(
     assert not any(p.exists() for p in (*older, *oldest))
     assert all(p.exists() for p in (*seedvr2, current))
     assert _cli(tmp_path, "verify", "--volume", str(vol)).returncode == 0
+
+
+def test_status_and_doctor_tell_served_in_place_from_missing(tmp_path):
+    """The suite's interpreter has the piper extra at the profile's pins: a job serves
+    Piper with it and builds nothing, so status must not say "no environment yet"."""
+    vol = tmp_path / "vol"
+    status = _cli(tmp_path, "status", "--json", "--volume", str(vol))
+    assert status.returncode == 0, status.stderr
+    profiles = json.loads(status.stdout)["profiles"]
+    assert profiles["piper"]["env"] == "in-place"
+    assert profiles["piper"]["python"] == sys.executable
+    assert profiles["kokoro"]["env"] == "missing" and profiles["kokoro"]["python"] is None
+
+    text = _cli(tmp_path, "status", "--volume", str(vol)).stdout
+    (piper,) = [line for line in text.splitlines() if line.startswith("piper ")]
+    assert (
+        "env=in-place" in piper
+        and f"served in place by this interpreter, {sys.executable}" in piper
+    )
+
+    doctor = _cli(tmp_path, "doctor", "--volume", str(vol)).stdout
+    assert f"ok   profile piper: served in place by this interpreter ({sys.executable})" in doctor
+    assert "profile piper: no environment yet" not in doctor
+    assert "profile kokoro: no environment yet (the first job builds it)" in doctor
