@@ -1,7 +1,9 @@
 """Outputs out: upload to S3 with presigned URLs, or copy into the local store.
 
 Object keys: ``[<prefix>/]jobs/<job id>/<file name>``, the same in S3 and in the
-local store. A runner's :class:`~models.protocol.OutputFile` goes in, the contract's
+local store. The runpod SDK's local runs all share the id ``local_test``; theirs
+get a per-run key (``jobs/local_test-<utc time>-<4 hex>/``), so a second run keeps
+the first one's outputs. A runner's :class:`~models.protocol.OutputFile` goes in, the contract's
 :class:`~models.contract.Output` comes out. If an S3 upload still fails after
 botocore's retries, every file of the job is copied to the local store and
 :class:`errors.StorageFailed` names where each one is: nothing the worker produced
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +31,23 @@ from ._s3 import S3Settings
 from ._scratch import safe_job_id
 
 logger = logging.getLogger(__name__)
+
+# The id the runpod SDK gives a local run that names none (`python handler.py` with
+# test_input.json, `--test_input`; runpod/serverless/modules/rp_local.py).
+LOCAL_TEST_JOB_ID = "local_test"
+
+
+def key_job_id(job_id: str, *, now: float, token: str) -> str:
+    """The job id segment of output keys.
+
+    The sanitised id (:func:`safe_job_id`), except for the SDK's one local id: every
+    local run would write over the last one's files, so it becomes
+    ``local_test-<YYYYmmddTHHMMSSZ>-<token>`` (``now``: epoch seconds).
+    """
+    clean = safe_job_id(job_id)
+    if job_id != LOCAL_TEST_JOB_ID:
+        return clean
+    return f"{clean}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now))}-{token}"
 
 
 def publish(
@@ -60,7 +80,8 @@ def publish(
     """
     clean_prefix = validate_prefix(prefix) if prefix else ""
     lifetime = _checked_presign_seconds(presign_seconds)
-    base = "/".join(p for p in (clean_prefix, "jobs", safe_job_id(job_id)) if p)
+    key_id = key_job_id(job_id, now=time.time(), token=secrets.token_hex(2))
+    base = "/".join(p for p in (clean_prefix, "jobs", key_id) if p)
     items = [(file, f"{base}/{_file_name(file, files)}") for file in files]
     start = time.monotonic()
     sums = {key: _size_and_sha256(Path(file.path)) for file, key in items}
@@ -85,9 +106,12 @@ def _publish_local(
     items: list[tuple[OutputFile, str]], sums: dict[str, tuple[int, str]], *, job_id: str
 ) -> list[Output]:
     outputs = []
+    root = _local.outputs_root()
     for file, key in items:
+        if (root / key).exists():  # a caller that reuses a job id; S3 keys behave alike
+            logger.warning("job=%s output %s replaces an earlier file of that key", job_id, key)
         try:
-            path = _local.store_copy(Path(file.path), key)
+            path = _local.store_copy(Path(file.path), key, root=root)
         except OSError as exc:
             raise StorageFailed(
                 f"could not write output {key!r} to the local store "

@@ -416,19 +416,21 @@ def _worker_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_python_handler_py_runs_test_input_json(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "handler.py"],
-        cwd=ROOT,
-        env=_worker_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    speech = tmp_path / "outputs" / "jobs" / "local_test" / "speech.wav"
-    assert soundfile.info(speech).duration > 2.0
-    assert "Job local_test completed successfully." in proc.stdout + proc.stderr
+def test_python_handler_py_runs_test_input_json_and_a_second_run_keeps_the_first(tmp_path):
+    for _ in range(2):
+        proc = subprocess.run(
+            [sys.executable, "handler.py"],
+            cwd=ROOT,
+            env=_worker_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "Job local_test completed successfully." in proc.stdout + proc.stderr
+    # Both runs are job "local_test"; each gets its own key, so neither output is lost.
+    first, second = sorted((tmp_path / "outputs" / "jobs").glob("local_test-*/speech.wav"))
+    assert soundfile.info(first).duration > 2.0 and soundfile.info(second).duration > 2.0
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import resource
 import urllib.request
 from pathlib import Path
@@ -18,6 +19,7 @@ from models.contract import Output
 from models.protocol import OutputFile
 from storage import _s3 as s3_module
 from storage import publish, s3_settings
+from storage._publish import key_job_id
 from storage._scratch import safe_job_id
 from tests.fixtures.s3 import ALLOW_PRIVATE, make_bucket, settings_for
 
@@ -83,6 +85,46 @@ def test_job_ids_that_once_shared_a_key_keep_both_outputs(outputs: Path, tmp_pat
     assert out_a.key != out_b.key and out_b.key == "jobs/a_b/speech.wav"
     assert (outputs / out_a.key).read_bytes() == Path(first.path).read_bytes()
     assert (outputs / out_b.key).read_bytes() == Path(second.path).read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("job_id", "key_id"),
+    [
+        ("local_test", "local_test-20261204T163907Z-ab12"),  # the SDK's id for local runs
+        ("job-7", "job-7"),
+        ("local_test_2", "local_test_2"),  # an id a caller chose is kept as it is
+        ("a/b", safe_job_id("a/b")),
+    ],
+)
+def test_key_job_id(job_id: str, key_id: str) -> None:
+    assert key_job_id(job_id, now=1796402347.9, token="ab12") == key_id
+
+
+def test_two_local_runs_keep_both_outputs(outputs: Path, tmp_path: Path, caplog) -> None:
+    """Every ``python handler.py`` run is job "local_test": the second run wrote over
+    the first one's speech.wav without a word."""
+    first = _artifact(tmp_path, "speech.wav", 100)
+    [out_1] = publish("local_test", [first], s3=None)
+    (tmp_path / "second").mkdir()
+    second = _artifact(tmp_path / "second", "speech.wav", 200)
+    [out_2] = publish("local_test", [second], s3=None)
+    assert out_1.key != out_2.key
+    assert re.fullmatch(r"jobs/local_test-\d{8}T\d{6}Z-[0-9a-f]{4}/speech\.wav", out_2.key)
+    assert (outputs / out_1.key).read_bytes() == Path(first.path).read_bytes()
+    assert (outputs / out_2.key).read_bytes() == Path(second.path).read_bytes()
+    assert "replaces" not in caplog.text
+
+
+def test_a_reused_job_id_says_in_the_log_that_it_replaced_an_output(
+    outputs: Path, tmp_path: Path, caplog
+) -> None:
+    [out] = publish("job-7", [_artifact(tmp_path, "speech.wav", 100)], s3=None)
+    assert "replaces" not in caplog.text
+    (tmp_path / "again").mkdir()
+    again = _artifact(tmp_path / "again", "speech.wav", 200)
+    publish("job-7", [again], s3=None)
+    assert f"job=job-7 output {out.key} replaces an earlier file of that key" in caplog.text
+    assert (outputs / out.key).read_bytes() == Path(again.path).read_bytes()
 
 
 def test_local_store_default_root_is_under_home(tmp_path: Path) -> None:
