@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,55 @@ def test_other_skips_are_counted_and_pass(tmp_path):
     assert check.returncode == 0, check.stdout
     assert "skipped tests: 1" in check.stdout and "needs the optional GPU" in check.stdout
     assert "FAIL" not in check.stdout
+
+
+_PROJECT = """\
+[project]
+name = "ci-sample"
+version = "0"
+
+[project.optional-dependencies]
+piper = []
+dev = ["pytest", "ruff"]
+
+[tool.setuptools]
+py-modules = []
+
+[tool.ruff]
+line-length = 100
+"""
+
+
+@pytest.mark.slow
+def test_ci_run_removes_its_log_when_green_and_keeps_it_when_red(tmp_path):
+    """.ci/run itself, on a one-test project with the same layout: a green run leaves
+    no log in the temp folder (it left 2.3 MB there every time); a red run keeps it
+    and prints where it is."""
+    repo = tmp_path / "repo"
+    (repo / ".ci").mkdir(parents=True)
+    for name in ("run", "check_skips.py"):
+        shutil.copy2(ROOT / ".ci" / name, repo / ".ci" / name)
+    (repo / "pyproject.toml").write_text(_PROJECT)
+    (repo / "tests").mkdir()
+    sample = repo / "tests" / "test_sample.py"
+    sample.write_text("def test_sample():\n    assert 1 + 1 == 2\n")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp)}
+
+    def ci() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", ".ci/run"], cwd=repo, env=env, capture_output=True, text=True, timeout=600
+        )
+
+    green = ci()
+    assert green.returncode == 0, green.stdout + green.stderr
+    assert "1 passed" in green.stdout
+    assert list(temp.iterdir()) == []
+
+    sample.write_text("def test_sample():\n    assert 1 + 1 == 3\n")
+    red = ci()
+    assert red.returncode == 1, red.stdout + red.stderr
+    (log,) = temp.glob("media-worker-ci.*.log")
+    assert f"full log kept: {log}" in red.stdout
+    assert "1 failed" in red.stdout and "assert 1 + 1 == 3" in log.read_text()
