@@ -20,6 +20,7 @@ UV_FIND_LINKS / MEDIA_WORKER_EXTRA_INDEX_URLS on a machine without a GPU).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -89,25 +90,38 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--upscale-frames", type=int, default=6)
     parser.add_argument("--ensure", action="store_true", help="build the profile, rerun in it")
+    parser.add_argument(
+        "--heights",
+        default="480,720",
+        help="source heights (the smoke test passes 270: x4 reaches 1080)",
+    )
     args = parser.parse_args()
     if args.ensure:
         _reexec_in_profile()
+    missing = [m for m in ("torch", "spandrel", "av") if importlib.util.find_spec(m) is None]
+    if missing:
+        parser.exit(
+            2,
+            f"bench/restore.py: {', '.join(missing)} not installed in this interpreter "
+            f"({sys.executable}).\n\nhint: add --ensure to build the upscale profile and "
+            "rerun in it, or run this script with that profile's interpreter\n",
+        )
 
     import av
+    import torch
 
     from models.runners import upscale as up
     from models.video import PipelineOptions, probe, restore_video, target_size
     from tests.fixtures.clips import make_clip
 
     up._allow_missing_torchvision()
-    import torch
 
     crf = 18
     rows = []
     overhead = None
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for height in (480, 720):
+        for height in (int(h) for h in args.heights.split(",")):
             width = height * 16 // 9 // 2 * 2
             src = make_clip(
                 work / f"{height}.mp4", frames=args.frames, width=width, height=height, fps=24

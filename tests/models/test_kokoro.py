@@ -203,13 +203,13 @@ def kokoro_volume(tmp_path_factory, hub_server):
         hub_server.add_repo(pin.repo_id, files, commit=pin.revision)
     finally:
         mp.undo()
-    yield {**env, "built_python": str(built.python)}
+    yield {**env, "built_python": str(built.python), "weights_dir": str(weights)}
 
 
 @pytest.fixture
 def kokoro_env(kokoro_volume, monkeypatch):
     for name, value in kokoro_volume.items():
-        if name != "built_python":
+        if name.isupper():  # the env vars; not built_python or weights_dir
             monkeypatch.setenv(name, value)
     yield kokoro_volume
     handler._HOST.shutdown()
@@ -345,6 +345,28 @@ def test_gpu_bench_cpu_path_runs_with_the_profile_interpreter(kokoro_volume):
     assert table[0].startswith("device=cpu")
     rows = [line for line in table if line.startswith("kokoro")]
     assert len(rows) == 2 and not any("failed" in r for r in rows)
+
+
+@pytest.mark.slow
+def test_voices_bench_runs_kokoro_with_the_profile_interpreter(kokoro_volume):
+    """bench/voices.py's Kokoro rows (raw KPipeline vs the worker), on the tiny weights."""
+    from tests.test_bench import last_ratio, run_bench
+
+    lines = run_bench(
+        [
+            *("voices.py", "--runs", "1", "--no-piper"),  # Piper: tests/test_bench.py
+            *("--kokoro-python", kokoro_volume["built_python"]),
+            *("--kokoro-weights", kokoro_volume["weights_dir"]),
+        ],
+        env={k: v for k, v in kokoro_volume.items() if k.isupper()},
+    )
+    rows = [line.split() for line in lines if line.startswith(("piper", "kokoro"))]
+    assert [(r[0], r[1]) for r in rows] == [
+        ("kokoro", "first_ms"),
+        ("kokoro", "total_ms"),
+        ("kokoro", "rtf_x"),
+    ], lines
+    last_ratio(lines, "worst_overhead_ratio")
 
 
 @pytest.mark.slow

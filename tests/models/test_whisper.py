@@ -452,3 +452,24 @@ print(json.dumps([(o, len(x)) for o, x in whisper.decode_windows(Path({str(path)
         assert 1.0 <= n / SR <= 2.0
         # Each cut lands where the tone is off (the second half of each 2 s period).
         assert (following % 2.0) >= 1.0 - 0.1
+
+
+@pytest.mark.slow
+def test_transcribe_bench_runs_small(whisper_env, whisper_checkpoint, tmp_path):
+    """bench/transcribe.py with the suite's micro checkpoint and this module's env."""
+    from tests.test_bench import last_ratio, run_bench
+
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    for name, data in whisper_checkpoint.items():
+        (checkpoint / name).write_bytes(data)
+    lines = run_bench(
+        [
+            *("transcribe.py", "--runs", "1", "--seconds", "4", "--memory-minutes", "0.1"),
+            *("--checkpoint", str(checkpoint), "--whisper-python", str(whisper_env.python)),
+            *("--cache", str(tmp_path / "cache")),
+        ]
+    )
+    assert any(line.startswith("ours: transcribe job") for line in lines), lines
+    assert any(line.startswith("memory, 0 min") for line in lines), lines
+    last_ratio(lines, "overhead_ratio")

@@ -15,6 +15,7 @@ import dataclasses
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -296,3 +297,28 @@ def test_gpu_bench_upscale_rows_run_on_the_cpu_with_the_profile_interpreter(worl
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [line for line in out.stdout.splitlines() if line.startswith("upscale")]
     assert len(rows) == 1 and "128x96" in rows[0], out.stdout
+
+
+def test_restore_bench_runs_small(world):
+    from tests.test_bench import last_ratio, run_bench
+
+    lines = run_bench(
+        ["restore.py", "--heights", "270", "--frames", "2", "--upscale-frames", "1"],
+        python=world["built_python"],
+    )
+    assert any(line.startswith("270p identity pipeline") for line in lines), lines
+    last_ratio(lines, "pipeline_overhead")
+
+
+def test_restore_bench_without_torch_says_to_use_ensure():
+    """From the repo's own venv (no torch), as a new user first runs it."""
+    done = subprocess.run(
+        [sys.executable, "bench/restore.py"],
+        cwd=Path(__file__).resolve().parents[3],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "torch" in done.stderr and "hint: add --ensure" in done.stderr
+    assert "Traceback" not in done.stderr
