@@ -27,7 +27,7 @@ SMOKE_TESTS: dict[str, tuple[str, ...]] = {
     "gpu.py": (
         "tests/models/test_kokoro.py::test_gpu_bench_cpu_path_runs_with_the_profile_interpreter",
         "tests/models/video/test_upscale_e2e.py::"
-        "test_gpu_bench_restore_rows_run_on_the_cpu_with_the_profile_interpreter",
+        "test_gpu_bench_upscale_rows_run_on_the_cpu_with_the_profile_interpreter",
     ),
     "reference_audio.py": ("tests/test_bench.py::test_reference_audio_bench_runs",),
     "restore.py": ("tests/models/video/test_upscale_e2e.py::test_restore_bench_runs_small",),
@@ -84,7 +84,9 @@ def test_every_bench_has_a_smoke_test_that_runs_it():
         for node in nodes:
             path, _, name = node.partition("::")
             tree = ast.parse((ROOT / path).read_text())
-            (fn,) = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == name]
+            found = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == name]
+            assert found, f"{node} does not exist: SMOKE_TESTS names a renamed or removed test"
+            fn = found[0]
             source = ast.get_source_segment((ROOT / path).read_text(), fn) or ""
             # The test names its bench: a path "bench/x.py" or run_bench(["x.py", ...]).
             assert f"bench/{bench}" in source or f'"{bench}"' in source, node
