@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import config
-from bootstrap import _doctor, _gc, _pack, _weights
+from bootstrap import _doctor, _gc, _layers, _pack, _weights
 from bootstrap._ensure import Layout, ensure, for_this_machine, is_served_in_place, local_manifest
 from bootstrap._lease import lease_state, volume_now
 from bootstrap._manifest import env_is_ready, read_manifest
@@ -121,6 +122,7 @@ def _status(
             "python": sys.executable if env == "in-place" else None,
             "spec_hash": digest,
             "archive_mb": round(manifest["archive_bytes"] / 2**20, 1) if manifest else None,
+            "layers": [r["archive"] for r in manifest.get("layers", ())] if manifest else [],
             "unpacked_mb": round(manifest["unpacked_bytes"] / 2**20, 1) if manifest else None,
             "attention": manifest["attention"] if manifest else None,
             "attention_reason": manifest["attention_reason"] if manifest else None,
@@ -156,6 +158,8 @@ def _cmd_status(args: argparse.Namespace, paths: config.Paths) -> int:
             f"{name:12} env={p['env']:8} spec={p['spec_hash']}{size} "
             f"attention={p['attention']} lease={p['lease']}"
         )
+        for layer in p["layers"]:
+            print(f"{'':12} shared layer {layer}")
         for repo, state in p["weights"].items():
             fix = f"  fix: {_cli(args)} prepare {name}" if state != "present" else ""
             print(f"{'':12} weights {repo}: {state}{fix}")
@@ -169,7 +173,8 @@ def _cmd_status(args: argparse.Namespace, paths: config.Paths) -> int:
 
 
 def _verify_archive(layout: Layout, digest: str) -> str | None:
-    """None when the published archive is complete and its sha256 matches, else the problem."""
+    """None when the published archive and the layers it names are complete and their
+    sha256 match, else the problem."""
     manifest = read_manifest(layout.manifest)
     archive = layout.archive_of(manifest) if env_is_ready(manifest, digest) else None  # type: ignore[arg-type]
     if archive is None:
@@ -178,17 +183,24 @@ def _verify_archive(layout: Layout, digest: str) -> str | None:
         return None
     import tempfile
 
+    archives = [(archive, manifest)] + [  # type: ignore[list-item]
+        (layout.volume_envs / ref["archive"], ref)
+        for ref in manifest.get("layers", ())  # type: ignore[union-attr]
+    ]
     with tempfile.TemporaryDirectory(dir=layout.local_envs) as tmp:
-        try:
-            _pack.restore(
-                archive,
-                Path(tmp) / "check",
-                sha256=manifest["archive_sha256"],  # type: ignore[index]
-                size=manifest["archive_bytes"],  # type: ignore[index]
-                python=Path(sys.executable),
-            )
-        except (_pack.CorruptArchive, OSError) as exc:
-            return str(exc)
+        for i, (path, record) in enumerate(archives):
+            try:
+                _pack.restore(
+                    path,
+                    Path(tmp) / f"check{i}",
+                    sha256=record["archive_sha256"],
+                    size=record["archive_bytes"],
+                    python=Path(sys.executable),
+                )
+            except (_pack.CorruptArchive, OSError) as exc:
+                return str(exc)
+            finally:
+                shutil.rmtree(Path(tmp) / f"check{i}", ignore_errors=True)
     return None
 
 
@@ -302,6 +314,7 @@ def _gc_plan(paths: config.Paths, *, keep: int) -> list[str]:
     live_keys = {n.removesuffix(".lock") for n, t in expiry.items() if t > now}
     envs: list[_gc.Entry] = []
     referenced: dict[str, str] = {}
+    layer_refs: dict[str, list[str]] = {}
     if envs_dir.is_dir():
         for f in envs_dir.iterdir():
             envs.append(_gc.Entry(f.name, f.lstat().st_mtime, any(k in f.name for k in live_keys)))
@@ -310,6 +323,9 @@ def _gc_plan(paths: config.Paths, *, keep: int) -> list[str]:
                 known.add(parsed[0])
             if parsed and parsed[1] is None and (manifest := read_manifest(f)):
                 referenced[parsed[0]] = str(manifest.get("archive", ""))
+                refs = manifest.get("layers")
+                if _layers.refs_are_valid(refs):
+                    layer_refs[parsed[0]] = [r["archive"] for r in refs]  # type: ignore[union-attr]
     return _gc.plan_gc(
         envs,
         leases,
@@ -318,6 +334,7 @@ def _gc_plan(paths: config.Paths, *, keep: int) -> list[str]:
         now=now,
         lease_expiry=expiry,
         referenced=referenced,
+        layer_refs=layer_refs,
     )
 
 
@@ -327,8 +344,6 @@ def _cmd_gc(args: argparse.Namespace, paths: config.Paths) -> int:
         path = paths.home / rel
         print(f"removing {path}")
         if path.is_dir():
-            import shutil
-
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)

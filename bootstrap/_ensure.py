@@ -16,6 +16,11 @@ them all)::
     <home>/leases/<key>.lock             the build lease (see _lease)
     <envs>/<key>/                        unpacked venv; media-worker-manifest.json inside
     <envs>/.tmp-<key>-<host>-<pid>-<rand>/   a restore or build in progress (or garbage)
+    <home>/envs/torch_layer-<hash>*, <envs>/torch_layer-<hash>-<sha12>/
+                                         torch and what it needs, shared by the profiles
+                                         that pin the same torch (see _layers); a
+                                         manifest's ``layers`` names those it needs,
+                                         restored (once per machine) before it
 
 where ``<key>`` is ``<profile>-<spec hash>``. Publishing renames the archive to its
 content name, then the manifest over the old one: two builders whose leases
@@ -32,6 +37,7 @@ gone on this host; the next builder under the lease, or ``gc``, removes it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.metadata
 import logging
 import os
@@ -50,7 +56,7 @@ from typing import Any, Literal
 from packaging.version import InvalidVersion, Version
 
 import config
-from bootstrap import _build, _cuda, _disk, _pack, _weights, machine
+from bootstrap import _build, _cuda, _disk, _layers, _pack, _weights, machine
 from bootstrap._lease import (
     Lease,
     LeasesUnsupported,
@@ -135,6 +141,16 @@ class Layout:
         digest gives (a foreign or tampered manifest points nowhere)."""
         archive = self.archive_for(str(manifest.get("archive_sha256", "")))
         return archive if manifest.get("archive") == archive.name else None
+
+    def for_key(self, key: str) -> Layout:
+        """The layout of another key on the same volume and local disk (a shared layer)."""
+        return dataclasses.replace(
+            self,
+            key=key,
+            manifest=self.volume_envs / f"{key}.json",
+            lease=lease_path(self.lease.parent, key),
+            local=self.local_envs / key,
+        )
 
     @staticmethod
     def parse_volume_name(name: str) -> tuple[str, str | None] | None:
@@ -482,6 +498,8 @@ def _local_damage(
     if not python.exists():
         return [f"{python} is missing"]
     damage = tree_problems(manifest.get("tree"), layout.local)
+    for ref in manifest.get("layers", ()):
+        damage += _layer_damage(layout.local_envs, ref)
     if not damage and verify:
         try:
             _build.smoke(profile, python)
@@ -565,6 +583,8 @@ def _restore(
     tmp = layout.local_envs / _tmp_name(layout)
     archive = layout.archive_of(manifest)
     assert archive is not None  # _published checked the name
+    for ref in manifest.get("layers", ()):
+        _ensure_layer(profile, layout.for_key(ref["key"]), ref, progress)
     mb = manifest["archive_bytes"] / _disk.MB
     progress(f"{profile.name}: restoring the environment from the volume ({mb:.0f} MB)")
     t = time.perf_counter()
@@ -603,23 +623,215 @@ def _restore(
 
 def _install_local(tmp: Path, layout: Layout, manifest: dict[str, Any]) -> None:
     """Rename ``tmp`` to the final local path, replacing only an invalid one."""
-    digest = layout.key.rsplit("-", 1)[1]
+    _install_dir(tmp, layout.local, layout, manifest)
+
+
+def _install_dir(tmp: Path, final: Path, layout: Layout, manifest: dict[str, Any]) -> None:
+    """Rename ``tmp`` to ``final``; a valid one with the same content is kept instead
+    (another process on this machine finished the same restore first)."""
     for _ in range(3):
         try:
-            os.rename(tmp, layout.local)
+            os.rename(tmp, final)
             return
         except OSError:
-            existing = local_manifest(layout)
+            existing = read_manifest(final / MANIFEST_IN_ENV)
             if (
-                env_is_ready(existing, digest)
+                env_is_ready(existing, manifest["spec_hash"])
                 and existing["archive_sha256"] == manifest["archive_sha256"]  # type: ignore[index]
             ):
-                return  # another process on this machine finished the same restore first
+                return
             aside = layout.local_envs / _tmp_name(layout, ".old")
             with contextlib.suppress(FileNotFoundError):
-                os.rename(layout.local, aside)
+                os.rename(final, aside)
             _remove(aside)
-    raise BootstrapFailed(f"could not move the environment into {layout.local}")
+    raise BootstrapFailed(f"could not move the environment into {final}")
+
+
+# --- shared layers (see _layers) ---------------------------------------------------------
+
+
+def _layer_damage(local_envs: Path, ref: dict[str, Any]) -> list[str]:
+    """Why the unpacked layer ``ref`` cannot be used; empty when it can."""
+    where = _layers.local_dir(local_envs, ref)
+    manifest = read_manifest(where / MANIFEST_IN_ENV)
+    if not manifest or manifest.get("archive_sha256") != ref["archive_sha256"]:
+        return [f"layer {where.name} is not unpacked"]
+    return [f"layer {where.name}: {p}" for p in tree_problems(manifest.get("tree"), where)]
+
+
+def _ensure_layer(
+    profile: Profile, layout: Layout, ref: dict[str, Any], progress: Callable[[str], None]
+) -> Path:
+    """The layer ``ref`` unpacked on this machine: kept when intact, else restored.
+
+    Raises:
+        _pack.CorruptArchive: its archive is missing or does not match ``ref``
+            (the caller rebuilds the profile, which re-splits it).
+    """
+    final = _layers.local_dir(layout.local_envs, ref)
+    if not _layer_damage(layout.local_envs, ref):
+        return final
+    if final.exists():
+        logger.warning("layer %s on local disk is damaged; restoring it", final.name)
+        aside = layout.local_envs / _tmp_name(layout, ".old")
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(final, aside)
+        _remove(aside)
+    _clean_stale(layout, holding_lease=False)
+    need = int(ref["unpacked_bytes"] * 1.05) + 16 * _disk.MB
+    _disk.require_free(layout.local_envs, need, what=f"restoring the {layout.key} layer")
+    archive = layout.volume_envs / ref["archive"]
+    mb = ref["archive_bytes"] / _disk.MB
+    progress(f"{profile.name}: restoring the shared torch layer from the volume ({mb:.0f} MB)")
+    tmp = layout.local_envs / _tmp_name(layout)
+    t = time.perf_counter()
+    try:
+        try:
+            _pack.restore(
+                archive,
+                tmp,
+                sha256=ref["archive_sha256"],
+                size=ref["archive_bytes"],
+                python=_python_base(),
+            )
+        except FileNotFoundError as exc:
+            raise _pack.CorruptArchive(f"layer archive {archive} is missing") from exc
+        contents = read_manifest(tmp / _layers.CONTENTS_FILE) or {}
+        manifest = {
+            **ref,
+            "format": FORMAT,
+            "profile": _layers.LAYER_NAME,
+            "spec_hash": layout.key.rsplit("-", 1)[1],
+            "attention": "none",
+            "attention_reason": _LAYER_ATTENTION,
+            "tree": contents.get("tree", {}),
+        }
+        write_json_atomic(tmp / MANIFEST_IN_ENV, manifest)
+        _install_dir(tmp, final, layout, manifest)
+    finally:
+        _remove(tmp)
+    logger.info("layer %s restored archive_mb=%.0f s=%.2f", final.name, mb, time.perf_counter() - t)
+    return final
+
+
+_LAYER_ATTENTION = "a shared layer; the profile's manifest says which attention it uses"
+
+
+def _split_off_layer(
+    profile: Profile,
+    layout: Layout,
+    target: Target,
+    tmp_env: Path,
+    lease: Lease,
+    progress: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Move torch and what it needs out of the freshly built ``tmp_env`` into the shared
+    layer; returns the ``layers`` field of the profile's manifest (empty: no torch).
+
+    The layer the volume's layer manifest names is reused (restored here first
+    when this machine has not unpacked it) for every distribution identical to
+    it; without one, or when it is unusable, this build's own torch closure
+    becomes the layer and is published before the profile (its manifest names it).
+    """
+    key = _layers.layer_key(profile, target)
+    if key is None:
+        return []
+    llayout = layout.for_key(key)
+    site = _layers.site_packages(tmp_env, target)
+    dists = _layers.read_dists(site)
+    published = _published(llayout, key.rsplit("-", 1)[1])
+    if published is not None and isinstance(published.get("dists"), dict):
+        ref = _layers.ref_of(key, published)
+        same = _layers.identical(dists, published["dists"])
+        if any(d.name == "torch" for d in same):
+            try:
+                where = _ensure_layer(profile, llayout, ref, progress)
+            except _pack.CorruptArchive as exc:
+                logger.warning(
+                    "profile %s layer %s unusable, making a new one: %s", profile.name, key, exc
+                )
+            else:
+                with contextlib.suppress(OSError):  # fresh for gc's grace until we publish
+                    os.utime(llayout.volume_envs / ref["archive"])
+                moved = _layers.move_dists(same, site, tmp_env / ".layer-moved")
+                _remove(tmp_env / ".layer-moved")
+                _layers.write_pth(site, [where])
+                logger.info(
+                    "profile %s shares layer %s (%d of %d distributions, %.0f MB)",
+                    profile.name,
+                    where.name,
+                    len(same),
+                    len(published["dists"]),
+                    moved / _disk.MB,
+                )
+                return [ref]
+    return [_publish_layer(profile, llayout, site, dists, lease, progress)]
+
+
+def _publish_layer(
+    profile: Profile,
+    layout: Layout,
+    site: Path,
+    dists: dict[str, _layers.Dist],
+    lease: Lease,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    """Carve torch's closure out of ``site`` into a new layer, publish it, unpack it here."""
+    progress(f"{profile.name}: packing torch into a shared layer on the volume")
+    names = _layers.closure(dists)
+    tmp_layer = layout.local_envs / _tmp_name(layout)
+    tmp_archive = layout.volume_envs / _tmp_name(layout, ".tar.zst")
+    tmp_manifest = layout.volume_envs / _tmp_name(layout, ".json")
+    lease.keep_fresh(tmp_archive, tmp_manifest)
+    try:
+        tmp_layer.mkdir()
+        _layers.move_dists([dists[n] for n in names], site, tmp_layer)
+        recorded = {n: {"version": dists[n].version, "record": dists[n].record} for n in names}
+        tree = tree_listing(tmp_layer)
+        write_json_atomic(
+            tmp_layer / _layers.CONTENTS_FILE, {"key": layout.key, "tree": tree, "dists": recorded}
+        )
+        packed = _pack.pack(tmp_layer, tmp_archive)
+        archive = layout.archive_for(packed.archive_sha256)
+        manifest = {
+            "format": FORMAT,
+            "profile": _layers.LAYER_NAME,
+            "spec_hash": layout.key.rsplit("-", 1)[1],
+            "archive": archive.name,
+            "archive_bytes": packed.archive_bytes,
+            "archive_sha256": packed.archive_sha256,
+            "unpacked_bytes": packed.unpacked_bytes,
+            "files": packed.files,
+            "attention": "none",
+            "attention_reason": _LAYER_ATTENTION,
+            "dists": recorded,
+            "carved_from": profile.name,
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "builder": f"{socket.gethostname()} pid {os.getpid()}",
+        }
+        write_json_atomic(tmp_manifest, manifest)
+        # The archive under its content name, then the manifest: the same commit
+        # order as a profile's. Two builders carving at once each publish a whole
+        # pair; the profiles each name theirs, so neither is left without its layer.
+        os.replace(tmp_archive, archive)
+        os.replace(tmp_manifest, layout.manifest)
+        ref = _layers.ref_of(layout.key, manifest)
+        local = {**manifest, "tree": tree}
+        write_json_atomic(tmp_layer / MANIFEST_IN_ENV, local)
+        final = _layers.local_dir(layout.local_envs, ref)
+        _install_dir(tmp_layer, final, layout, local)
+        _layers.write_pth(site, [final])
+    finally:
+        for leftover in (tmp_layer, tmp_archive, tmp_manifest):
+            _remove(leftover)
+    logger.info(
+        "profile %s published layer %s (%d distributions) archive_mb=%.0f",
+        profile.name,
+        final.name,
+        len(names),
+        packed.archive_bytes / _disk.MB,
+    )
+    return ref
 
 
 def _build_and_publish(
@@ -660,6 +872,11 @@ def _build_and_publish(
             checkpoint=_checkpoint,
             artifact_store=layout.artifacts,
         )
+        layers = _split_off_layer(profile, layout, target, tmp_env, lease, progress)
+        if layers:  # prove the split environment imports what the whole one did
+            _build.smoke(profile, tmp_env / "bin" / "python")
+            if profile.cuda:
+                _build.check_cuda(profile, tmp_env / "bin" / "python")
         progress(f"{profile.name}: packing the environment onto the volume")
         half = [False]
 
@@ -699,6 +916,7 @@ def _build_and_publish(
             "unpacked_bytes": packed.unpacked_bytes,
             "files": packed.files,
             "tree": tree,
+            "layers": layers,
             "attention": attention,
             "attention_reason": reason,
             "built_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bootstrap._ensure import Layout
+from bootstrap._layers import LAYER_NAME
 from bootstrap._lease import is_stale
 
 # A reader may still be restoring from an archive a newer manifest replaced.
@@ -29,6 +30,7 @@ def plan_gc(
     now: float,
     lease_expiry: dict[str, float],
     referenced: dict[str, str],
+    layer_refs: dict[str, list[str]] | None = None,
 ) -> list[str]:
     """Names to remove (``envs/<name>`` or ``leases/<name>``). ``now`` and every mtime
     are on the volume's clock.
@@ -40,17 +42,26 @@ def plan_gc(
       names), once no lease of their key is live and they are old enough that no
       reader can still be restoring them;
     * manifests and their archives whose key no profile has, beyond the ``keep``
-      newest per profile.
+      newest per profile;
+    * shared layer archives (``torch_layer-*``) that no kept manifest names in its
+      ``layers`` (``layer_refs``: key -> the layer archives its manifest names),
+      once no lease of theirs is live and they are older than the grace a build
+      between publishing its layer and its profile needs; a layer manifest goes
+      with the archive it names.
     """
     remove: list[str] = []
     by_key: dict[str, dict[str, Entry]] = {}
+    layers: dict[str, dict[str, Entry]] = {}
     for e in envs:
         if e.name.startswith((".tmp-", ".clock-")):
             if not e.lease_live and is_stale(mtime=e.mtime, now=now):
                 remove.append(f"envs/{e.name}")
             continue
         if parsed := Layout.parse_volume_name(e.name):
-            by_key.setdefault(parsed[0], {})[e.name] = e
+            if parsed[0].startswith(f"{LAYER_NAME}-"):
+                layers.setdefault(parsed[0], {})[e.name] = e
+            else:
+                by_key.setdefault(parsed[0], {})[e.name] = e
     stale_by_profile: dict[str, list[tuple[float, str]]] = {}
     for key, files in by_key.items():
         manifest = f"{key}.json"
@@ -68,6 +79,23 @@ def plan_gc(
     for entries in stale_by_profile.values():
         for _, key in sorted(entries, reverse=True)[keep:]:
             remove.extend(f"envs/{n}" for n in sorted(by_key[key]))
+    used = {
+        name
+        for key, names in (layer_refs or {}).items()
+        if f"envs/{key}.json" not in remove and f"{key}.json" in by_key.get(key, {})
+        for name in names
+    }
+    for key, files in layers.items():
+        gone: set[str] = set()
+        for name, e in files.items():
+            unused = name.endswith(".tar.zst") and name not in used and not e.lease_live
+            if unused and is_stale(mtime=e.mtime, now=now - REPLACED_GRACE_S):
+                gone.add(name)
+        manifest = f"{key}.json"
+        named = referenced.get(key)
+        if manifest in files and (named in gone or named not in files):
+            gone.add(manifest)
+        remove.extend(f"envs/{n}" for n in sorted(gone))
     for e in leases:
         lock = e.name.split("|", 1)[0]
         expiry = lease_expiry.get(lock)

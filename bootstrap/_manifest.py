@@ -21,6 +21,9 @@ Manifest fields (JSON object)::
     files             int     members in the archive
     attention         str     "flash_attn", "sdpa" or "none"
     attention_reason  str     why (the chosen wheel, or why it fell back)
+    layers            list    the shared layers it was split against (see ``_layers``):
+                              {key, archive, archive_sha256, archive_bytes,
+                              unpacked_bytes}; restored before it; optional (none)
     tree              object  relative path -> size of every regular file in the
                               unpacked environment (see ``tree_listing``); optional:
                               manifests written before it existed have none
@@ -39,6 +42,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bootstrap import _layers
 from bootstrap._spec import FORMAT
 
 MANIFEST_IN_ENV = "media-worker-manifest.json"
@@ -69,6 +73,7 @@ def env_is_ready(manifest: Mapping[str, Any] | None, spec_hash: str) -> bool:
             return False
     return (
         manifest["format"] == FORMAT
+        and _layers.refs_are_valid(manifest.get("layers", []))
         and manifest["spec_hash"] == spec_hash
         and len(manifest["archive_sha256"]) == 64
         and manifest["archive_bytes"] > 0

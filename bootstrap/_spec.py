@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from bootstrap._profile import Profile, canonical_pin, normalize_name
 
 # Bump when the archive layout or the build recipe changes in a way old archives
-# cannot satisfy; it is part of every hash.
-FORMAT = 1
+# cannot satisfy; it is part of every hash. 2: torch in a shared layer (_layers),
+# which a worker of format 1 would not restore (it would serve an env without torch).
+FORMAT = 2
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 T = Target("3.11", "cp311", "linux-x86_64", "glibc-2.36")
 H = "0123456789abcdef"
 GOOD = {
-    "format": 1,
+    "format": 2,
     "profile": "piper",
     "spec_hash": H,
     "archive": "piper-0123456789abcdef.tar.zst",
@@ -35,6 +35,14 @@ GOOD = {
     "unpacked_bytes": 20,
     "attention": "none",
     "attention_reason": "no torch",
+}
+
+LAYER_REF = {
+    "key": "torch_layer-00112233445566ff",
+    "archive": "torch_layer-00112233445566ff-bbbbbbbbbbbb.tar.zst",
+    "archive_sha256": "b" * 64,
+    "archive_bytes": 3_000_000_000,
+    "unpacked_bytes": 4_500_000_000,
 }
 
 
@@ -52,7 +60,13 @@ def test_exported_names():
         ({}, False),
         ("not a dict", False),
         ({**GOOD, "spec_hash": "ffffffffffffffff"}, False),
-        ({**GOOD, "format": 2}, False),
+        ({**GOOD, "format": 1}, False),  # before shared layers: torch inside every archive
+        ({**GOOD, "layers": []}, True),
+        ({**GOOD, "layers": [LAYER_REF]}, True),
+        ({**GOOD, "layers": [{**LAYER_REF, "archive": "elsewhere.tar.zst"}]}, False),
+        ({**GOOD, "layers": [{**LAYER_REF, "key": "kokoro-0123456789abcdef"}]}, False),
+        ({**GOOD, "layers": [{k: v for k, v in LAYER_REF.items() if k != "archive_bytes"}]}, False),
+        ({**GOOD, "layers": "torch"}, False),
         ({**GOOD, "archive_sha256": "short"}, False),
         ({**GOOD, "archive_bytes": 0}, False),
         ({**GOOD, "archive_bytes": True}, False),
@@ -189,6 +203,60 @@ def test_plan_gc():
             "leases/.clock-y2",
             "leases/piper-x.lock",
             "leases/piper-z.lock|h|1|r",
+        ]
+    )
+
+
+def test_plan_gc_removes_a_shared_layer_only_when_no_kept_profile_names_it():
+    E = _gc.Entry
+    now = 10_000.0
+    old, fresh = now - 5_000, now - 60
+    k1, k2, k3 = (f"kokoro-{ch * 16}" for ch in "123")  # k1 current, k2 older, k3 oldest
+    u = "upscale-" + "4" * 16
+    L, M = "torch_layer-" + "a" * 16, "torch_layer-" + "b" * 16
+    used, shared, stale, young, orphan = (
+        f"{L}-{ch * 12}.tar.zst" for ch in "12345"
+    )  # shared: named by k2 (removed below) and by u (kept)
+    envs = [
+        *(E(f"{k}.json", t) for k, t in ((k1, old + 3), (k2, old + 2), (k3, old + 1))),
+        *(
+            E(f"{k}-{k[-1] * 12}.tar.zst", t)
+            for k, t in ((k1, old + 3), (k2, old + 2), (k3, old + 1))
+        ),
+        E(f"{u}.json", old),
+        E(f"{u}-444444444444.tar.zst", old),
+        E(used, old),
+        E(shared, old),
+        E(stale, old),  # only k3 named it, and k3 goes
+        E(young, fresh),  # named by nobody yet: a build between its two publishes
+        E(f"{L}.json", old),  # names `young`: stays while `young` does
+        E(orphan, old),
+        E(f"{M}.json", old),  # names `orphan`, which nobody uses: both go
+    ]
+    plan = _gc.plan_gc(
+        envs,
+        [],
+        known={k1, u},
+        keep=1,
+        now=now,
+        lease_expiry={},
+        referenced={
+            k1: f"{k1}-111111111111.tar.zst",
+            k2: f"{k2}-222222222222.tar.zst",
+            k3: f"{k3}-333333333333.tar.zst",
+            u: f"{u}-444444444444.tar.zst",
+            L: young,
+            M: orphan,
+        },
+        layer_refs={k1: [used], k2: [shared], k3: [stale], u: [shared]},
+    )
+    assert plan == sorted(
+        [
+            f"envs/{k3}.json",
+            f"envs/{k3}-333333333333.tar.zst",
+            f"envs/{stale}",
+            f"envs/{orphan}",
+            f"envs/{M}.json",
         ]
     )
 
