@@ -366,7 +366,16 @@ MAX_RUNNERS = _declare(
     "MEDIA_WORKER_MAX_RUNNERS",
     2,
     _count(1, 64),
-    "Most runner processes kept alive; the least recently used is stopped first.",
+    "Most models kept loaded (a model's pool of runner processes counts once); the least "
+    "recently used idle one is stopped first.",
+)
+CONCURRENCY_CEILING = 64
+MAX_CONCURRENCY = _declare(
+    "MEDIA_WORKER_MAX_CONCURRENCY",
+    1,
+    _count(1, CONCURRENCY_CEILING),
+    "Most jobs one worker serves at once. Above 1, a model that declares it (kokoro) gets a "
+    "pool of runner processes, one job each, as far as free GPU memory allows.",
 )
 
 # --- Inputs -------------------------------------------------------------------------

@@ -24,17 +24,20 @@ SDK decides streaming by the handler's type, for every job, not per job):
   the envelope as the last item; its ``--test_input`` mode gets
   ``drained_stream_handler`` (README, streaming).
 
-Concurrency: one job at a time per worker (``JOBS_PER_WORKER``, handed to the SDK
-as its ``concurrency_modifier``). The handler is synchronous, and the SDK calls a
-synchronous handler on its event loop, so a second job taken by the same worker
-would only queue here while an idle worker could have served it; and a GPU worker
-holds one model's working set at a time. What runs beside a job is the background
-prepare thread: readiness is per profile (``models.environments``), so a job for a
-ready profile never waits on another profile's build.
+Concurrency: ``MEDIA_WORKER_MAX_CONCURRENCY`` (default 1: one job at a time) caps
+how many jobs one worker serves at once; the SDK's ``concurrency_modifier`` asks the
+runner host, which counts what the loaded models can serve (a runner's declared
+``max_jobs``, as far as free GPU memory allows; see ``models.host``). The SDK runs
+a synchronous handler on its event loop, where a second job would wait for the
+first, so the SDK gets coroutine wrappers that run each job in a thread of its own.
+What runs beside jobs is the background prepare thread: readiness is per profile
+(``models.environments``), so a job for a ready profile never waits on another
+profile's build.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import base64
 import logging
@@ -44,7 +47,8 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +70,6 @@ from models.tasks.base import Prepared
 
 logger = logging.getLogger("handler")
 
-JOBS_PER_WORKER = 1
 _HOST = RunnerHost()
 _ENVIRONMENTS = Environments()
 # RunPod's limit on one streamed item; each chunk's base64 must stay under it.
@@ -85,7 +88,28 @@ def _progress(job: dict[str, Any], job_id: str, message: str, fraction: float | 
 
 def _concurrency(current: int) -> int:
     """The SDK's ``concurrency_modifier``: how many jobs this worker takes at once."""
-    return JOBS_PER_WORKER
+    return _HOST.capacity(config.MAX_CONCURRENCY.get())
+
+
+# One thread per job in flight (the SDK takes at most the concurrency, which the
+# setting's ceiling caps), plus one per streaming job's generator step.
+_JOB_THREADS = ThreadPoolExecutor(
+    max_workers=2 * config.CONCURRENCY_CEILING, thread_name_prefix="job"
+)
+_END = object()
+
+
+async def _handle_async(job: dict[str, Any]) -> dict[str, Any]:
+    """``handler`` in a thread, so the SDK's event loop can run other jobs meanwhile."""
+    return await asyncio.get_running_loop().run_in_executor(_JOB_THREADS, handler, job)
+
+
+async def _stream_async(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    """``stream_handler``, each item waited for in a thread (see ``_handle_async``)."""
+    items = stream_handler(job)
+    loop = asyncio.get_running_loop()
+    while (item := await loop.run_in_executor(_JOB_THREADS, next, items, _END)) is not _END:
+        yield item
 
 
 def sdk_config(*, streaming: bool = False, test_input: bool = False) -> dict[str, Any]:
@@ -100,11 +124,11 @@ def sdk_config(*, streaming: bool = False, test_input: bool = False) -> dict[str
         return {"handler": drained_stream_handler, "concurrency_modifier": _concurrency}
     if streaming:
         return {
-            "handler": stream_handler,
+            "handler": _stream_async,
             "return_aggregate_stream": True,
             "concurrency_modifier": _concurrency,
         }
-    return {"handler": handler, "concurrency_modifier": _concurrency}
+    return {"handler": _handle_async, "concurrency_modifier": _concurrency}
 
 
 def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None) -> dict[str, Any]:
@@ -166,6 +190,7 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
             inputs=inputs,
             weights={repo: str(path) for repo, path in env.weights.items()},
             vram_mb=spec.vram_mb,
+            max_jobs=spec.max_jobs,
             on_progress=report,
             on_chunk=on_chunk if getattr(request, "stream", False) else None,
             on_start_failure=repair,

@@ -8,30 +8,33 @@ memory is given back) and the next job starts a fresh one. A runner that died
 while idle (the OOM killer, ``kill -9``) is found before reuse and replaced
 without failing the job.
 
-Concurrency: the host serves jobs for different runners in parallel and one job
-per runner at a time (a runner process holds one model and serves one job).
-Starting a runner, and stopping others to make room for it, happens one at a
-time. What decides how many jobs reach the host at once is the worker's
-``concurrency_modifier`` (see ``handler.py``).
+Concurrency: each runner name has a pool of processes, each serving one job at a
+time. A runner declares how many jobs it serves at once on one GPU
+(``RunnerSpec.max_jobs``); ``MEDIA_WORKER_MAX_CONCURRENCY`` (default 1) caps every
+pool, so by default a runner is one process and jobs for it run one after another,
+while jobs for different runners run in parallel. Starting a process, and stopping
+others to make room for it, happens one at a time. How many jobs reach the host at
+once is the worker's ``concurrency_modifier`` (:meth:`RunnerHost.capacity`, see
+``handler.py``).
 
-Room: at most ``max_runners`` processes live at once, and a runner that declares
-the GPU memory it needs (``vram_mb``) starts only after idle runners are stopped,
-least recently used first, until it fits in the GPU's free memory
-(:func:`pick_runners_to_evict`). A busy runner is never stopped to make room.
+Room: at most ``max_runners`` models are loaded at once (a pool counts once), and a
+runner that declares the GPU memory it needs (``vram_mb``) starts only after idle
+pools are stopped, least recently used first, until it fits in the GPU's free memory
+(:func:`pick_runners_to_evict`). A busy runner is never stopped to make room, and a
+pool grows past its first process only into free memory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
-import functools
 import logging
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -115,6 +118,42 @@ def pick_runners_to_evict(
     return victims
 
 
+@dataclass(frozen=True)
+class HeldPool:
+    """One loaded model as the concurrency decision sees it."""
+
+    max_jobs: int  # the most processes its pool may have (already capped by the setting)
+    processes: int  # live or starting
+    vram_mb: int = 0  # what one process needs (0: a CPU runner)
+
+
+def decide_concurrency(held: Sequence[HeldPool], *, limit: int, free_mb: int | None) -> int:
+    """How many jobs the worker takes at once: the SDK's ``concurrency_modifier``. Pure.
+
+    ``limit`` is ``MEDIA_WORKER_MAX_CONCURRENCY``. With no model loaded the answer is
+    1: the first job decides which model is loaded, and a job for a model that is
+    not loaded may have to stop the idle ones. Otherwise each loaded model counts
+    for as many jobs as its pool may grow to: its ``max_jobs``, but for a GPU runner
+    only as many more processes as fit in ``free_mb`` (None: no GPU seen). Jobs
+    beyond that would have to wait, or evict a busy runner, which the host never does.
+
+    The answer is stable while pools grow (a started process moves its memory from
+    ``free_mb`` into the pool), which matters: the SDK resizes its job queue only
+    after every job in flight has finished (``JobScaler.set_scale``).
+    """
+    if limit <= 1 or not held:
+        return 1
+    spare = free_mb
+    total = 0
+    for pool in held:
+        jobs = pool.max_jobs
+        if pool.vram_mb > 0 and spare is not None:
+            jobs = max(pool.processes, min(jobs, pool.processes + spare // pool.vram_mb))
+            spare = max(spare - (jobs - pool.processes) * pool.vram_mb, 0)
+        total += jobs
+    return max(1, min(limit, total))
+
+
 def describe_exit(returncode: int | None) -> str:
     """Say in words why a runner process ended."""
     if returncode is None:
@@ -156,6 +195,11 @@ class RunnerProcess:
     def is_alive(self) -> bool:
         """True while the process runs and the host has not given up on it."""
         return self.state is not RunnerState.DEAD and self.exit_code() is None
+
+    def claim(self) -> None:
+        """Reserve this idle runner for one job (the host does, under its lock)."""
+        self._assert_state(RunnerState.IDLE)
+        self.state = RunnerState.BUSY
 
     def start(self, *, weights: dict[str, str], timeout_s: float, job_id: str) -> None:
         """Start the process and wait for it to load its model.
@@ -229,8 +273,7 @@ class RunnerProcess:
             RunnerCrashed: the process died, or reported ``Fatal``.
             JobTimeout: no result within ``timeout_s``; the process is killed.
         """
-        self._assert_state(RunnerState.IDLE)
-        self.state = RunnerState.BUSY
+        self._assert_state(RunnerState.BUSY)
         self.last_used = time.monotonic()
         deadline = time.monotonic() + timeout_s
         paths = {name: str(path) for name, path in (inputs or {}).items()}
@@ -342,19 +385,38 @@ def _failed_to_error(name: str, failed: p.Failed) -> WorkerError:
 
 
 @dataclass
-class _Slot:
-    """One runner name's place in the host: its process, and the lock that lets
-    one job at a time use it."""
+class _Pool:
+    """One runner name's processes: each serves one job at a time."""
 
-    lock: threading.Lock
-    runner: RunnerProcess | None = None
+    runners: list[RunnerProcess] = field(default_factory=list)
+    starting: int = 0  # processes being started, each for the job that asked
+    max_jobs: int = 1  # the most processes (jobs at once) this pool may have now
+    vram_mb: int = 0  # what one of its processes needs
+
+    def alive(self) -> list[RunnerProcess]:
+        return [r for r in self.runners if r.is_alive()]
+
+    def is_busy(self) -> bool:
+        return self.starting > 0 or any(r.state is RunnerState.BUSY for r in self.runners)
 
 
 class RunnerHost:
     """Keeps runner processes warm and routes jobs to them.
 
-    Thread-safe: jobs for different runners run in parallel, jobs for the same
-    runner one after another; starts and evictions happen one at a time.
+    Thread-safe. Each runner name has a pool of processes, one job per process at a
+    time: a job takes an idle process of its pool, or starts one more while the pool
+    is under its size (``max_jobs``, capped by ``MEDIA_WORKER_MAX_CONCURRENCY``) and
+    the GPU has free memory for it, or waits for one to become idle. Starts and
+    evictions happen one at a time; only idle pools are stopped to make room.
+
+    Why a pool of processes and not several jobs inside one runner: a process per job
+    keeps the runner protocol and every runner module as they are (one ``run`` at a
+    time, no shared state between jobs), a killed or poisoned process fails only its
+    own job, and the GPU measurement decides the size (``bench/gpu.py``'s Kokoro
+    concurrency rows: N processes against N threads in one process, each on its own
+    CUDA stream). In one process, Python holds the GIL for everything between kernels
+    (Kokoro's G2P, its per-sentence glue), and Kokoro's ``KModel`` takes one utterance
+    per call, so batching would mean changing the model's code.
     """
 
     def __init__(
@@ -362,20 +424,38 @@ class RunnerHost:
     ) -> None:
         self._max_runners = max_runners
         self._free_memory = free_memory
-        self._slots: dict[str, _Slot] = {}
-        self._lock = threading.Lock()  # guards _slots only; never held during a job
+        self._pools: dict[str, _Pool] = {}
+        self._lock = threading.Lock()  # guards the pools; never held during a job or start
+        self._changed = threading.Condition(self._lock)  # a process became idle, or left
         self._start_lock = threading.Lock()  # one start (and its evictions) at a time
 
     @property
     def live(self) -> dict[str, int | None]:
-        """Live runner names and their pids."""
-        with self._lock:
-            slots = list(self._slots.items())
-        return {n: s.runner.pid for n, s in slots if s.runner and s.runner.is_alive()}
+        """Live runner names and the pid of one of their processes (the newest)."""
+        return {name: pids[-1] for name, pids in self.pids.items()}
 
-    def _slot(self, name: str) -> _Slot:
+    @property
+    def pids(self) -> dict[str, list[int | None]]:
+        """Live runner names and the pids of their processes, oldest first."""
         with self._lock:
-            return self._slots.setdefault(name, _Slot(threading.Lock()))
+            pools = list(self._pools.items())
+            return {n: [r.pid for r in alive] for n, pool in pools if (alive := pool.alive())}
+
+    def capacity(self, limit: int) -> int:
+        """How many jobs the worker should take at once (see :func:`decide_concurrency`)."""
+        if limit <= 1:
+            return 1
+        with self._lock:
+            held = [
+                HeldPool(pool.max_jobs, len(pool.alive()) + pool.starting, pool.vram_mb)
+                for pool in self._pools.values()
+                if pool.starting or pool.alive()
+            ]
+            promised_mb = self._starting_mb()
+        free_mb = self._free_memory() if any(pool.vram_mb > 0 for pool in held) else None
+        if free_mb is not None:
+            free_mb = max(free_mb - promised_mb, 0)
+        return decide_concurrency(held, limit=limit, free_mb=free_mb)
 
     def run(
         self,
@@ -388,16 +468,20 @@ class RunnerHost:
         scratch: Path,
         weights: dict[str, str] | None = None,
         vram_mb: int = 0,
+        max_jobs: int = 1,
         timeout_s: float | None = None,
         on_progress: ProgressFn | None = None,
         inputs: Mapping[str, Path] | None = None,
         on_chunk: ChunkFn | None = None,
         on_start_failure: RepairFn | None = None,
     ) -> RunOutcome:
-        """Run one job on runner ``name``, starting it (and stopping others) if needed.
+        """Run one job on a process of runner ``name``, starting one (and stopping
+        idle others) if needed.
 
         Args:
-            vram_mb: GPU memory the runner needs when it starts (0: a CPU runner).
+            vram_mb: GPU memory one process of the runner needs (0: a CPU runner).
+            max_jobs: how many jobs the runner serves at once (its pool's most
+                processes), capped by ``MEDIA_WORKER_MAX_CONCURRENCY``.
             on_start_failure: called once when the runner cannot start (its
                 interpreter is gone, its imports fail); it repairs the environment
                 and returns the interpreter to try once more with.
@@ -406,44 +490,19 @@ class RunnerHost:
             WorkerError: whatever the runner reported for this job.
             RunnerCrashed: the runner could not start (after the one retry), or
                 died during the job.
-            JobTimeout: start or job exceeded its limit; the runner was killed.
+            JobTimeout: start or job exceeded its limit (the runner was killed), or
+                no process of the pool became free within the job's limit.
         """
         timeout_s = config.JOB_TIMEOUT_S.get() if timeout_s is None else timeout_s
         on_progress = on_progress or (lambda message, fraction: None)
-        slot = self._slot(name)
-        with slot.lock:
-            runner = slot.runner
-            if runner is not None and not runner.is_alive():
-                if runner.state is not RunnerState.DEAD:
-                    logger.warning(
-                        "job=%s runner %s %s while idle; starting a fresh one",
-                        job_id,
-                        name,
-                        describe_exit(runner.exit_code()),
-                    )
-                runner.kill()
-                runner = slot.runner = None
-            if runner is not None and (runner.python, runner.runner_ref) != (python, runner_ref):
-                runner.stop()
-                runner = slot.runner = None
-            cold = runner is None
+        size = max(1, min(max_jobs, config.MAX_CONCURRENCY.get()))
+        runner = self._take(name, python, runner_ref, vram_mb, size, job_id, timeout_s)
+        cold = runner is None
+        try:
             if runner is None:
-                with self._start_lock:
-                    self._make_room(name, vram_mb, job_id)
-                    start = functools.partial(
-                        self._start, slot, name, runner_ref, vram_mb, weights or {}, job_id
-                    )
-                    try:
-                        runner = start(python)
-                    except RunnerCrashed as exc:
-                        if on_start_failure is None:
-                            raise
-                        logger.warning(
-                            "job=%s %s; repairing its environment and trying once more",
-                            job_id,
-                            exc.message,
-                        )
-                        runner = start(on_start_failure())
+                runner = self._start_for(
+                    name, python, runner_ref, vram_mb, weights or {}, job_id, on_start_failure
+                )
             done = runner.run(
                 job_id=job_id,
                 payload=payload,
@@ -453,6 +512,9 @@ class RunnerHost:
                 inputs=inputs,
                 on_chunk=on_chunk,
             )
+        finally:
+            with self._changed:
+                self._changed.notify_all()
         return RunOutcome(
             outputs=done.outputs,
             load_s=runner.load_s if cold else 0.0,
@@ -461,9 +523,120 @@ class RunnerHost:
             result=done.result,
         )
 
+    def _take(
+        self,
+        name: str,
+        python: Path,
+        runner_ref: str,
+        vram_mb: int,
+        size: int,
+        job_id: str,
+        timeout_s: float,
+    ) -> RunnerProcess | None:
+        """An idle process of the pool, claimed for this job; or None after reserving
+        the start of a new one; or wait for either."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            # Read outside the lock: it may run nvidia-smi. A waiting job reads it
+            # again at least once a second, as other runners give memory back.
+            free_mb = self._free_memory() if vram_mb > 0 else None
+            with self._changed:
+                pool = self._pools.setdefault(name, _Pool())
+                pool.max_jobs, pool.vram_mb = size, vram_mb
+                self._prune(pool, name, python, runner_ref, job_id)
+                idle = [r for r in pool.runners if r.state is RunnerState.IDLE]
+                if idle:
+                    runner = max(idle, key=lambda r: r.last_used)  # the warmest
+                    runner.claim()
+                    return runner
+                count = len(pool.runners) + pool.starting
+                if count == 0 or (count < size and self._fits(vram_mb, free_mb)):
+                    pool.starting += 1
+                    return None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise JobTimeout(
+                        f"no {name} runner became free within {timeout_s:g} s "
+                        f"({config.JOB_TIMEOUT_S.name}); {count} are busy",
+                        details=[{"field": None, "message": f"timeout_s={timeout_s:g}"}],
+                    )
+                self._changed.wait(min(left, 1.0))
+
+    def _prune(self, pool: _Pool, name: str, python: Path, runner_ref: str, job_id: str) -> None:
+        """Drop the pool's dead processes, and idle ones of another interpreter (the
+        environment was repaired meanwhile). Called under the lock."""
+        for runner in list(pool.runners):
+            if runner.state is RunnerState.IDLE and not runner.is_alive():
+                logger.warning(
+                    "job=%s runner %s %s while idle; starting a fresh one",
+                    job_id,
+                    name,
+                    describe_exit(runner.exit_code()),
+                )
+                runner.kill()
+            elif runner.state is RunnerState.IDLE and (runner.python, runner.runner_ref) != (
+                python,
+                runner_ref,
+            ):
+                runner.stop()
+            if runner.state is RunnerState.DEAD:
+                pool.runners.remove(runner)
+
+    def _starting_mb(self) -> int:
+        """GPU memory promised to processes still starting (not in the reading yet).
+        Called under the lock."""
+        return sum(pool.starting * pool.vram_mb for pool in self._pools.values())
+
+    def _fits(self, vram_mb: int, free_mb: int | None) -> bool:
+        """Whether one more process that needs ``vram_mb`` fits in ``free_mb``, less
+        what starting processes will take (a pool grows only into free memory; it
+        never evicts for that). Called under the lock."""
+        if vram_mb <= 0 or free_mb is None:
+            return True
+        return free_mb - self._starting_mb() >= vram_mb
+
+    def _start_for(
+        self,
+        name: str,
+        python: Path,
+        runner_ref: str,
+        vram_mb: int,
+        weights: dict[str, str],
+        job_id: str,
+        on_start_failure: RepairFn | None,
+    ) -> RunnerProcess:
+        """Start one more process for ``name`` (its place was reserved by ``_take``),
+        claimed for this job."""
+        runner: RunnerProcess | None = None
+        try:
+            with self._start_lock:
+                self._make_room(name, vram_mb, job_id)
+                try:
+                    runner = self._start(name, runner_ref, vram_mb, weights, job_id, python)
+                except RunnerCrashed as exc:
+                    if on_start_failure is None:
+                        raise
+                    logger.warning(
+                        "job=%s %s; repairing its environment and trying once more",
+                        job_id,
+                        exc.message,
+                    )
+                    runner = self._start(
+                        name, runner_ref, vram_mb, weights, job_id, on_start_failure()
+                    )
+        finally:
+            with self._changed:
+                pool = self._pools.setdefault(name, _Pool())
+                pool.starting -= 1
+                if runner is not None:
+                    runner.claim()
+                    pool.runners.append(runner)
+                self._changed.notify_all()
+        assert runner is not None  # a failed start raised above
+        return runner
+
     def _start(
         self,
-        slot: _Slot,
         name: str,
         runner_ref: str,
         vram_mb: int,
@@ -471,48 +644,49 @@ class RunnerHost:
         job_id: str,
         python: Path,
     ) -> RunnerProcess:
-        runner = slot.runner = RunnerProcess(name, python, runner_ref, vram_mb=vram_mb)
+        runner = RunnerProcess(name, python, runner_ref, vram_mb=vram_mb)
         runner.start(weights=weights, timeout_s=config.RUNNER_START_TIMEOUT_S.get(), job_id=job_id)
         return runner
 
     def _make_room(self, name: str, vram_mb: int, job_id: str) -> None:
-        """Stop idle runners so that ``name`` fits by count and by GPU memory."""
+        """Stop idle pools so that one more process of ``name`` fits by count and by
+        GPU memory."""
         max_live = self._max_runners or config.MAX_RUNNERS.get()
         with self._lock:
-            slots = {n: s for n, s in self._slots.items() if s.runner and s.runner.is_alive()}
-        table = {
-            n: LiveRunner(s.runner.last_used, s.runner.vram_mb, busy=s.lock.locked())  # type: ignore[union-attr]
-            for n, s in slots.items()
-        }
+            table = {}
+            for n, pool in self._pools.items():
+                if alive := pool.alive():
+                    table[n] = LiveRunner(
+                        max(r.last_used for r in alive),
+                        sum(r.vram_mb for r in alive),
+                        busy=pool.is_busy(),
+                    )
         free_mb = self._free_memory() if vram_mb > 0 else None
         victims = pick_runners_to_evict(
             table, keep=name, max_live=max_live, need_mb=vram_mb, free_mb=free_mb
         )
         for victim in victims:
-            slot = slots[victim]
-            if not slot.lock.acquire(blocking=False):
-                continue  # a job took it meanwhile: it is not idle any more
-            try:
-                if slot.runner is not None:
-                    logger.info(
-                        "job=%s stopping idle runner %s to make room "
-                        "(max=%d need_mb=%d free_mb=%s)",
-                        job_id,
-                        victim,
-                        max_live,
-                        vram_mb,
-                        free_mb,
-                    )
-                    slot.runner.stop()
-                    slot.runner = None
-            finally:
-                slot.lock.release()
+            with self._lock:
+                pool = self._pools[victim]
+                if pool.is_busy():
+                    continue  # a job took it meanwhile: it is not idle any more
+                stopping, pool.runners = pool.runners, []
+            logger.info(
+                "job=%s stopping idle runner %s to make room (max=%d need_mb=%d free_mb=%s)",
+                job_id,
+                victim,
+                max_live,
+                vram_mb,
+                free_mb,
+            )
+            for runner in stopping:
+                runner.stop()
 
     def shutdown(self) -> None:
         """Stop every runner (at exit)."""
         with self._lock:
-            slots = list(self._slots.values())
-            self._slots.clear()
-        for slot in slots:
-            if slot.runner is not None:
-                slot.runner.stop()
+            pools = list(self._pools.values())
+            self._pools.clear()
+        for pool in pools:
+            for runner in pool.runners:
+                runner.stop()

@@ -451,15 +451,21 @@ def test_test_input_flag_reports_a_bad_job_and_exits_1(tmp_path):
 
 
 def _serve_api(
-    env: dict[str, str], port: int, log: Path, *, ready_timeout_s: float = 120.0
+    env: dict[str, str],
+    port: int,
+    log: Path,
+    *,
+    ready_timeout_s: float = 120.0,
+    program: tuple[str, ...] = ("handler.py",),
 ) -> subprocess.Popen:
     """``python handler.py --rp_serve_api`` on loopback, its output in ``log``; returns
-    once the API answers (the process is killed if it dies or never answers)."""
+    once the API answers (the process is killed if it dies or never answers).
+    ``program`` replaces ``handler.py`` (``-c`` and a script that ends in ``handler.main()``)."""
     with log.open("w") as sink:
         server = subprocess.Popen(
             [
                 sys.executable,
-                "handler.py",
+                *program,
                 "--rp_serve_api",
                 "--rp_api_host",
                 "127.0.0.1",

@@ -14,7 +14,6 @@ The slow profile here is a real one that cannot become ready for a while: torch
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 import shutil
@@ -24,7 +23,6 @@ import threading
 import time
 
 import pytest
-from runpod.serverless.modules.rp_scale import JobScaler
 
 import bootstrap
 import config
@@ -123,15 +121,6 @@ def test_two_jobs_for_the_same_unready_profile_share_one_ensure(held_build, monk
     assert calls == [SLOW.name]  # one ensure, both jobs heard its progress
     assert outcomes[0] is outcomes[1] and isinstance(outcomes[0], BootstrapFailed)
     assert "free" in outcomes[0].message or "space" in outcomes[0].message
-
-
-def test_the_worker_takes_one_job_at_a_time():
-    """What main() hands the SDK, and what the SDK's job scaler makes of it."""
-    scaler = JobScaler(handler.sdk_config())
-    scaler.current_concurrency = 4  # whatever the SDK starts from, the worker says 1
-    asyncio.run(scaler.set_scale())
-    assert scaler.current_concurrency == handler.JOBS_PER_WORKER == 1
-    assert scaler.jobs_queue.maxsize == 1
 
 
 def test_seed_for_piper_is_rejected_before_any_model_loads(monkeypatch):

@@ -71,6 +71,10 @@ class RunnerSpec:
         default: when this model is its task's default (unless a setting names one):
             ``"gpu"`` on a machine with a GPU, ``"cpu"`` on one without, ``"always"``,
             or ``""`` never (asked for by name). The first matching runner wins.
+        max_jobs: how many jobs of this model one GPU serves at once, measured
+            (``bench/gpu.py``): the host keeps up to that many processes of the
+            runner, one job each, while GPU memory allows; capped by
+            ``MEDIA_WORKER_MAX_CONCURRENCY`` (default 1).
     """
 
     task: str
@@ -81,6 +85,7 @@ class RunnerSpec:
     knobs: tuple[str, ...] = ()
     vram_mb: int = 0
     default: str = ""
+    max_jobs: int = 1
 
 
 DEFAULT_RULES = ("", "gpu", "cpu", "always")

@@ -279,5 +279,9 @@ SPECS = (
         # 0.5 GB) plus the CUDA context; bench/gpu.py prints the peak to replace it with.
         vram_mb=1024,
         default="gpu",
+        # Eight jobs at once on one GPU: the goal (300x real time aggregate),
+        # to be confirmed by bench/gpu.py's Kokoro concurrency rows (1/4/8 streams,
+        # processes vs threads); eight processes of 1 GB fit any 16 GB card.
+        max_jobs=8,
     ),
 )

@@ -167,3 +167,22 @@ class EnvReportRunner(Runner):
         out = Path(ctx.scratch) / "environ.json"
         out.write_text(json.dumps({"environ": dict(os.environ), "payload": job}))
         return [OutputFile(str(out), "application/json")]
+
+
+class GatherRunner(Runner):
+    """Serves a job that names its group, ``job["text"] = "<word> of <n>"``: it waits
+    (up to a minute) until n jobs of the worker are inside a runner at once, then
+    writes its text, its pid and what it saw. Jobs served one at a time never meet."""
+
+    def run(self, job, ctx):
+        size = int(job["text"].rsplit(" ", 1)[-1])
+        arrived = Path(ctx.scratch).parent / "gather"  # the worker's scratch root
+        arrived.mkdir(exist_ok=True)
+        (arrived / f"{ctx.job_id}").write_text(str(os.getpid()))
+        deadline = time.monotonic() + 60
+        while len(list(arrived.iterdir())) < size and time.monotonic() < deadline:
+            time.sleep(0.02)
+        met = len(list(arrived.iterdir()))
+        out = Path(ctx.scratch) / "gathered.json"
+        out.write_text(json.dumps({"text": job["text"], "pid": os.getpid(), "met": met}))
+        return [OutputFile(str(out), "application/json")]
