@@ -419,6 +419,7 @@ def _kokoro_concurrency(
         try:
             results = _kokoro_processes(bench, weights, count, repeat)
             rows.append(_concurrency_row(f"{count} processes", results, count))
+            rows[-1].note += f"; {max(1, (os.cpu_count() or 1) // count)} torch threads each"
         except Exception as exc:
             rows.append(Row("kokoro", f"{count} processes", note=_failed(exc)))
     return rows
@@ -453,8 +454,12 @@ def _kokoro_processes(
 ) -> list[tuple[float, float, float]]:
     """``count`` processes load the model, wait until all are ready, speak at once.
     Times are wall-clock (time.time), comparable across processes."""
+    # The cores are shared out, as a pool of runner processes would: N processes each
+    # with torch's default of one thread per core spin against each other on the CPU.
+    threads = max(1, (os.cpu_count() or 1) // count)
     command = [sys.executable, str(Path(__file__).resolve()), "--kokoro-stream", str(weights),
-               "--device", bench.device, "--repeat", str(repeat)]  # fmt: skip
+               "--device", bench.device, "--repeat", str(repeat),
+               "--threads", str(threads)]  # fmt: skip
     if bench.small:
         command.append("--small")
     logs = [bench.tmp / f"kokoro-stream-{count}-{n}.log" for n in range(count)]
@@ -484,11 +489,15 @@ def _kokoro_processes(
                 p.kill()
 
 
-def _kokoro_stream_process(weights: Path, device: str, repeat: int, small: bool) -> int:
+def _kokoro_stream_process(
+    weights: Path, device: str, repeat: int, small: bool, threads: int
+) -> int:
     """The child side of :func:`_kokoro_processes`."""
     _kokoro_without_g2p_libraries()
     import torch
     from kokoro import KModel
+
+    torch.set_num_threads(threads)
 
     model = KModel(repo_id="hexgrad/Kokoro-82M", config=str(weights / "config.json"),
                    model=str(weights / "kokoro-v1_0.pth")).to(device).eval()  # fmt: skip
@@ -1055,6 +1064,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(--only e2e: those jobs alone)")  # fmt: skip
     parser.add_argument("--kokoro-stream", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--repeat", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument(
         "--seedvr2-source",
         default=None,
@@ -1074,7 +1084,9 @@ def main(argv: list[str] | None = None) -> int:
     cuda = torch is not None and torch.cuda.is_available()
     device = args.device or ("cuda" if cuda else "cpu")
     if args.kokoro_stream:
-        return _kokoro_stream_process(args.kokoro_stream, device, args.repeat, args.small)
+        return _kokoro_stream_process(
+            args.kokoro_stream, device, args.repeat, args.small, args.threads
+        )
     runs = args.runs or (1 if args.small else 3)
     wanted = {n.strip() for n in args.only.split(",") if n.strip()}
     selected = [*ROWS, e2e_rows] if args.e2e or "e2e" in wanted else ROWS
