@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from errors import InvalidInput, UnsupportedMedia
+from models import image_header
 
 FIELD = "reference_audio"
 # Longest input decoded at all: a reference is seconds of speech; decoding stops
@@ -115,8 +116,11 @@ def decode(path: Path, *, sample_rate: int) -> Any:
     import av
     import numpy as np
 
+    image_header.refuse_as_audio(path, field=FIELD)
+    # FFmpeg decodes a picture of each video stream while opening: bound it (issue 20).
+    options = image_header.decoder_options(image_header.AUDIO_MAX_PIXELS)
     try:
-        container = av.open(str(path))
+        container = av.open(str(path), options=options)
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         raise _not_audio(f"it is not a media file PyAV can open ({_reason(exc)})") from None
     with container:

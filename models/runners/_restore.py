@@ -58,8 +58,9 @@ def run_restore(
     from models import video
 
     src = ctx.inputs["video"]
-    info = video.probe(src)
-    video.check_source(info, limits())
+    caps = limits()
+    info = video.probe(src, max_side=caps.max_source_side)
+    video.check_source(info, caps)
     size = video.target_size(
         info.width,
         info.height,
@@ -72,7 +73,13 @@ def run_restore(
     color = job.get("color_correction") or "none"
     if info.kind == "image":
         result = video.restore_image(
-            src, ctx.scratch / "restored.png", backend, size=size, color_correction=color
+            src,
+            ctx.scratch / "restored.png",
+            backend,
+            info=info,
+            size=size,
+            max_source_side=caps.max_source_side,
+            color_correction=color,
         )
         content_type = "image/png"
     else:
@@ -89,6 +96,7 @@ def run_restore(
             encoder=config.RESTORE_ENCODER.get(),
             # NVENC is tried where a GPU may have it (H100/H200 have none: NVML says so).
             has_nvidia_gpu=facts.has_gpu and facts.nvenc is not False,
+            max_source_side=caps.max_source_side,
         )
         result = video.restore_video(
             src,

@@ -35,6 +35,7 @@ from typing import Any
 import config
 from bootstrap import machine
 from errors import InvalidInput, UnsupportedMedia
+from models import image_header
 from models.protocol import OutputFile
 from models.runners.base import RunContext, Runner, RunnerSpec
 from models.subtitles import (
@@ -357,6 +358,11 @@ def segment_dicts(segments: list[Segment], *, with_words: bool) -> list[dict[str
 # --- audio in ------------------------------------------------------------------------
 
 
+# Opening a file makes FFmpeg decode a picture of each video stream (or of an image
+# sent as audio: a 1.9 MB PNG bomb decoded to 2 GB before issue 20); bound it.
+_DECODER = image_header.decoder_options(image_header.AUDIO_MAX_PIXELS)
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     duration_s: float | None  # from the container; None when it does not say
@@ -371,8 +377,9 @@ def probe(path: Path) -> AudioInfo:
     """
     import av
 
+    image_header.refuse_as_audio(path, field="audio")
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with av.open(str(path), metadata_errors="ignore", options=_DECODER) as container:
             if not container.streams.audio:
                 kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
                 raise UnsupportedMedia(
@@ -413,7 +420,7 @@ def decode_windows(path: Path, *, max_s: float) -> Iterator[tuple[float, Any]]:
     pending_n = 0
     offset = 0
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with av.open(str(path), metadata_errors="ignore", options=_DECODER) as container:
             for frame in container.decode(audio=0):
                 frame.pts = None  # resample by count; broken timestamps do not matter
                 for out in resampler.resample(frame):

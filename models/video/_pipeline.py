@@ -28,9 +28,15 @@ from typing import Any, TypeVar
 import numpy as np
 
 from errors import UnsupportedMedia
+from models import image_header
 from models.video import _color
 from models.video._encode import EncodeSettings, VideoWriter
-from models.video._plan import SourceInfo, choose_encoder, progress_message
+from models.video._plan import (
+    SourceInfo,
+    check_frame,
+    choose_encoder,
+    progress_message,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +58,7 @@ class PipelineOptions:
     encoder: str = ""  # force an encoder; empty: NVENC on an NVIDIA GPU, else libx264
     has_nvidia_gpu: bool = False
     queue_depth: int = 2
+    max_source_side: int = 3840  # MEDIA_WORKER_RESTORE_MAX_SOURCE_SIDE: bounds each frame
 
 
 @dataclass(frozen=True)
@@ -143,13 +150,27 @@ def _get(q: queue.Queue, stop: threading.Event) -> object:
                 return _DONE
 
 
-def _frames(path: Path, busy: list[float]) -> Iterator[tuple[np.ndarray, tuple[int, int]]]:
-    """Decoded RGB frames with their (timestamp, duration) in the stream's time base."""
+def _frames(
+    path: Path, busy: list[float], *, size: tuple[int, int], max_side: int
+) -> Iterator[tuple[np.ndarray, tuple[int, int]]]:
+    """Decoded RGB frames with their (timestamp, duration) in the stream's time base.
+
+    Every frame must be ``size`` (the probed one): the probe saw the first frame
+    only, and a stream may change resolution later. Any other size is refused
+    before the frame is converted, and the decoder itself refuses to allocate one
+    over ``max_side`` squared pixels (FFmpeg's ``max_pixels``).
+
+    Raises:
+        UnsupportedMedia: a frame cannot be decoded, has another size, or there is
+            no frame at all (field ``video``).
+    """
     import av
 
-    with av.open(str(path)) as container:
+    limit = image_header.decoder_options(max_side * max_side)
+    with av.open(str(path), options=limit) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        stream.codec_context.options = limit
         step = 1
         if stream.average_rate and stream.time_base:
             step = max(1, round(1 / (stream.average_rate * stream.time_base)))
@@ -160,12 +181,14 @@ def _frames(path: Path, busy: list[float]) -> Iterator[tuple[np.ndarray, tuple[i
             try:
                 frame = next(decoded)
             except StopIteration:
-                return
+                break
             except av.FFmpegError as exc:
                 raise UnsupportedMedia(
-                    f"video: frame {index} could not be decoded ({exc.strerror or exc})",
+                    f"video: frame {index} could not be decoded ({exc.strerror or exc}): the "
+                    "file is damaged, or its frames grow mid-stream",
                     field="video",
                 ) from None
+            check_frame(index, frame.width, frame.height, expected=size)
             rgb = frame.to_ndarray(format="rgb24")
             pts = frame.pts if frame.pts is not None else index * step
             busy[0] += time.perf_counter() - t
@@ -173,6 +196,13 @@ def _frames(path: Path, busy: list[float]) -> Iterator[tuple[np.ndarray, tuple[i
             # The duration keeps the last frame as long as in the source (a VFR
             # clip's last interval is not the average one).
             yield rgb, (pts, frame.duration or step)
+    if index == 0:
+        # Before: an mp4 with its tail cut probed as 10 frames, decoded none, and the
+        # job failed on the missing output with an internal path in the message.
+        raise UnsupportedMedia(
+            "video: no frame could be decoded; the file is cut short or damaged",
+            field="video",
+        )
 
 
 def restore_video(
@@ -211,7 +241,9 @@ def restore_video(
     started = time.perf_counter()
 
     def decode() -> None:
-        frames = _frames(src, decode_busy)
+        frames = _frames(
+            src, decode_busy, size=(info.width, info.height), max_side=options.max_source_side
+        )
         for batch, context in batched_with_context(frames, options.batch_frames, options.overlap):
             images = np.stack([rgb for rgb, _ in batch])
             if not _put(q_in, (images, [pts for _, pts in batch], context), stop):
@@ -304,18 +336,26 @@ def restore_image(
     dest: Path,
     backend: Backend,
     *,
+    info: SourceInfo,
     size: tuple[int, int],
+    max_source_side: int,
     color_correction: str = "none",
 ) -> RestoreResult:
-    """Restore a still image into ``dest`` (a .png) through the same backend."""
+    """Restore a still image into ``dest`` (a .png) through the same backend.
+
+    Raises:
+        UnsupportedMedia: the picture cannot be decoded at its probed size.
+    """
     import os
 
     import av
 
     started = time.perf_counter()
-    with av.open(str(src)) as container:
-        frame = next(container.decode(video=0))
-        image = frame.to_ndarray(format="rgb24")[None]
+    frames = _frames(src, [0.0], size=(info.width, info.height), max_side=max_source_side)
+    try:
+        image = next(frames)[0][None]
+    finally:
+        frames.close()
     decode_s = time.perf_counter() - started
     t = time.perf_counter()
     restored = _color.correct(backend(image), image, color_correction)

@@ -59,13 +59,44 @@ def check_source(info: SourceInfo, limits: Limits) -> None:
     )  # fmt: skip
     for over, what, cap, setting in problems:
         if over:
-            raise InvalidInput(
-                f"video: the input is {what}, over this worker's cap of {cap} ({setting}); "
-                "send a shorter or smaller input",
-                field="video",
-            )
+            raise over_cap(what, cap, setting)
+    if info.width == 0 or info.height == 0:
+        # FFmpeg's decoder refused the picture (over its max_pixels, or damaged)
+        raise UnsupportedMedia(
+            "video: the picture's size could not be read: the file is damaged, or larger "
+            f"than this worker's cap of {limits.max_source_side} pixels on a side "
+            "(MEDIA_WORKER_RESTORE_MAX_SOURCE_SIDE)",
+            field="video",
+        )
     if info.width < 2 or info.height < 2:
-        raise UnsupportedMedia(f"video: {info.width}x{info.height} is too small to restore")
+        raise UnsupportedMedia(
+            f"video: {info.width}x{info.height} is too small to restore", field="video"
+        )
+
+
+def over_cap(what: str, cap: float, setting: str) -> InvalidInput:
+    """The error for an input over one of the restore caps (field ``video``)."""
+    return InvalidInput(
+        f"video: the input is {what}, over this worker's cap of {cap} ({setting}); "
+        "send a shorter or smaller input",
+        field="video",
+    )
+
+
+def check_frame(index: int, width: int, height: int, *, expected: tuple[int, int]) -> None:
+    """Refuse a decoded frame whose size is not the probed one (checked per frame:
+    an H.264 stream may switch from 64x48 to 1920x1088 after the probe's first frame).
+
+    Raises:
+        UnsupportedMedia: the frame's size differs (field ``video``).
+    """
+    if (width, height) != expected:
+        raise UnsupportedMedia(
+            f"video: frame {index} is {width}x{height}, but the video starts at "
+            f"{expected[0]}x{expected[1]}; a video whose resolution changes mid-stream "
+            "is not supported (re-encode it at one size)",
+            field="video",
+        )
 
 
 def _even(x: float) -> int:

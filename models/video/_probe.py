@@ -11,24 +11,47 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import config
 from errors import UnsupportedMedia
-from models.video._plan import SourceInfo
+from models import image_header
+from models.video._plan import SourceInfo, over_cap
 
 # Demuxers that read one still picture (ffmpeg's image2 family).
 _IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "webp", "apng")
 
 
-def probe(path: Path, *, field: str = "video") -> SourceInfo:
-    """What ``path`` holds.
+def probe(path: Path, *, field: str = "video", max_side: int | None = None) -> SourceInfo:
+    """What ``path`` holds, decoding no picture larger than ``max_side`` squared
+    (default: ``MEDIA_WORKER_RESTORE_MAX_SOURCE_SIDE``, read now).
+
+    An image's header is read first (:mod:`models.image_header`): one claiming
+    more than ``max_side`` on a side is refused before FFmpeg decodes it.
 
     Raises:
+        InvalidInput: an image whose header claims a side over ``max_side``.
         UnsupportedMedia: not a container PyAV reads, or no video stream in it
-            (an audio file, a subtitle file), or its codec has no decoder here.
+            (an audio file, a subtitle file), or its codec has no decoder here,
+            or an image header that is cut short.
     """
     import av
 
+    max_side = config.RESTORE_MAX_SOURCE_SIDE.get() if max_side is None else max_side
+    header = image_header.read(path)
+    if header is not None and not header.readable:
+        raise UnsupportedMedia(
+            f"{field}: the {header.format} image's header is damaged or cut short",
+            field=field,
+        )
+    if header is not None and max(header.width, header.height) > max_side:
+        raise over_cap(
+            f"a {header.format} image of {header.width}x{header.height}",
+            max_side,
+            "MEDIA_WORKER_RESTORE_MAX_SOURCE_SIDE",
+        )
+    # Other formats (and lies the header reader cannot see) meet the decoder's limit.
+    options = image_header.decoder_options(max_side * max_side)
     try:
-        container = av.open(str(path))
+        container = av.open(str(path), options=options)
     except av.FFmpegError as exc:
         raise UnsupportedMedia(
             f"{field}: not a video or image this worker can read ({exc.strerror or exc})",
@@ -52,7 +75,7 @@ def probe(path: Path, *, field: str = "video") -> SourceInfo:
             duration, frames = 0.0, 1
         else:
             duration = _duration_s(container, stream)
-            frames = stream.frames or _count_packets(path)
+            frames = stream.frames or _count_packets(path, options)
             if duration <= 0 and fps > 0:
                 duration = frames / fps
         return SourceInfo(
@@ -76,9 +99,9 @@ def _duration_s(container: object, stream: object) -> float:
     return 0.0
 
 
-def _count_packets(path: Path) -> int:
+def _count_packets(path: Path, options: dict[str, str]) -> int:
     import av
 
-    with av.open(str(path)) as container:
+    with av.open(str(path), options=options) as container:
         stream = container.streams.video[0]
         return sum(1 for packet in container.demux(stream) if packet.size)

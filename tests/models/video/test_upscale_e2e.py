@@ -29,7 +29,7 @@ import bootstrap
 import handler
 from models.environments import Environments
 from models.profiles import upscale_profile
-from tests.fixtures import sr_models
+from tests.fixtures import hostile, sr_models
 from tests.fixtures.clips import make_clip, make_image, read_back
 
 pytestmark = pytest.mark.slow
@@ -189,12 +189,14 @@ def test_resolution_below_the_model_scale_is_reached_by_a_final_resize(worker, t
     ],
 )  # fmt: skip
 def test_limits_and_unreachable_targets_fail_with_the_field(
-    worker, tmp_path, monkeypatch, fields, env, code, field, fragment
+    worker, tmp_path, monkeypatch, request, fields, env, code, field, fragment
 ):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     if env:
         handler._HOST.shutdown()  # runners read their settings when they start
+        # ...and keep them: the next test must not meet this runner's caps
+        request.addfinalizer(handler._HOST.shutdown)
     src = make_clip(tmp_path / "c.mp4", frames=8)
     result = handler.handler(_job("up-bad", src, "video/mp4", **fields))
     assert result["error_code"] == code, result
@@ -218,6 +220,35 @@ def test_audio_only_input_has_no_video_stream(worker, tmp_path):
     result = handler.handler(_job("up-wav", wav, "audio/wav"))
     assert result["error_code"] == "unsupported_media"
     assert "no video stream" in result["error"]
+
+
+HOSTILE = [
+    ("switch.h264", "video/h264", hostile.resolution_switch, "unsupported_media",
+     "frame 5 is 1920x1088, but the video starts at 64x48"),
+    ("cut.mp4", "video/mp4", hostile.cut_mp4, "unsupported_media", "no frame could be decoded"),
+    ("bomb.png", "image/png", hostile.png_bomb, "invalid_input", "png image of 16000x16000"),
+    ("lie.png", "image/png", lambda p: hostile.png_claiming(p, 30_000, 30_000), "invalid_input",
+     "MEDIA_WORKER_RESTORE_MAX_SOURCE_SIDE"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "mime", "make", "code", "fragment"), HOSTILE,
+                         ids=[h[0] for h in HOSTILE])  # fmt: skip
+def test_hostile_inputs_fail_naming_the_field_and_leave_nothing(
+    worker, tmp_path, monkeypatch, name, mime, make, code, fragment
+):
+    # issue 20: these were runner_crashed (a ValueError from np.stack; a
+    # FileNotFoundError naming the scratch's partial file), a 2 GB decode, and
+    # "0x0 is too small to restore" without a field.
+    scratch = tmp_path / "scratch"
+    monkeypatch.setenv("MEDIA_WORKER_SCRATCH_DIR", str(scratch))
+    result = handler.handler(_job(f"hostile-{name}", make(tmp_path / name), mime))
+    assert result["error_code"] == code, result
+    assert result["details"][0]["field"] == "video"
+    assert fragment in result["error"]
+    assert "partial" not in result["error"] and str(tmp_path) not in result["error"]
+    assert list(scratch.iterdir()) == [], "the job's scratch dir was left"
+    assert not worker.exists() or not any(worker.rglob("*.*")), "something was published"
 
 
 def _runner_hwm_kb() -> int:
