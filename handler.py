@@ -63,6 +63,7 @@ import storage
 from errors import InvalidInput, WorkerError
 from models import contract, registry
 from models import protocol as p
+from models.contract import Envelope
 from models.environments import Environments
 from models.host import RunnerHost
 from models.profiles import get_profile
@@ -77,13 +78,13 @@ MAX_STREAM_ITEM_BYTES = 1_000_000
 ChunkSink = Callable[[p.Chunk], None]
 
 
-def _progress(job: dict[str, Any], job_id: str, message: str, fraction: float | None) -> None:
+def _progress(envelope: Envelope, job_id: str, message: str, fraction: float | None) -> None:
     logger.info("job=%s progress %s", job_id, message)
     if not worker_state.IS_LOCAL_TEST:
         update: dict[str, Any] = {"message": message}
         if fraction is not None:
             update["fraction"] = round(fraction, 3)
-        runpod.serverless.progress_update(job, update)
+        runpod.serverless.progress_update(envelope, update)
 
 
 def _concurrency(current: int) -> int:
@@ -131,37 +132,35 @@ def sdk_config(*, streaming: bool = False, test_input: bool = False) -> dict[str
     return {"handler": _handle_async, "concurrency_modifier": _concurrency}
 
 
-def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None) -> dict[str, Any]:
+def _run_job(envelope: Envelope, job_id: str, on_chunk: ChunkSink | None = None) -> dict[str, Any]:
     started = time.perf_counter()
-    request = contract.parse_job(job.get("input"))
-    if getattr(request, "stream", False) and on_chunk is None:
+    job = contract.parse_job(envelope.get("input"))
+    if getattr(job, "stream", False) and on_chunk is None:
         raise InvalidInput(
             "stream: this endpoint is not a streaming one; leave out stream, or deploy "
             "with MEDIA_WORKER_STREAMING=1 (see the README's streaming section)",
             field="stream",
         )
-    task = registry.task(request.task)
+    task = registry.task(job.task)
     if task.serve is not None:  # a task no runner serves
-        return task.serve(request, storage.s3_settings(job.get("s3Config")), job_id)
-    spec = registry.resolve(request)
-    prefix = storage.validate_prefix(request.output.prefix) if request.output.prefix else None
-    s3 = storage.s3_settings(job.get("s3Config"))
-    logger.info("job=%s accepted task=%s model=%s", job_id, request.task, spec.model)
-    logger.debug("job=%s fields %s", job_id, ",".join(sorted(request.model_fields_set)))
+        return task.serve(job, storage.s3_settings(envelope.get("s3Config")), job_id)
+    spec = registry.resolve(job)
+    prefix = storage.validate_prefix(job.output.prefix) if job.output.prefix else None
+    s3 = storage.s3_settings(envelope.get("s3Config"))
+    logger.info("job=%s accepted task=%s model=%s", job_id, job.task, spec.model)
+    logger.debug("job=%s fields %s", job_id, ",".join(sorted(job.model_fields_set)))
 
     def report(message: str, fraction: float | None = None) -> None:
-        _progress(job, job_id, message, fraction)
+        _progress(envelope, job_id, message, fraction)
 
     with storage.scratch(job_id) as scratch:
         t = time.perf_counter()
         inputs: dict[str, Path] = {}
-        for field in contract.fields_marked(type(request), contract.MEDIA):
-            if (value := getattr(request, field)) is not None:
+        for field in contract.fields_marked(type(job), contract.MEDIA):
+            if (value := getattr(job, field)) is not None:
                 ref = storage.parse_media_ref(value, field=field)
                 inputs[field] = storage.fetch(ref, scratch, s3=s3)
-        prepared = Prepared(
-            request, scratch, inputs, request.model_dump(mode="json"), s3=s3, prefix=prefix
-        )
+        prepared = Prepared(job, scratch, inputs, job.model_dump(mode="json"), s3=s3, prefix=prefix)
         if task.before_run is not None:
             task.before_run(prepared)
         fetch_s = time.perf_counter() - t
@@ -185,14 +184,14 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
             python=env.python,
             runner_ref=spec.runner_ref,
             job_id=job_id,
-            payload=prepared.payload,
+            payload=prepared.runner_input,
             scratch=scratch,
             inputs=inputs,
             weights={repo: str(path) for repo, path in env.weights.items()},
             vram_mb=spec.vram_mb,
             max_jobs=spec.max_jobs,
             on_progress=report,
-            on_chunk=on_chunk if getattr(request, "stream", False) else None,
+            on_chunk=on_chunk if getattr(job, "stream", False) else None,
             on_start_failure=repair,
         )
 
@@ -205,7 +204,7 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
             outcome.outputs,
             s3=s3,
             prefix=prefix,
-            presign_seconds=request.output.presign_seconds,
+            presign_seconds=job.output.presign_seconds,
         )
         publish_s = time.perf_counter() - t
 
@@ -223,7 +222,7 @@ def _run_job(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None
     result = contract.job_result(
         {
             **fields,
-            "task": request.task,
+            "task": job.task,
             "model": spec.model,
             "outputs": published,
             "timings": timings,
@@ -249,14 +248,14 @@ def error_envelope(exc: WorkerError) -> dict[str, Any]:
     ).model_dump(mode="json", exclude_none=True)
 
 
-def handler(job: dict[str, Any]) -> dict[str, Any]:
+def handler(envelope: Envelope) -> dict[str, Any]:
     """Serve one RunPod job; never raises, never returns a traceback or a secret."""
-    return _serve(job, str(job.get("id") or "local"))
+    return _serve(envelope, str(envelope.get("id") or "local"))
 
 
-def _serve(job: dict[str, Any], job_id: str, on_chunk: ChunkSink | None = None) -> dict[str, Any]:
+def _serve(envelope: Envelope, job_id: str, on_chunk: ChunkSink | None = None) -> dict[str, Any]:
     try:
-        return _run_job(job, job_id, on_chunk)
+        return _run_job(envelope, job_id, on_chunk)
     except WorkerError as exc:
         logger.warning("job=%s failed %s: %s", job_id, exc.code, exc.message)
         return error_envelope(exc)
@@ -289,14 +288,14 @@ def chunk_item(chunk: p.Chunk, elapsed_s: float) -> dict[str, Any]:
     ).model_dump(mode="json", exclude_none=True)
 
 
-def stream_handler(job: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def stream_handler(envelope: Envelope) -> Iterator[dict[str, Any]]:
     """Serve one job on a streaming endpoint: chunks as they exist, then the result.
 
     The job runs in a thread; the runner's chunks arrive through a queue and are
     yielded in order. The last item is the StreamFinal, or the error envelope
     (after which the SDK marks the job FAILED).
     """
-    job_id = str(job.get("id") or "local")
+    job_id = str(envelope.get("id") or "local")
     started = time.perf_counter()
     items: queue.Queue[tuple[bool, dict[str, Any]]] = queue.Queue()
     broken: list[WorkerError] = []
@@ -313,7 +312,7 @@ def stream_handler(job: dict[str, Any]) -> Iterator[dict[str, Any]]:
             broken.append(WorkerError(f"stream chunk {chunk.index} could not be sent"))
 
     def work() -> None:
-        result = _serve(job, job_id, on_chunk)
+        result = _serve(envelope, job_id, on_chunk)
         if broken and "error" not in result:
             result = error_envelope(broken[0])
         if "error" not in result:
@@ -330,11 +329,11 @@ def stream_handler(job: dict[str, Any]) -> Iterator[dict[str, Any]]:
             return
 
 
-def drained_stream_handler(job: dict[str, Any]) -> list[dict[str, Any]] | dict[str, Any]:
+def drained_stream_handler(envelope: Envelope) -> list[dict[str, Any]] | dict[str, Any]:
     """A streaming endpoint's job run to its end, returning what the platform keeps:
     the list of items (``return_aggregate_stream``), or the error envelope when the
     stream ended with one (the SDK then fails the job, exit code 1 locally)."""
-    items = list(stream_handler(job))
+    items = list(stream_handler(envelope))
     return items[-1] if "error" in items[-1] else items
 
 

@@ -3,7 +3,7 @@
 Files (``<home>`` is on the volume)::
 
     <home>/artifacts/<sha256>/<file name>        verified copy, renamed into place
-    <home>/artifacts/<sha256>/.tmp-<pid>-<rand>  a download in progress (or garbage)
+    <home>/artifacts/<sha256>/.tmp-<file>-...     a download in progress (storage._atomic)
 
 A copy is trusted only after its digest matched, so a truncated download or a
 publisher that replaced the file is an error that names both hashes, never an
@@ -23,12 +23,12 @@ import os
 import shutil
 import tarfile
 import urllib.request
-import uuid
 import zipfile
 from pathlib import Path
 
 from bootstrap._profile import Artifact
 from errors import BootstrapFailed
+from storage._atomic import atomic_path, temp_beside
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +55,8 @@ def fetch_artifact(artifact: Artifact, store: Path) -> Path:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     source = artifact.fetch_from or artifact.url
-    tmp = final.parent / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     digest = hashlib.sha256()
-    try:
+    with atomic_path(final) as tmp:
         try:
             with (
                 urllib.request.urlopen(source, timeout=DOWNLOAD_TIMEOUT_S) as response,
@@ -78,9 +77,6 @@ def fetch_artifact(artifact: Artifact, store: Path) -> Path:
                 f"{digest.hexdigest()}, the profile pins {artifact.sha256}; refusing to "
                 "install it"
             )
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
     logger.info("artifact %s fetched sha256=%s", artifact.filename, artifact.sha256[:12])
     return final
 
@@ -97,7 +93,7 @@ def install_source(artifact: Artifact, archive: Path, env: Path) -> Path:
             would land outside the destination.
     """
     dest = env / "src" / artifact.name
-    tmp = env / "src" / f".tmp-{artifact.name}-{uuid.uuid4().hex[:8]}"
+    tmp = temp_beside(dest)
     tmp.mkdir(parents=True)
     try:
         try:

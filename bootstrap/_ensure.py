@@ -46,7 +46,6 @@ import shutil
 import socket
 import sys
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -78,6 +77,7 @@ from bootstrap._manifest import (
 from bootstrap._profile import Profile, with_index_overrides
 from bootstrap._spec import FORMAT, Target, current_target, spec_hash
 from errors import BootstrapFailed
+from storage import _atomic
 
 logger = logging.getLogger(__name__)
 
@@ -517,8 +517,7 @@ def _discard_local(layout: Layout) -> None:
 
 
 def _tmp_name(layout: Layout, suffix: str = "") -> str:
-    host = socket.gethostname().replace("-", "_")[:32]
-    return f".tmp-{layout.key}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}"
+    return _atomic.temp_name(layout.key + suffix)
 
 
 def _tmp_pid(name: str, key: str) -> tuple[str, int] | None:

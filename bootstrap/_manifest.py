@@ -37,13 +37,13 @@ import json
 import os
 import stat
 import urllib.parse
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from bootstrap import _layers
 from bootstrap._spec import FORMAT
+from storage import _atomic
 
 MANIFEST_IN_ENV = "media-worker-manifest.json"
 
@@ -148,12 +148,4 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     """Write ``data`` to a process-unique temp file beside ``path``, then rename."""
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _atomic.write_json(path, data)

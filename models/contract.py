@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args
+from typing import Annotated, Any, ClassVar, Literal, TypedDict, Union, get_args
 
 from pydantic import (
     AfterValidator,
@@ -139,9 +139,20 @@ def without_nul(value: str) -> str:
     return value
 
 
-# The validated job: the second of the three "jobs" (the RunPod envelope holds it
-# as ``input``; the runner gets it as a dict, its input). One of the tasks' models.
-Job = BaseModel
+class Envelope(TypedDict, total=False):
+    """What RunPod hands the handler: the first of the three "jobs".
+
+    The request is its ``input``; validated, it is a :data:`Job`; what the runner
+    process receives is ``protocol.RunnerInput``.
+    """
+
+    id: str
+    input: Any
+    s3Config: dict[str, Any]
+
+
+Job = StrictModel
+"""The validated job: one of the tasks' job models (``registry.TASKS[...].job``)."""
 
 
 @functools.cache

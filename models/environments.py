@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import bootstrap
 from models.profiles import get_profile
+from models.protocol import ProgressFn
 
 logger = logging.getLogger(__name__)
 
-ProgressFn = Callable[..., None]  # (message, fraction=None)
 EnsureFn = Callable[..., bootstrap.Environment]  # bootstrap.ensure's signature
 
 

@@ -51,7 +51,7 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent
 _SHUTDOWN_GRACE_S = 5.0
 _STDERR_FD = 2
 
-ProgressFn = Callable[[str, float | None], None]
+ProgressFn = p.ProgressFn
 ChunkFn = Callable[[p.Chunk], None]
 FreeMemoryFn = Callable[[], int | None]
 RepairFn = Callable[[], Path]

@@ -18,6 +18,7 @@ runner is poisoned and exits; the host restarts it for the next job).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -52,6 +53,18 @@ class Ready:
     pid: int
     load_s: float
     type: str = "ready"
+
+
+RunnerInput = dict[str, Any]
+"""What a runner's ``run(job, ctx)`` gets as ``job``: the validated job as JSON (the
+third of the three "jobs": the RunPod envelope holds the request as ``input``,
+``contract.Job`` is it validated, this is what the runner process receives)."""
+
+ProgressFn = Callable[[str, float | None], None]
+"""Where progress goes, in every process: (message, fraction done or None). The
+runner's ``ctx.progress``, the host's ``on_progress``, the handler's report and the
+video pipeline's all have this type; the message says what is done ("synthesized
+part 3/7"), the fraction how much."""
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,13 @@ functions with table tests.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from errors import InvalidInput, UnsupportedMedia
 from models import image_header
+from storage import _atomic
 
 FIELD = "reference_audio"
 # Longest input decoded at all: a reference is seconds of speech; decoding stops
@@ -97,12 +97,8 @@ def prepare(path: Path, spec: ReferenceSpec, *, dest: Path | None = None) -> Ref
     start, end = fit_length(start, end, spec)
     clip = samples[start:end]
     dest = dest or path.with_name(f"{path.name}.{spec.model}.wav")
-    partial = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
-    try:
+    with _atomic.atomic_path(dest) as partial:
         soundfile.write(partial, clip, spec.sample_rate, format="WAV", subtype="PCM_16")
-        os.replace(partial, dest)
-    finally:
-        partial.unlink(missing_ok=True)
     return Reference(dest, spec.sample_rate, len(clip) / spec.sample_rate)
 
 

@@ -177,7 +177,7 @@ def default_model(task: str) -> str | None:
     return choose_default(task, RUNNERS, setting.get() if setting else "", machine.probe())
 
 
-def resolve(job: Any) -> RunnerSpec:
+def resolve(job: contract.Job) -> RunnerSpec:
     """The runner for a validated job.
 
     Raises:
@@ -205,7 +205,7 @@ def resolve(job: Any) -> RunnerSpec:
     )
 
 
-def _check_knobs(job: Any, spec: RunnerSpec) -> None:
+def _check_knobs(job: contract.Job, spec: RunnerSpec) -> None:
     """Reject a model-specific option this model would silently ignore.
 
     An option left at its default changes nothing, so only a changed one is refused.

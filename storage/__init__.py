@@ -10,15 +10,34 @@ local store when no bucket is configured (:func:`s3_settings` returns ``None``).
 
 Modules: ``_refs`` (parsing), ``_fetch`` (inputs), ``_s3`` (settings, client),
 ``_publish`` (outputs), ``_local`` (local store), ``_scratch`` (per-job dirs),
-``_voices`` (saved cloning voices, volume or bucket).
+``_voices`` (saved cloning voices, volume or bucket), ``_atomic`` (temp-then-rename,
+the one way a file becomes visible; stdlib only, so bootstrap and runner processes
+import ``storage._atomic`` too).
+
+Names are exported lazily (PEP 562): a runner process imports ``storage._atomic``
+from a profile environment without boto3, so this package must not import the
+S3 client eagerly.
 """
 
-from ._fetch import fetch
-from ._publish import publish
-from ._refs import MediaRef, parse_media_ref, validate_prefix
-from ._s3 import S3Settings, s3_settings
-from ._scratch import scratch
-from ._voices import LoadedVoice, VoiceInfo, delete_voice, list_voices, load_voice, save_voice
+import importlib as _importlib
+from typing import Any as _Any
+
+_EXPORTS = {
+    "fetch": "storage._fetch",
+    "publish": "storage._publish",
+    "MediaRef": "storage._refs",
+    "parse_media_ref": "storage._refs",
+    "validate_prefix": "storage._refs",
+    "S3Settings": "storage._s3",
+    "s3_settings": "storage._s3",
+    "scratch": "storage._scratch",
+    "LoadedVoice": "storage._voices",
+    "VoiceInfo": "storage._voices",
+    "delete_voice": "storage._voices",
+    "list_voices": "storage._voices",
+    "load_voice": "storage._voices",
+    "save_voice": "storage._voices",
+}
 
 __all__ = [
     "LoadedVoice",
@@ -36,3 +55,9 @@ __all__ = [
     "scratch",
     "validate_prefix",
 ]
+
+
+def __getattr__(name: str) -> _Any:
+    if name in _EXPORTS:
+        return getattr(_importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'storage' has no attribute {name!r}")

@@ -17,12 +17,10 @@ import contextlib
 import errno
 import logging
 import mimetypes
-import os
 import re
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
@@ -30,6 +28,7 @@ from urllib.parse import urlsplit
 
 import config
 from errors import FetchFailed, InvalidInput, StorageFailed, UnsupportedMedia
+from storage import _atomic
 
 from . import _s3
 from ._refs import MediaRef, _without_query
@@ -344,11 +343,9 @@ def _write_atomically(
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
     final = dest_dir / name
-    tmp = dest_dir / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
     try:
-        with tmp.open("wb") as out:
+        with _atomic.atomic_path(final) as tmp, tmp.open("wb") as out:
             write(out)
-        os.replace(tmp, final)
         return final
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
@@ -360,8 +357,6 @@ def _write_atomically(
             "a larger disk",
             field=field,
         ) from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _copy_chunks(chunks: Iterable[bytes], out: IO[bytes]) -> None:

@@ -14,12 +14,10 @@ temp name and renamed into place; a failed copy removes the temp file.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 import config
+from storage import _atomic
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +41,5 @@ def store_copy(source: Path, key: str, *, root: Path | None = None) -> Path:
     if not final.is_relative_to(root) or final == root:
         raise ValueError(f"output key {key!r} escapes the local store")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _atomic.copy(source, final)
     return final

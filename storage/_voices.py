@@ -40,6 +40,7 @@ from typing import Any
 
 import config
 from errors import InvalidInput, StorageFailed
+from storage import _atomic
 
 from ._s3 import S3Settings, error_code, make_client
 
@@ -217,8 +218,8 @@ def _save_local(folder: Path, audio: Path, manifest: dict[str, Any]) -> None:
     for attempt in range(_SAVE_TRIES):
         folder.mkdir(parents=True, exist_ok=True)
         try:
-            _copy_atomically(audio, folder / manifest["audio"])
-            _write_atomically(folder / _MANIFEST, json.dumps(manifest, indent=2).encode())
+            _atomic.copy(audio, folder / manifest["audio"])
+            _atomic.write_bytes(folder / _MANIFEST, json.dumps(manifest, indent=2).encode())
             break
         except FileNotFoundError:
             # A delete of this name renamed the folder away mid-save; this save comes
@@ -252,24 +253,6 @@ def _remove_tree(doomed: Path) -> None:
             return
         time.sleep(0.05)
     logger.warning("voice folder not fully removed path=%s", doomed)
-
-
-def _copy_atomically(source: Path, final: Path) -> None:
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_atomically(final: Path, data: bytes) -> None:
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --- S3 ---------------------------------------------------------------------------

@@ -217,8 +217,8 @@ def test_platform_mode_takes_jobs_reports_progress_and_posts_results(platform, t
         p["body"] for p in ok_posts[: finals[0]] if p["body"].get("status") == "IN_PROGRESS"
     ]
     messages = [b["output"].get("message", "") for b in progress]
-    assert any("synthesized sentence 1" in m for m in messages), (
-        f"no 'synthesized sentence 1' progress before the final result: {messages}\n{worker_log}"
+    assert any("synthesized part 1/" in m for m in messages), (
+        f"no 'synthesized part 1/' progress before the final result: {messages}\n{worker_log}"
     )
     final = ok_posts[finals[0]]["body"]
     assert "error" not in final, final

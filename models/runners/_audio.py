@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import errno
 import io
-import os
 from pathlib import Path
 from typing import Any
 
 from errors import StorageFailed
 from models.protocol import OutputFile
 from models.runners.base import RunContext
+from storage import _atomic
 
 # soundfile format and subtype per output format; content types per RFC 3003/5334/2361.
 ENCODINGS: dict[str, tuple[str, str, str]] = {
@@ -58,10 +58,8 @@ def write_audio(path: Path, audio: Any, rate: int, fmt: str) -> None:
     # reports a full disk as "System error.", Python as ENOSPC with the file name.
     encoded = io.BytesIO()
     soundfile.write(encoded, audio, rate, format=sf_format, subtype=subtype)
-    partial = path.with_name(f".{path.name}.partial")
     try:
-        partial.write_bytes(encoded.getbuffer())
-        os.replace(partial, path)
+        _atomic.write_bytes(path, encoded.getbuffer())
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
@@ -71,8 +69,6 @@ def write_audio(path: Path, audio: Any, rate: int, fmt: str) -> None:
             f"{path.parent}; free space there, or set MEDIA_WORKER_SCRATCH_DIR to a "
             "larger disk"
         ) from None
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def max_chunk_samples(budget_bytes: int = MAX_CHUNK_FILE_BYTES) -> int:
@@ -82,6 +78,12 @@ def max_chunk_samples(budget_bytes: int = MAX_CHUNK_FILE_BYTES) -> int:
 
 class SpeechAssembler:
     """Collects one job's audio pieces in order; see the module docstring."""
+
+    def spoke(self, n: int, total: int) -> None:
+        """Report that part ``n`` of ``total`` of the text is spoken: the one wording
+        every speech runner uses ("synthesized part 3/7"). A part is one sentence when
+        streaming, a few packed sentences otherwise."""
+        self._ctx.progress(f"synthesized part {n}/{total}", n / total)
 
     def __init__(
         self,

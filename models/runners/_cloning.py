@@ -94,5 +94,5 @@ def speak_by_sentence(
     )
     for n, piece in enumerate(pieces, start=1):
         speech.add(synthesize(n, piece))
-        ctx.progress(f"synthesized sentence {n}/{len(pieces)}", n / len(pieces))
+        speech.spoke(n, len(pieces))
     return speech.finish()

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.protocol import Chunk, OutputFile
+from models.protocol import Chunk, OutputFile, ProgressFn, RunnerInput
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class RunContext:
 
     job_id: str
     scratch: Path
-    progress: Callable[[str, float | None], None]
+    progress: ProgressFn
     inputs: Mapping[str, Path] = field(default_factory=dict)
     """Contract media field -> the fetched local file (inside ``scratch``)."""
     send_chunk: Callable[[Chunk], None] = _drop
@@ -145,6 +145,6 @@ class Runner:
     def setup(self, weights: dict[str, str]) -> None:
         """Load the model. ``weights`` maps repo ids to local snapshot paths."""
 
-    def run(self, job: dict[str, Any], ctx: RunContext) -> list[OutputFile]:
+    def run(self, job: RunnerInput, ctx: RunContext) -> list[OutputFile]:
         """Serve one job (the validated ``input`` as a dict); return the files written."""
         raise NotImplementedError

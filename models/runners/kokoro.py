@@ -258,7 +258,7 @@ class KokoroRunner(Runner):
                     continue
                 spoken += 1
                 speech.add(result.audio.numpy(), _words(result.tokens) if english else None)
-            ctx.progress(f"synthesized piece {n}/{len(pieces)}", n / len(pieces))
+            speech.spoke(n, len(pieces))
         if spoken == 0:
             raise InvalidInput("text: nothing speakable in the text", field="text")
         timestamps = bool(job.get("timestamps"))

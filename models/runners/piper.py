@@ -95,14 +95,14 @@ class PiperRunner(Runner):
             fmt=job.get("format", "wav"),
             stream=bool(job.get("stream")),
         )
-        n = 0
+        spoken = 0
         pieces = split_text(job["text"], max_chars(MAX_PIECE_CHARS), pack=not job.get("stream"))
-        for piece in pieces:
+        for n, piece in enumerate(pieces, start=1):
             for chunk in voice.synthesize(piece, syn_config=syn):
-                n += 1
+                spoken += 1
                 speech.add(chunk.audio_float_array)
-                ctx.progress(f"synthesized sentence {n}", None)
-        if n == 0:
+            speech.spoke(n, len(pieces))
+        if spoken == 0:
             raise InvalidInput("text: nothing speakable in the text", field="text")
         return speech.finish()
 

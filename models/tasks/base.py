@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import config
-
-# The RunPod envelope ({"id", "input", "s3Config"...}): the first of the three "jobs".
-Envelope = dict[str, Any]
+from models.contract import Job
+from models.protocol import RunnerInput
 
 
 @dataclass
@@ -24,26 +23,27 @@ class Prepared:
     """A validated job on its way to its runner, as a task's hooks see it.
 
     Attributes:
-        request: the validated job (the task's pydantic model).
+        job: the validated job (the task's pydantic model).
         scratch: the job's scratch directory.
         inputs: media field -> fetched local file; a hook may add one.
-        payload: the runner input (``request`` as JSON); a hook may fill a field.
+        runner_input: what the runner gets as its ``job`` (``job`` as JSON); a hook
+            may fill a field.
         s3: the job's S3 settings (``storage.S3Settings``), None for the local store.
         prefix: the validated output prefix, or None.
         result: extra result fields the task adds (``after_run`` fills them).
     """
 
-    request: Any
+    job: Job
     scratch: Path
     inputs: dict[str, Path]
-    payload: dict[str, Any]
+    runner_input: RunnerInput
     s3: Any
     prefix: str | None
     result: dict[str, Any] = field(default_factory=dict)
 
 
 Hook = Callable[[Prepared], None]
-# A task no runner serves: (request, s3 settings, job id) -> the result dict.
+# A task no runner serves: (job, s3 settings, job id) -> the result dict.
 Serve = Callable[[Any, Any, str], dict[str, Any]]
 
 

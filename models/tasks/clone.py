@@ -120,15 +120,15 @@ class VoicesJob(StrictModel):
 
 
 def _use_saved_voice(job: Prepared) -> None:
-    request: CloneJob = job.request
+    request: CloneJob = job.job
     if request.voice:
         voice = storage.load_voice(request.voice, job.scratch, s3=job.s3, prefix=job.prefix)
         job.inputs["reference_audio"] = voice.audio
-        job.payload["reference_text"] = request.reference_text or voice.reference_text
+        job.runner_input["reference_text"] = request.reference_text or voice.reference_text
 
 
 def _save_voice(job: Prepared) -> None:
-    request: CloneJob = job.request
+    request: CloneJob = job.job
     if request.save_voice:
         storage.save_voice(
             request.save_voice,

@@ -2,7 +2,7 @@
 
 Files::
 
-    <scratch>/.<name>.partial.mp4   being written (never published)
+    <scratch>/.tmp-<name>-...mp4    being written (never published; storage._atomic)
     <scratch>/<name>.mp4            renamed into place only after close() re-opened
                                     it and found every frame and the audio stream
 
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from errors import UnsupportedMedia
+from storage import _atomic
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class VideoWriter:
         import av
 
         self.final = final
-        self.partial = final.with_name(f".{final.stem}.partial{final.suffix}")
+        self.partial = _atomic.temp_beside(final)  # renamed in by publish()
         self.width, self.height = width, height
         self.frames = 0
         self.audio = "none"

@@ -29,6 +29,7 @@ import numpy as np
 
 from errors import UnsupportedMedia
 from models import image_header
+from models.protocol import ProgressFn
 from models.video import _color
 from models.video._encode import EncodeSettings, VideoWriter
 from models.video._plan import (
@@ -37,12 +38,12 @@ from models.video._plan import (
     choose_encoder,
     progress_message,
 )
+from storage import _atomic
 
 logger = logging.getLogger(__name__)
 
 # A backend maps a batch of RGB frames (N, h, w, 3) uint8 to (N, H, W, 3) uint8.
 Backend = Callable[[np.ndarray], np.ndarray]
-Progress = Callable[[str, float | None], None]
 T = TypeVar("T")
 _DONE = object()
 
@@ -213,7 +214,7 @@ def restore_video(
     info: SourceInfo,
     size: tuple[int, int],
     options: PipelineOptions,
-    progress: Progress,
+    progress: ProgressFn,
 ) -> RestoreResult:
     """Restore ``src`` into ``dest`` (an .mp4) through ``backend``.
 
@@ -346,7 +347,6 @@ def restore_image(
     Raises:
         UnsupportedMedia: the picture cannot be decoded at its probed size.
     """
-    import os
 
     import av
 
@@ -361,8 +361,7 @@ def restore_image(
     restored = _color.correct(backend(image), image, color_correction)
     compute_s = time.perf_counter() - t
     t = time.perf_counter()
-    partial = dest.with_name(f".{dest.stem}.partial{dest.suffix}")
-    try:
+    with _atomic.atomic_path(dest) as partial:
         out_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(restored[0]), format="rgb24")
         with av.open(str(partial), mode="w", format="image2", options={"update": "1"}) as out:
             stream = out.add_stream("png")
@@ -373,9 +372,6 @@ def restore_image(
             got = check.streams.video[0].codec_context
             if (got.width, got.height) != size:
                 raise UnsupportedMedia(f"the written image is {got.width}x{got.height}, not {size}")
-        os.replace(partial, dest)
-    finally:
-        partial.unlink(missing_ok=True)
     encode_s = time.perf_counter() - t
     return RestoreResult(
         path=dest,

@@ -21,7 +21,7 @@ EXAMPLES: dict[str, p.Message] = {
     ),
     "shutdown": p.Shutdown(),
     "ready": p.Ready(p.PROTOCOL_VERSION, 1234, 0.82),
-    "progress": p.Progress("job-1", "synthesized sentence 1", None),
+    "progress": p.Progress("job-1", "synthesized part 1/3", None),
     "chunk": p.Chunk(
         "job-1",
         0,

@@ -297,7 +297,7 @@ def test_job_killed_mid_encode_publishes_nothing(compact_worker, tmp_path, monke
     def kill_when_encoding() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            partial = [p for p in scratch.rglob(".restored.partial.mp4") if p.stat().st_size]
+            partial = [p for p in scratch.rglob(".tmp-restored-*.mp4") if p.stat().st_size]
             if partial:
                 os.kill(handler._HOST.live["upscale"], signal.SIGKILL)
                 killed.set()
