@@ -134,7 +134,7 @@ def test_a_runner_package_is_validated_and_served_through_the_handler(shout_env,
     served = _run(shout_env, "handler.py", "--test_input", json.dumps(job))
     log = served.stdout + served.stderr
     assert served.returncode == 0, log
-    out = tmp_path / "outputs" / "jobs" / "local_test" / "shout.txt"
+    (out,) = (tmp_path / "outputs" / "jobs").glob("local_test*/shout.txt")
     assert out.read_text() == "HELLO AND AGAIN!!!"
     assert "accepted task=shout model=loud" in log  # the default: its runner's rule
 
