@@ -11,7 +11,11 @@ Rows, per source size (480p, 720p):
   random weights), output resized to 1080p; pipeline_overhead = (wall - compute)
   / wall, the share of the job not spent in the model (goal < 0.10).
 
-Needs torch, spandrel and PyAV: run it with the upscale profile's interpreter
+``--presets``: libx264 alone at 1080p (a moving gradient under a moving grain),
+each preset's frames per second and file size against ``medium``; PyAV only. The
+worker's preset (``models/video/_encode.X264_PRESET``) was chosen by it.
+
+The other rows need torch, spandrel and PyAV: run it with the upscale profile's interpreter
 (``python -m bootstrap prepare upscale``, then ``<env>/bin/python bench/restore.py``),
 or from the repo venv with ``--ensure`` to build that profile first (set
 UV_FIND_LINKS / MEDIA_WORKER_EXTRA_INDEX_URLS on a machine without a GPU).
@@ -46,6 +50,9 @@ def _reexec_in_profile() -> None:
     sys.exit(subprocess.call(argv))
 
 
+from models.video._encode import X264_PRESET  # noqa: E402 (after the sys.path line)
+
+
 def _raw_decode(path: Path) -> tuple[float, int]:
     import av
 
@@ -64,13 +71,66 @@ def _raw_encode(frames: list, path: Path, crf: int) -> float:
     with av.open(str(path), "w", format="mp4") as out:
         s = out.add_stream("libx264", rate=24)
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        s.options = {"crf": str(crf), "preset": "medium"}
+        s.options = {"crf": str(crf), "preset": X264_PRESET}  # the pipeline's own
         for img in frames:
             for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 out.mux(p)
         for p in s.encode(None):
             out.mux(p)
     return time.perf_counter() - start
+
+
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
+
+
+def _textured_frames(n: int, width: int, height: int) -> list:
+    """A moving gradient under a texture that moves with it: x264 has motion to find
+    and detail to spend bits on, as in an upscaled video (a bare gradient would
+    compress to nothing and make every preset look alike)."""
+    import numpy as np
+
+    from tests.fixtures.clips import pattern
+
+    rng = np.random.default_rng(0)
+    texture = rng.normal(0.0, 1.0, (height + 64, width + 64)).astype(np.float32)
+    texture = (texture + np.roll(texture, 1, 0) + np.roll(texture, 1, 1)) * 6  # soft grain
+    frames = []
+    for i in range(n):
+        grain = texture[i % 64 : i % 64 + height, 2 * i % 64 : 2 * i % 64 + width]
+        frames.append(np.clip(pattern(i, width, height) + grain[..., None], 0, 255).astype("uint8"))
+    return frames
+
+
+def x264_presets(frames: int, crf: int, threads: str) -> None:
+    """libx264 at 1080p, each preset: frames per second and file size (av only)."""
+    import av
+
+    images = _textured_frames(frames, 1920, 1080)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for preset in X264_PRESETS:
+            path = Path(tmp) / f"{preset}.mp4"
+            start = time.perf_counter()
+            with av.open(str(path), "w", format="mp4") as out:
+                s = out.add_stream("libx264", rate=24)
+                s.width, s.height, s.pix_fmt = 1920, 1080, "yuv420p"
+                s.options = {"crf": str(crf), "preset": preset, "threads": threads}
+                for img in images:
+                    for packet in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                        out.mux(packet)
+                for packet in s.encode(None):
+                    out.mux(packet)
+            rows.append((preset, frames / (time.perf_counter() - start), path.stat().st_size))
+    medium_fps, medium_bytes = rows[-1][1], rows[-1][2]
+    print(f"libx264 1080p, {frames} frames, crf {crf}, threads={threads} ({os.cpu_count()} CPUs)")
+    print(f"{'preset':<10} {'fps':>7} {'vs medium':>10} {'MB':>7} {'size vs medium':>15}")
+    for preset, fps, size in rows:
+        print(
+            f"{preset:<10} {fps:7.1f} {fps / medium_fps:9.2f}x {size / 1e6:7.2f} "
+            f"{size / medium_bytes:14.2f}x"
+        )
+    chosen = dict((p, f) for p, f, _ in rows)
+    print(f"veryfast_speedup={chosen['veryfast'] / medium_fps:.3f}")
 
 
 def _compact_x4(features: int, convs: int):  # realesr-general-x4v3's shape
@@ -95,7 +155,16 @@ def main() -> None:
         default="480,720",
         help="source heights (the smoke test passes 270: x4 reaches 1080)",
     )
+    parser.add_argument(
+        "--presets",
+        action="store_true",
+        help="only libx264 at 1080p, preset by preset (needs PyAV alone)",
+    )
+    parser.add_argument("--threads", default="0", help="libx264 threads with --presets (0: auto)")
     args = parser.parse_args()
+    if args.presets:
+        x264_presets(args.frames, 18, args.threads)
+        return
     if args.ensure:
         _reexec_in_profile()
     missing = [m for m in ("torch", "spandrel", "av") if importlib.util.find_spec(m) is None]

@@ -33,13 +33,21 @@ logger = logging.getLogger(__name__)
 MP4_AUDIO = frozenset({"aac", "mp3", "opus", "alac", "flac", "ac3", "eac3"})
 # Audio this far ahead of the video is held back (seconds), so tracks interleave.
 _AUDIO_LEAD_S = 0.5
+# libx264's preset, by bench/restore.py --presets (1080p, crf 18, this project's
+# 2-core machine): veryfast encodes 2.3x the frames per second of medium for a file
+# 1.03x the size; ultrafast 2.8x, but 2.5x the size. At 1080p libx264 set the pace
+# of the whole pipeline on an H200 (37.7 fps end to end, the model alone 182.9).
+X264_PRESET = "veryfast"
+# Encoders that failed to open in this process (NVENC on a GPU without an encoder
+# block, such as H100 and H200): tried once per process, not once per video.
+_UNOPENABLE: set[str] = set()
 
 
 @dataclass(frozen=True)
 class EncodeSettings:
     encoder: str  # "h264_nvenc" or "libx264"
     crf: int  # libx264 CRF; NVENC's constant-quality level (cq) gets the same number
-    preset: str = "medium"
+    preset: str = X264_PRESET
 
 
 def _codec_options(settings: EncodeSettings) -> dict[str, str]:
@@ -84,6 +92,8 @@ class VideoWriter:
 
     def _open_video(self, settings: EncodeSettings, rate: Fraction, time_base: Fraction) -> str:
         for encoder in dict.fromkeys((settings.encoder, "libx264")):
+            if encoder in _UNOPENABLE and encoder != "libx264":
+                continue
             stream = self._out.add_stream(encoder, rate=rate)
             stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
             stream.codec_context.time_base = time_base
@@ -93,7 +103,14 @@ class VideoWriter:
             except self._av.FFmpegError as exc:
                 # NVENC needs an encoder block the GPU may lack (H100) or a driver
                 # the container does not see; libx264 always works.
-                logger.warning("encoder %s unavailable (%s); using libx264", encoder, exc)
+                logger.warning(
+                    "encoder %s unavailable (%s); using libx264, and not trying %s again "
+                    "in this process",
+                    encoder,
+                    exc,
+                    encoder,
+                )
+                _UNOPENABLE.add(encoder)
                 self._out.close()
                 self._out = self._av.open(str(self.partial), mode="w", format="mp4")
                 continue
