@@ -24,13 +24,17 @@ ROOT = Path(__file__).resolve().parents[1]
 # bench script -> the tests that run it ("file::function").
 SMOKE_TESTS: dict[str, tuple[str, ...]] = {
     "bootstrap.py": ("tests/test_bench.py::test_bootstrap_bench_runs",),
+    "concurrency.py": ("tests/test_bench.py::test_concurrency_bench_runs_small",),
     "gpu.py": (
         "tests/models/test_kokoro.py::test_gpu_bench_cpu_path_runs_with_the_profile_interpreter",
         "tests/models/video/test_upscale_e2e.py::"
         "test_gpu_bench_upscale_rows_run_on_the_cpu_with_the_profile_interpreter",
     ),
     "reference_audio.py": ("tests/test_bench.py::test_reference_audio_bench_runs",),
-    "restore.py": ("tests/models/video/test_upscale_e2e.py::test_restore_bench_runs_small",),
+    "restore.py": (
+        "tests/models/video/test_upscale_e2e.py::test_restore_bench_runs_small",
+        "tests/test_bench.py::test_restore_bench_measures_x264_presets",
+    ),
     "startup.py": ("tests/test_bench.py::test_startup_bench_runs",),
     "transcribe.py": ("tests/models/test_whisper.py::test_transcribe_bench_runs_small",),
     "tts_overhead.py": ("tests/test_bench.py::test_tts_overhead_bench_runs_small",),
@@ -106,6 +110,28 @@ def test_tts_overhead_bench_runs_small():
     lines = run_bench(["tts_overhead.py", "--runs", "1", "--small"])
     assert any(line.startswith("ours: full job through handler.handler") for line in lines)
     last_ratio(lines, "overhead_ratio")
+
+
+@pytest.mark.slow
+def test_concurrency_bench_runs_small():
+    lines = run_bench(["concurrency.py", "--small"])
+    ways = [line.split()[0:2] for line in lines[2:-1]]
+    assert ways == [["raw", "serial"], ["raw", "threads"], ["pool", "1"], ["pool", "2"]], lines
+    last_ratio(lines, "pool_ratio")
+
+
+@pytest.mark.slow
+def test_restore_bench_measures_x264_presets():
+    lines = run_bench(["restore.py", "--presets", "--frames", "2"])
+    assert [line.split()[0] for line in lines[2:-1]] == [
+        "ultrafast",
+        "superfast",
+        "veryfast",
+        "faster",
+        "fast",
+        "medium",
+    ], lines
+    last_ratio(lines, "veryfast_speedup")
 
 
 @pytest.mark.slow
