@@ -205,7 +205,7 @@ def test_cli_prepares_lists_verifies_and_collects_the_factory_profiles(
     assert _cli(tmp_path, "verify", "--volume", str(vol)).returncode == 0
 
 
-def test_status_and_doctor_tell_served_in_place_from_missing(tmp_path):
+def test_status_and_doctor_tell_served_in_place_from_missing(tmp_path, monkeypatch):
     """The suite's interpreter has the piper extra at the profile's pins: a job serves
     Piper with it and builds nothing, so status must not say "no environment yet"."""
     vol = tmp_path / "vol"
@@ -227,3 +227,8 @@ def test_status_and_doctor_tell_served_in_place_from_missing(tmp_path):
     assert f"ok   profile piper: served in place by this interpreter ({sys.executable})" in doctor
     assert "profile piper: no environment yet" not in doctor
     assert "profile kokoro: no environment yet (the first job builds it)" in doctor
+
+    # MEDIA_WORKER_IN_PLACE: every profile runs in this interpreter, and status says so.
+    monkeypatch.setenv("MEDIA_WORKER_IN_PLACE", "1")
+    forced = json.loads(_cli(tmp_path, "status", "--json", "--volume", str(vol)).stdout)
+    assert forced["profiles"]["kokoro"]["env"] == "in-place"
