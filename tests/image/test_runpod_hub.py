@@ -385,6 +385,10 @@ def test_allowed_cuda_versions_are_every_version_from_the_minimum():
     )
     for path in (HUB, TESTS):
         assert _json(path)["config"]["allowedCudaVersions"] == expected, path.name
+    # Blackwell has kernels only in the cu130 build, which needs a CUDA 13 driver: its
+    # pools would admit hosts (12.6-12.9) where every torch job is refused.
+    blackwell = [p for p in _json(HUB)["config"]["gpuIds"].split(",") if "BLACKWELL" in p]
+    assert not blackwell or minimum >= BUILDS["cu130"].min_driver_cuda, blackwell
 
 
 def test_hub_test_timeouts_allow_a_cold_build_of_their_profile(monkeypatch):
