@@ -47,6 +47,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -582,11 +583,18 @@ def _restore(
     tmp = layout.local_envs / _tmp_name(layout)
     archive = layout.archive_of(manifest)
     assert archive is not None  # _published checked the name
-    for ref in manifest.get("layers", ()):
-        _ensure_layer(profile, layout.for_key(ref["key"]), ref, progress)
     mb = manifest["archive_bytes"] / _disk.MB
     progress(f"{profile.name}: restoring the environment from the volume ({mb:.0f} MB)")
     t = time.perf_counter()
+    # The layers unpack in a thread while this one unpacks the profile's own archive
+    # (both mostly wait on reads, decompression and file creation, which release the
+    # GIL); the profile is renamed into place only once every layer is, so an
+    # environment without its torch is never served.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layer")
+    layers = [
+        pool.submit(_ensure_layer, profile, layout.for_key(ref["key"]), ref, progress)
+        for ref in manifest.get("layers", ())
+    ]
     try:
         _pack.restore(
             archive,
@@ -596,6 +604,8 @@ def _restore(
             python=_python_base(),
         )
         write_json_atomic(tmp / MANIFEST_IN_ENV, manifest)
+        for layer in layers:
+            layer.result()
         _install_local(tmp, layout, manifest)
     except FileNotFoundError as exc:
         if not archive.exists():
@@ -613,6 +623,7 @@ def _restore(
             )
         raise
     finally:
+        pool.shutdown(wait=True)  # a layer restore finishes (or fails) whole, never half
         _remove(tmp)
     logger.info(
         "profile %s restored archive_mb=%.0f s=%.2f", profile.name, mb, time.perf_counter() - t
