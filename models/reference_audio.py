@@ -116,7 +116,7 @@ def decode(path: Path, *, sample_rate: int) -> Any:
     # FFmpeg decodes a picture of each video stream while opening: bound it (issue 20).
     options = image_header.decoder_options(image_header.AUDIO_MAX_PIXELS)
     try:
-        container = av.open(str(path), options=options)
+        container = av.open(str(path), options=options, metadata_errors="ignore")
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         raise _not_audio(f"it is not a media file PyAV can open ({_reason(exc)})") from None
     with container:
@@ -130,7 +130,13 @@ def decode(path: Path, *, sample_rate: int) -> Any:
         total = 0
         try:
             for frame in container.decode(stream):
-                for out in resampler.resample(frame):
+                try:
+                    resampled = resampler.resample(frame)
+                except ValueError:
+                    # set up by the first frame; a damaged file can switch rate or
+                    # layout mid-stream (fuzz pass)
+                    raise _not_audio("its format (rate or channels) changes mid-stream") from None
+                for out in resampled:
                     chunks.append(out.to_ndarray().reshape(-1))
                     total += chunks[-1].size
                 if total > limit:

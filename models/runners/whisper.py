@@ -386,6 +386,10 @@ def probe(path: Path) -> AudioInfo:
                     f"audio: the input has no audio stream (streams: {kinds})", field="audio"
                 )
             stream = container.streams.audio[0]
+            if stream.codec_context is None:  # a codec FFmpeg does not know
+                raise UnsupportedMedia(
+                    "audio: the audio stream's codec has no decoder here", field="audio"
+                )
             duration = None
             if stream.duration is not None and stream.time_base is not None:
                 duration = float(stream.duration * stream.time_base)
@@ -423,7 +427,7 @@ def decode_windows(path: Path, *, max_s: float) -> Iterator[tuple[float, Any]]:
         with av.open(str(path), metadata_errors="ignore", options=_DECODER) as container:
             for frame in container.decode(audio=0):
                 frame.pts = None  # resample by count; broken timestamps do not matter
-                for out in resampler.resample(frame):
+                for out in _resampled(resampler, frame, "audio", offset + pending_n):
                     pending.append(out.to_ndarray().reshape(-1))
                     pending_n += out.samples
                 if (offset + pending_n) / SAMPLE_RATE > max_s:
@@ -448,6 +452,25 @@ def decode_windows(path: Path, *, max_s: float) -> Iterator[tuple[float, Any]]:
         raise _too_long(max_s)
     if pending_n:
         yield offset / SAMPLE_RATE, np.concatenate(pending)
+
+
+def _resampled(resampler: Any, frame: Any, field: str, at_samples: int) -> list[Any]:
+    """``resampler.resample(frame)``, or a clear error when the stream changed format.
+
+    PyAV's resampler is set up by the first frame and raises ValueError for a frame
+    of another rate or layout; a damaged file can switch mid-stream (fuzz pass).
+
+    Raises:
+        UnsupportedMedia: the frame's format differs from the first's (field ``field``).
+    """
+    try:
+        return resampler.resample(frame)
+    except ValueError:
+        raise UnsupportedMedia(
+            f"{field}: the audio changes format (rate or channels) mid-stream after "
+            f"{at_samples / SAMPLE_RATE:.1f} s; re-encode it at one format",
+            field=field,
+        ) from None
 
 
 def _too_long(max_s: float) -> InvalidInput:

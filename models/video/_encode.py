@@ -86,6 +86,7 @@ class VideoWriter:
         self._time_base = time_base
         self._audio_in = None
         self._audio_packets: Iterator[object] = iter(())
+        self._audio_written = 0
         self._pending = None
         if audio_source is not None:
             self._open_audio(audio_source)
@@ -120,7 +121,7 @@ class VideoWriter:
 
     def _open_audio(self, source: Path) -> None:
         av = self._av
-        self._audio_in = av.open(str(source))
+        self._audio_in = av.open(str(source), metadata_errors="ignore")
         if not self._audio_in.streams.audio:
             self._audio_in.close()
             self._audio_in = None
@@ -167,8 +168,21 @@ class VideoWriter:
                 and float(packet.pts * packet.time_base) > (until_s + _AUDIO_LEAD_S)
             ):
                 return
-            self._out.mux(packet)
+            self._mux(packet, "audio")
+            self._audio_written += 1
             self._pending = None
+
+    def _mux(self, packet: object, track: str) -> None:
+        try:
+            self._out.mux(packet)
+        except self._av.FFmpegError as exc:
+            # The muxer refuses timestamps that run backwards: a damaged source's
+            # (fuzz pass). The message keeps FFmpeg's reason, not the temp path.
+            raise UnsupportedMedia(
+                f"video: its {track} could not be written ({exc.strerror or type(exc).__name__}); "
+                "the input's timestamps are damaged",
+                field="video",
+            ) from None
 
     def write(self, frames: np.ndarray, stamps: list[tuple[int, int]]) -> None:
         """Encode a batch of RGB frames (N, H, W, 3) uint8 with their (pts, duration)."""
@@ -178,18 +192,23 @@ class VideoWriter:
             frame.pts, frame.duration = pts, duration
             frame.time_base = self._time_base
             for packet in self._video.encode(frame):
-                self._out.mux(packet)
+                self._mux(packet, "video")
             self.frames += 1
         self._pump_audio(float(stamps[-1][0] * self._time_base) if stamps else None)
 
     def close(self) -> None:
         """Flush the encoder and the rest of the audio, and close the file."""
         for packet in self._video.encode(None):
-            self._out.mux(packet)
+            self._mux(packet, "video")
         self._pump_audio(None)
         self._out.close()
         if self._audio_in is not None:
             self._audio_in.close()
+        if self.audio != "none" and not self._audio_written:
+            # A source cut short can announce an audio stream that holds no packet;
+            # the muxer then drops the empty track, and the output has no audio.
+            logger.warning("the source's audio stream held no packets; output has none")
+            self.audio = "none"
 
     def publish(self) -> Path:
         """Re-open the written file, check it, and rename it to its final name.
@@ -202,17 +221,14 @@ class VideoWriter:
         with av.open(str(self.partial)) as check:
             video = check.streams.video[0]
             packets = sum(1 for p in check.demux(video) if p.size)
-            ok = (
-                video.codec_context.name == "h264"
-                and (video.codec_context.width, video.codec_context.height)
-                == (self.width, self.height)
-                and packets == self.frames
-                and bool(check.streams.audio) == (self.audio != "none")
-            )
-        if not ok:
+            got = (video.codec_context.name, video.codec_context.width,
+                   video.codec_context.height, packets, bool(check.streams.audio))  # fmt: skip
+        wanted = ("h264", self.width, self.height, self.frames, self.audio != "none")
+        if got != wanted:
             raise UnsupportedMedia(
-                f"the encoded video failed its check ({packets} of {self.frames} frames); "
-                "nothing was published"
+                "video: the encoded output failed its check (codec, width, height, frames, "
+                f"audio: {got} instead of {wanted}); nothing was published",
+                field="video",
             )
         os.replace(self.partial, self.final)
         return self.final

@@ -168,7 +168,7 @@ def _frames(
     import av
 
     limit = image_header.decoder_options(max_side * max_side)
-    with av.open(str(path), options=limit) as container:
+    with av.open(str(path), options=limit, metadata_errors="ignore") as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         stream.codec_context.options = limit
@@ -227,7 +227,8 @@ def restore_video(
     """
     import av
 
-    with av.open(str(src)) as container:
+    limit = image_header.decoder_options(options.max_source_side**2)
+    with av.open(str(src), options=limit, metadata_errors="ignore") as container:
         stream = container.streams.video[0]
         time_base = stream.time_base or Fraction(1, 90_000)
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)

@@ -51,7 +51,8 @@ def probe(path: Path, *, field: str = "video", max_side: int | None = None) -> S
     # Other formats (and lies the header reader cannot see) meet the decoder's limit.
     options = image_header.decoder_options(max_side * max_side)
     try:
-        container = av.open(str(path), options=options)
+        # metadata is never read; a damaged tag must not fail the open (fuzz pass)
+        container = av.open(str(path), options=options, metadata_errors="ignore")
     except av.FFmpegError as exc:
         raise UnsupportedMedia(
             f"{field}: not a video or image this worker can read ({exc.strerror or exc})",
@@ -86,7 +87,8 @@ def probe(path: Path, *, field: str = "video", max_side: int | None = None) -> S
             frames=frames,
             duration_s=duration,
             codec=ctx.codec.name,
-            has_audio=bool(container.streams.audio),
+            # an audio stream FFmpeg has no codec for is not remuxed (fuzz pass)
+            has_audio=any(s.codec_context is not None for s in container.streams.audio[:1]),
             bytes=os.path.getsize(path),
         )
 
@@ -102,6 +104,6 @@ def _duration_s(container: object, stream: object) -> float:
 def _count_packets(path: Path, options: dict[str, str]) -> int:
     import av
 
-    with av.open(str(path), options=options) as container:
+    with av.open(str(path), options=options, metadata_errors="ignore") as container:
         stream = container.streams.video[0]
         return sum(1 for packet in container.demux(stream) if packet.size)
