@@ -29,7 +29,7 @@ from pydantic import (
 from errors import InvalidInput
 
 # "<major>.<minor>": a new field or task bumps the minor (README changelog).
-CONTRACT_VERSION = "1.5"
+CONTRACT_VERSION = "1.6"
 
 # Each word of the contract is written once, here: the Literal types are what the
 # models use, the tuples (via get_args) are what code and messages iterate over.
@@ -239,7 +239,7 @@ class TranscriptSegment(BaseModel):
     end_s: float = Field(ge=0)
     text: str
     words: list[TranscriptWord] | None = Field(
-        default=None, description="With word_timestamps: its words, in order."
+        default=None, description="With timestamps: its words, in order."
     )
 
 

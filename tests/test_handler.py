@@ -222,7 +222,6 @@ def test_every_audio_format_decodes(tmp_path, fmt, content_type, sf_format):
     assert float(np.sqrt(np.mean(audio**2))) > 0.02
 
 
-@pytest.mark.slow
 def _spectrum(audio: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
     power = np.abs(np.fft.rfft(audio.astype(np.float64))) ** 2
     return np.fft.rfftfreq(len(audio), 1 / rate), power / power.sum()
@@ -539,7 +538,8 @@ def test_rp_serve_api_runsync_with_s3_from_env(tmp_path, s3_server):
 @pytest.mark.parametrize(
     ("name", "value", "reason"),
     [
-        ("MEDIA_WORKER_PREPARE", "piper,nope", "no profile 'nope'; known: "),
+        # the known list is the lookup's, not empty
+        ("MEDIA_WORKER_PREPARE", "piper,nope", "no profile 'nope'; known: chatterbox, f5tts, "),
         ("MEDIA_WORKER_JOB_TIMEOUT_S", "soon", "could not convert string to float"),
         ("MEDIA_WORKER_LOG_LEVEL", "VERBOSE", "expected one of DEBUG, INFO, WARNING"),
         ("BUCKET_ADDRESSING_STYLE", "bogus", "expected one of path, virtual, auto"),

@@ -1,7 +1,7 @@
 """The mutation checks (.ci/mutants.py): the riskiest glue, broken on purpose, fails the suite.
 
-The fast test keeps the mutant list applicable (each search text occurs once, each
-named test exists); the slow one runs every mutant against its tests.
+The fast tests keep the mutant list applicable (each search text occurs once, each
+named test exists) and the marks honest; the slow one runs every mutant.
 """
 
 from __future__ import annotations

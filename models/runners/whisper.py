@@ -547,7 +547,7 @@ class WhisperRunner(Runner):
             raise _too_long(max_s)
         formats = job.get("formats") or ["json"]
         captions = [f for f in formats if f in ("srt", "vtt", "ass")]
-        with_words = bool(job.get("word_timestamps"))
+        with_words = bool(job.get("timestamps"))
         transcript = self._transcribe(
             path,
             job,
@@ -613,13 +613,7 @@ class WhisperRunner(Runner):
             done_s = offset + len(samples) / SAMPLE_RATE
             if not samples.size or float(np.abs(samples).max()) < SILENCE_PEAK:
                 continue  # Whisper invents text on silence; there is nothing to hear
-            options = {
-                "language": language,
-                "task": "translate" if job.get("translate") else "transcribe",
-                "word_timestamps": words,
-                "vad_filter": bool(job.get("vad")),
-                "initial_prompt": prompt,
-            }
+            options = transcribe_options(job, language=language, words=words, prompt=prompt)
             if self.batched is None:
                 found, info = self.model.transcribe(samples, **options)
             else:
@@ -649,6 +643,23 @@ class WhisperRunner(Runner):
                 prompt = " ".join(s.text for s in segments[-8:])[-PROMPT_TAIL_CHARS:]
         _report(ctx, done_s, total_s or done_s)
         return _Transcript(segments, language, probability, total_s or done_s)
+
+
+def transcribe_options(
+    job: dict[str, Any], *, language: str | None, words: bool, prompt: str | None
+) -> dict[str, Any]:
+    """faster-whisper's ``transcribe`` arguments for one window of ``job``. Pure.
+
+    ``language`` is the job's, or the one detected on an earlier window; ``prompt``
+    the job's initial prompt, or the previous windows' text.
+    """
+    return {
+        "language": language,
+        "task": "translate" if job.get("translate") else "transcribe",
+        "word_timestamps": words,
+        "vad_filter": bool(job.get("vad")),
+        "initial_prompt": prompt,
+    }
 
 
 @dataclass(frozen=True)

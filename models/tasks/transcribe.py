@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 
 import config
 from models.contract import JobBase, MediaRefField, TranscribeResult
@@ -29,8 +29,13 @@ class TranscribeJob(JobBase):
         examples=["en"],
     )
     translate: bool = Field(default=False, description="Translate the speech to English.")
-    word_timestamps: bool = Field(
-        default=False, description="Per-word start, end and probability in the segments."
+    # One name for one idea across tasks (tts and clone call it timestamps too);
+    # word_timestamps, its name until contract 1.5, is still accepted.
+    timestamps: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("timestamps", "word_timestamps"),
+        description="Per-word start, end and probability in the segments (`words`). "
+        "Also accepted as `word_timestamps`, its name until contract 1.5.",
     )
     vad: bool = Field(default=False, description="Skip non-speech with Silero VAD first.")
     initial_prompt: str | None = Field(

@@ -173,6 +173,33 @@ def test_bad_transcribe_jobs_fail_before_any_work(fields, field, fragment):
     assert fragment in result["error"]
 
 
+@pytest.mark.parametrize("name", ["timestamps", "word_timestamps"])
+def test_timestamps_is_one_name_and_the_old_one_still_works(name):
+    job = contract.parse_job(_transcribe_job(**{name: True})["input"])
+    assert job.timestamps is True
+    assert job.model_dump(mode="json")["timestamps"] is True  # what the runner reads
+    assert "word_timestamps" not in job.model_dump(mode="json")
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({}, {"task": "transcribe", "vad_filter": False, "word_timestamps": False}),
+        ({"translate": True}, {"task": "translate"}),
+        ({"vad": True}, {"vad_filter": True}),
+        ({"timestamps": True}, {"word_timestamps": True}),
+        ({"language": "de", "initial_prompt": "Hallo"}, {"language": "de"}),
+    ],
+)
+def test_the_job_reaches_faster_whisper_as_its_own_arguments(fields, expected):
+    job = contract.parse_job(_transcribe_job(**fields)["input"]).model_dump(mode="json")
+    options = whisper.transcribe_options(
+        job, language=job["language"], words=job["timestamps"], prompt=job["initial_prompt"]
+    )
+    assert options.items() >= expected.items()
+    assert set(options) == {"language", "task", "word_timestamps", "vad_filter", "initial_prompt"}
+
+
 def test_formats_are_deduplicated_in_order():
     job = contract.parse_job(_transcribe_job(formats=["srt", "json", "srt"])["input"])
     assert job.formats == ["srt", "json"]
@@ -284,7 +311,7 @@ def test_transcribe_job_publishes_json_txt_srt_vtt_and_ass(whisper_env, caplog):
         model="tiny",
         audio=_wav_uri(audio),
         formats=["json", "txt", "srt", "vtt", "ass"],
-        word_timestamps=True,
+        timestamps=True,
         max_chars_per_line=20,
         initial_prompt="Glossary: media-worker, RunPod.",
     )

@@ -129,6 +129,7 @@ class _StandIn:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict]] = []
+        self.context_keys: list[set[str]] = []
         self.script_directory = "/upstream"
 
     def _record(self, name: str, signature: str, args: tuple, kwargs: dict) -> dict:
@@ -151,6 +152,7 @@ class _StandIn:
         return {"dit_device": "cuda:0", "vae_device": "cuda:0", "compute_dtype": "bf16"}
 
     def prepare_runner(self, *a, **k):
+        self.context_keys.append(set(k["ctx"]))  # what a batch starts from
         self._record(
             "prepare_runner",
             "dit_model, vae_model, model_dir, debug, ctx, dit_cache=False, vae_cache=False, "
@@ -242,8 +244,10 @@ def test_the_call_into_upstream_binds_to_its_signatures_and_keeps_its_context():
     assert calls["prepare_runner"]["dit_cache"] is True
     assert calls["encode_all_batches"]["seed"] == calls["upscale_all_batches"]["seed"] == 3
     assert calls["postprocess_all_batches"]["color_correction"] == "none"
-    # only the device keys survive into the next batch's context
-    assert set(cache["ctx"]) >= {"dit_device", "compute_dtype"}
+    # only the device keys survive into the next batch's context: batch 2 starts from
+    # what upstream keeps (keys_to_keep), not from batch 1's images and video
+    first, second = up.context_keys
+    assert second == first == {"dit_device", "vae_device", "compute_dtype"}
     assert "final_video" in cache["ctx"]
 
 

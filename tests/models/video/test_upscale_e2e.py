@@ -3,9 +3,10 @@ real spandrel loading and inference on the CPU with a tiny random-weight RRDBNet
 saved as RealESRGAN_x4plus.pth is laid out, served by the local hub, and the
 outputs checked with PyAV.
 
-The profile is built once per module with the same pins as on a GPU worker;
-torch comes from /opt/wheels (UV_FIND_LINKS) and the CUDA index is replaced by
-MEDIA_WORKER_EXTRA_INDEX_URLS, as on any GPU-less machine.
+The profile is built once per module with the same pins as on a GPU worker; the
+wheels come from where this machine's pip is configured to find them
+(``tests.fixtures.wheels``: a local CPU torch here), else from the profile's own
+indexes (torch from PyTorch's CUDA index, about 3 GB).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from models.environments import Environments
 from models.profiles import upscale_profile
 from tests.fixtures import hostile, sr_models
 from tests.fixtures.clips import make_clip, make_image, read_back
+from tests.fixtures.wheels import local_package_sources
 
 pytestmark = pytest.mark.slow
 
@@ -38,8 +40,6 @@ REPO = "tests/tiny-realesrgan"
 FILE = "RealESRGAN_x4plus.pth"  # RRDBNet, laid out as Real-ESRGAN publishes it
 COMPACT_REPO = "tests/tiny-realesr-general"
 COMPACT = "realesr-general-x4v3.safetensors"  # SRVGGNetCompact: cheap, for long clips
-LOCAL_WHEELS = "/opt/wheels"
-LOCAL_INDEX = "file:///opt/pypi/simple"
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +49,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, hub_server) -> dict[str, str
     env = {
         "MEDIA_WORKER_HOME": str(home),
         "MEDIA_WORKER_ENVS_DIR": str(home / "local-envs"),
-        "MEDIA_WORKER_EXTRA_INDEX_URLS": LOCAL_INDEX,
-        "UV_FIND_LINKS": LOCAL_WHEELS,
+        **local_package_sources(),
         "HF_ENDPOINT": hub_server.endpoint,
         "MEDIA_WORKER_UPSCALE_REPO": REPO,
         "MEDIA_WORKER_UPSCALE_FILE": FILE,
