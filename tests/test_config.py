@@ -266,7 +266,7 @@ def test_every_setting_has_a_kind_or_is_free_text():
 
 
 @pytest.mark.parametrize("setting", _ATTACKED, ids=lambda s: s.name)
-@settings(max_examples=40, deadline=None, derandomize=True)
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
 @given(data=st.data())
 def test_hostile_values_are_refused_naming_the_variable(setting, data):
     raw = data.draw(_hostile(setting))
