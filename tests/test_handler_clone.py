@@ -28,6 +28,7 @@ from pydantic import TypeAdapter
 
 import handler
 from models import contract, registry
+from tests.fixtures import hostile
 from tests.models.test_reference_audio import encode, voice_like
 from tests.storage.test_fetch import PUBLIC_IP, _self_signed_cert, _serve, _Server
 
@@ -181,8 +182,10 @@ def test_saved_voice_round_trip_through_the_handler(tmp_path, reference_runner, 
          "invalid_input", "only 0."),
         (lambda p: p.write_bytes(b"RIFF" + b"\x00" * 400), "audio/wav", "unsupported_media",
          "not usable as audio"),
+        # issue 20: decoded to 2 GB before it was refused
+        (hostile.png_bomb, "audio/wav", "unsupported_media", "png image (16000x16000), not audio"),
     ],
-    ids=["silence", "too-short", "not-audio"],
+    ids=["silence", "too-short", "not-audio", "png-bomb"],
 )  # fmt: skip
 def test_unusable_references_fail_in_the_runner_naming_the_field(
     tmp_path, reference_runner, make, mime, code, fragment

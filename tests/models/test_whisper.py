@@ -34,6 +34,7 @@ from models import contract, profiles, registry
 from models.environments import Environments
 from models.runners import whisper
 from models.subtitles import Segment, Word
+from tests.fixtures import hostile
 
 SR = 16_000
 
@@ -428,6 +429,12 @@ def test_media_without_audio_or_that_does_not_decode_is_unsupported(whisper_env,
     for job_id, uri, fragment in [
         ("tr-mute", _data_uri(mute.read_bytes(), "video/mp4"), "no audio stream"),
         ("tr-junk", _data_uri(b"\x00not media\xff" * 512, "audio/wav"), "cannot decode"),
+        # issue 20: a PNG bomb sent as audio was decoded to 2 GB by the probe
+        (
+            "tr-bomb",
+            _data_uri(hostile.png_bomb(tmp_path / "bomb.png").read_bytes(), "audio/wav"),
+            "the file is a png image (16000x16000), not audio",
+        ),
     ]:
         result = handler.handler(_transcribe_job(job_id, model="tiny", audio=uri))
         assert result["error_code"] == "unsupported_media", result
