@@ -476,7 +476,8 @@ SEEDVR2_REVISION = _declare(
     "MEDIA_WORKER_SEEDVR2_REVISION",
     "",
     parse_revision,
-    "Commit of MEDIA_WORKER_SEEDVR2_REPO (a full 40-character hash); required for seedvr2-3b/-7b.",
+    "Commit of MEDIA_WORKER_SEEDVR2_REPO (a full 40-character hash). Unset: upstream's "
+    "files pinned by the sha256 its model registry lists; required for another repo.",
 )
 UPSCALE_BATCH_FRAMES = _declare(
     "MEDIA_WORKER_UPSCALE_BATCH_FRAMES",

@@ -47,8 +47,8 @@ MUTANTS = (
         "        for key in [k for k in ctx if k not in _KEEP]:\n            del ctx[key]\n",
         "        pass\n",
         (
-            "tests/models/video/test_seedvr2_plan.py::"
-            "test_the_call_into_upstream_binds_to_its_signatures_and_keeps_its_context",
+            "tests/models/video/test_seedvr2_e2e.py::"
+            "test_a_longer_clip_after_a_shorter_one_in_the_same_runner",
         ),
         "upstream's context must be pruned to its kept keys between batches",
     ),

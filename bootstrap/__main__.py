@@ -269,7 +269,7 @@ def _cmd_verify(args: argparse.Namespace, paths: config.Paths) -> int:
         users = [
             n
             for n, p in sorted(profiles.items())
-            if any((x.repo_id, x.revision) == (w.repo_id, w.revision) for x in p.weights)
+            if any(x.repo_id == w.repo_id and x.revision in (None, w.revision) for x in p.weights)
         ]
         refetch = f"{_cli(args)} prepare {' '.join(users)}" if users else "the next job"
         if bad and args.repair:

@@ -1,4 +1,5 @@
-"""Profile artifacts: download once, verify the sha256, then install or unpack.
+"""Profile artifacts: download once, verify the sha256 (of the file, or of a source
+archive's unpacked tree), then install or unpack.
 
 Files (``<home>`` is on the volume)::
 
@@ -44,38 +45,80 @@ def _sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def tree_digest(root: Path) -> str:
+    """SHA-256 of the files under ``root``: each regular file's relative POSIX path
+    and the SHA-256 of its bytes, one line per file in sorted path order. Modes,
+    times, empty directories and how the tree was packed do not count."""
+    digest = hashlib.sha256()
+    files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*") if p.is_file())
+    for rel, path in files:
+        digest.update(f"{rel}\0{_sha256_of(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def _unpack(archive: Path, dest: Path, label: str) -> Path:
+    """``archive`` unpacked into ``dest``; the tree's root (a single top-level
+    directory, as in a repository snapshot, is stripped)."""
+    try:
+        if archive.name.endswith(".zip"):
+            with zipfile.ZipFile(archive) as z:
+                for member in z.namelist():
+                    target = (dest / member).resolve()
+                    if not target.is_relative_to(dest.resolve()):
+                        raise BootstrapFailed(f"{archive.name}: member {member!r} escapes")
+                z.extractall(dest)
+        else:
+            with tarfile.open(archive) as t:
+                t.extractall(dest, filter="data")  # refuses links and paths out of dest
+    except (tarfile.TarError, zipfile.BadZipFile, OSError) as exc:
+        raise BootstrapFailed(f"artifact {label}: cannot unpack: {exc}") from None
+    entries = list(dest.iterdir())
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
+
+
+def _digest_of(artifact: Artifact, path: Path) -> str:
+    """What ``artifact.sha256`` pins, computed for the local file ``path``."""
+    if artifact.digest == "file":
+        return _sha256_of(path)
+    tmp = temp_beside(path.with_name("tree"))
+    tmp.mkdir()
+    try:
+        return tree_digest(_unpack(path, tmp, artifact.filename))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def fetch_artifact(artifact: Artifact, store: Path) -> Path:
     """The verified local copy of ``artifact``, downloading it when absent.
 
     Raises:
-        BootstrapFailed: the download failed, or its sha256 differs from the pin.
+        BootstrapFailed: the download failed, or its digest (of the file, or of
+            its unpacked tree) differs from the pin.
     """
     final = store / artifact.sha256 / artifact.filename
-    if final.is_file() and _sha256_of(final) == artifact.sha256:
+    if final.is_file() and _digest_of(artifact, final) == artifact.sha256:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     source = artifact.fetch_from or artifact.url
-    digest = hashlib.sha256()
-    with atomic_path(final) as tmp:
+    with atomic_path(final) as tmp:  # the temp keeps the file's suffix (its format)
         try:
             with (
                 urllib.request.urlopen(source, timeout=DOWNLOAD_TIMEOUT_S) as response,
                 open(tmp, "wb") as out,
             ):
-                while block := response.read(_CHUNK):
-                    digest.update(block)
-                    out.write(block)
+                shutil.copyfileobj(response, out, _CHUNK)
         except OSError as exc:  # URLError and HTTPError are OSErrors
             raise BootstrapFailed(
                 f"artifact {artifact.filename}: download from {source} failed: {exc}\n\n"
                 "hint: the build needs that URL reachable once; or point "
                 "MEDIA_WORKER_ARTIFACT_OVERRIDES at a mirror"
             ) from None
-        if digest.hexdigest() != artifact.sha256:
+        got = _digest_of(artifact, tmp)
+        if got != artifact.sha256:
+            what = "sha256" if artifact.digest == "file" else "sha256 of the unpacked tree"
             raise BootstrapFailed(
-                f"artifact {artifact.filename}: sha256 mismatch: {source} served "
-                f"{digest.hexdigest()}, the profile pins {artifact.sha256}; refusing to "
-                "install it"
+                f"artifact {artifact.filename}: {what} mismatch: {source} served {got}, "
+                f"the profile pins {artifact.sha256}; refusing to install it"
             )
     logger.info("artifact %s fetched sha256=%s", artifact.filename, artifact.sha256[:12])
     return final
@@ -96,21 +139,7 @@ def install_source(artifact: Artifact, archive: Path, env: Path) -> Path:
     tmp = temp_beside(dest)
     tmp.mkdir(parents=True)
     try:
-        try:
-            if archive.name.endswith(".zip"):
-                with zipfile.ZipFile(archive) as z:
-                    for member in z.namelist():
-                        target = (tmp / member).resolve()
-                        if not target.is_relative_to(tmp.resolve()):
-                            raise BootstrapFailed(f"{archive.name}: member {member!r} escapes")
-                    z.extractall(tmp)
-            else:
-                with tarfile.open(archive) as t:
-                    t.extractall(tmp, filter="data")  # refuses links and paths out of tmp
-        except (tarfile.TarError, zipfile.BadZipFile, OSError) as exc:
-            raise BootstrapFailed(f"artifact {artifact.filename}: cannot unpack: {exc}") from None
-        entries = list(tmp.iterdir())
-        root = entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp
+        root = _unpack(archive, tmp, artifact.filename)
         shutil.rmtree(dest, ignore_errors=True)
         os.replace(root, dest)
     finally:

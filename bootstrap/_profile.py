@@ -7,6 +7,7 @@ module validates them so a typo fails at import, not on a GPU worker at 3 a.m.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,7 +37,8 @@ class Artifact:
     Args:
         url: where the file is published (``https://``); its last path segment is
             the file name (a wheel's name must follow PEP 427).
-        sha256: the file's SHA-256, 64 lowercase hex characters.
+        sha256: the file's SHA-256, 64 lowercase hex characters; for ``digest="tree"``
+            the SHA-256 of the unpacked tree (``bootstrap._artifacts.tree_digest``).
         kind: ``wheel``: installed with the requirements (so its dependencies
             resolve with theirs). ``source``: an archive unpacked into the
             environment's ``src/<name>/`` and put on ``sys.path`` by a ``.pth``
@@ -46,6 +48,9 @@ class Artifact:
         fetch_from: where the build downloads it when not ``url`` (an operator's
             mirror, set through ``MEDIA_WORKER_ARTIFACT_OVERRIDES``; may be
             ``http://`` or ``file://``). The file name stays ``url``'s.
+        digest: ``file`` (the archive's bytes) or, for a ``source``, ``tree`` (its
+            unpacked files): a repository snapshot's archive bytes depend on who
+            packed it (GitHub, a mirror, ``git archive``), its files do not.
     """
 
     url: str
@@ -53,8 +58,11 @@ class Artifact:
     kind: Literal["wheel", "source"] = "wheel"
     name: str = ""
     fetch_from: str = ""
+    digest: Literal["file", "tree"] = "file"
 
     def __post_init__(self) -> None:
+        if self.digest not in ("file", "tree") or (self.digest == "tree" and self.kind != "source"):
+            raise ValueError(f"artifact {self.filename}: digest 'tree' is for source archives only")
         if not self.url.startswith("https://"):
             raise ValueError(f"artifact {self.url!r}: the url must be https://")
         if self.fetch_from and not self.fetch_from.startswith(("https://", "http://", "file://")):
@@ -100,30 +108,52 @@ class Artifact:
 
 @dataclass(frozen=True)
 class Weights:
-    """One Hugging Face repository a runner reads, pinned to a commit.
+    """One Hugging Face repository a runner reads, pinned to a commit or by content.
 
     Args:
         repo_id: ``owner/name`` on the hub.
-        revision: the full 40-character commit hash (branches move; commits do not).
-        patterns: ``allow_patterns`` globs; only matching files are downloaded.
+        revision: the full 40-character commit hash (branches move; commits do not),
+            or None when ``sha256`` pins every file instead.
+        patterns: ``allow_patterns`` globs; only matching files are downloaded
+            (with ``sha256`` and no revision: the pinned file names).
         repo_type: ``model`` (default), ``dataset`` or ``space``.
+        sha256: ``(file, sha256)`` pairs, as a publisher lists them (e.g. a model
+            registry). Without a revision the commit is whichever the repository's
+            ``main`` holds at download time, accepted only when its files have these
+            digests; the commit fetched is recorded and reused from then on.
     """
 
     repo_id: str
-    revision: str
+    revision: str | None
     patterns: tuple[str, ...] = ("*",)
     repo_type: str = "model"
+    sha256: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", self.repo_id):
             raise ValueError(f"weights repo_id {self.repo_id!r} is not 'owner/name'")
-        if not _COMMIT.fullmatch(self.revision):
+        if self.revision is None and not self.sha256:
+            raise ValueError(f"weights {self.repo_id}: pin a revision or the sha256 of every file")
+        if self.revision is not None and not _COMMIT.fullmatch(self.revision):
             raise ValueError(
                 f"weights {self.repo_id}: revision {self.revision!r} must be a full 40-character "
                 "commit hash (a branch or tag can change under a running fleet)"
             )
         if isinstance(self.patterns, str):
             raise ValueError(f"weights {self.repo_id}: patterns must be a tuple of globs")
+        for name, digest in self.sha256:
+            if not _SHA256.fullmatch(digest) or _PLACEHOLDER.fullmatch(digest):
+                raise ValueError(f"weights {self.repo_id}: {name}: {digest!r} is not a SHA-256")
+        if self.revision is None:
+            object.__setattr__(self, "patterns", tuple(name for name, _ in self.sha256))
+
+    @property
+    def pin(self) -> str:
+        """What names this pin on disk: the commit, or ``sha256-`` and a digest of the pins."""
+        if self.revision is not None:
+            return self.revision
+        pins = "\n".join(f"{name} {digest}" for name, digest in sorted(self.sha256))
+        return "sha256-" + hashlib.sha256(pins.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ client does not do after a download.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import logging
@@ -52,17 +53,45 @@ class RemoteFile:
     blob_id: str | None  # git blob sha1 (non-LFS files)
 
 
-def snapshot_dir(cache: Path, w: Weights) -> Path:
-    """Where the hub client puts ``w``'s snapshot in the cache ``cache`` (its own naming)."""
+def _snapshots(cache: Path, w: Weights) -> Path:
     # Imported here: the hub client costs a noticeable share of handler start-up.
     from huggingface_hub.file_download import repo_folder_name
 
-    folder = repo_folder_name(repo_id=w.repo_id, repo_type=w.repo_type)
-    return cache / folder / "snapshots" / w.revision
+    return cache / repo_folder_name(repo_id=w.repo_id, repo_type=w.repo_type) / "snapshots"
+
+
+def snapshot_dir(cache: Path, w: Weights) -> Path:
+    """Where the hub client puts ``w``'s snapshot in the cache ``cache`` (its own naming)."""
+    assert w.revision is not None, "resolve a content pin first"
+    return _snapshots(cache, w) / w.revision
 
 
 def record_path(hf_home: Path, w: Weights) -> Path:
-    return hf_home / "media-worker" / f"{w.repo_id.replace('/', '--')}-{w.revision}.json"
+    """The record of a commit's files; for a content pin, which commit it resolved to."""
+    return hf_home / "media-worker" / f"{w.repo_id.replace('/', '--')}-{w.pin}.json"
+
+
+def resolved(w: Weights, hf_home: Path) -> Weights | None:
+    """``w`` pinned to the commit an earlier download under ``hf_home`` fetched for its
+    sha256 pins (``w`` itself when it names a commit); None when nothing was fetched."""
+    if w.revision is not None:
+        return w
+    record = read_manifest(record_path(hf_home, w))
+    revision = record.get("revision") if record else None
+    if isinstance(revision, str) and record.get("sha256") == dict(w.sha256):  # type: ignore[union-attr]
+        return dataclasses.replace(w, revision=revision)
+    return None
+
+
+def _in_cached_commit(w: Weights, cached_models: Path) -> Weights | None:
+    """``w`` pinned to a snapshot of RunPod's cache that holds every pinned file."""
+    folder = _snapshots(cached_models, w)
+    if w.revision is not None or not folder.is_dir():
+        return None
+    for snap in sorted(folder.iterdir()):
+        if all((snap / name).is_file() for name, _ in w.sha256):
+            return dataclasses.replace(w, revision=snap.name)
+    return None
 
 
 def matches(path: str, patterns: Iterable[str]) -> bool:
@@ -104,6 +133,10 @@ def check_files(snapshot: Path, expected: dict[str, dict[str, Any]], *, full: bo
 
 def weights_state(w: Weights, *, hf_home: Path, cached_models: Path) -> str:
     """``present`` / ``partial`` / ``missing`` for status, from sizes only."""
+    found = _in_cached_commit(w, cached_models) or resolved(w, hf_home)
+    if found is None:
+        return "missing"
+    w = found
     if _in_cached_models(w, cached_models) is not None:
         return "present"
     snap = snapshot_dir(hf_home / "hub", w)
@@ -147,6 +180,26 @@ def remove_files(snapshot: Path, rels: Iterable[str]) -> None:
         link.unlink(missing_ok=True)
         if blob is not None:
             blob.unlink(missing_ok=True)
+
+
+def _resolve_remote(w: Weights, *, endpoint: str | None, token: str | bool) -> Weights:
+    """``w`` pinned to the commit the repository's ``main`` holds now (network)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HTTPError  # see _download: transport errors too
+
+    where = f"{w.repo_id}@main"
+    hub = redact_url(endpoint or DEFAULT_ENDPOINT)
+    try:
+        info = HfApi(endpoint=endpoint, token=token).repo_info(
+            w.repo_id, revision="main", repo_type=w.repo_type
+        )
+    except HTTPError as exc:
+        raise BootstrapFailed(_hub_failure(where, hub, exc, token=bool(token))) from None
+    except OSError as exc:
+        raise BootstrapFailed(
+            f"weights {where}: reading its commit from {hub} failed: {exc}"
+        ) from None
+    return dataclasses.replace(w, revision=info.sha)
 
 
 def _list_remote(w: Weights, *, endpoint: str | None, token: str | bool) -> list[RemoteFile]:
@@ -209,6 +262,30 @@ def _ensure_one(
     image_weights: Path | None,
     on_progress: Callable[[str], None],
 ) -> Path:
+    if w.revision is None:
+        known = (
+            _in_cached_commit(w, cached_models)
+            or (resolved(w, image_weights) if image_weights not in (None, hf_home) else None)
+            or resolved(w, hf_home)
+        )
+        if known is not None:
+            return _ensure_one(
+                known,
+                hf_home=hf_home,
+                cached_models=cached_models,
+                image_weights=image_weights,
+                on_progress=on_progress,
+            )
+        endpoint = os.environ.get("HF_ENDPOINT") or None
+        token: str | bool = config.HF_TOKEN.get() or False
+        latest = _resolve_remote(w, endpoint=endpoint, token=token)
+        path = _download(latest, cache=hf_home / "hub", hf_home=hf_home, on_progress=on_progress)
+        write_json_atomic(
+            record_path(hf_home, w),
+            {"repo_id": w.repo_id, "revision": latest.revision, "sha256": dict(w.sha256)},
+        )
+        logger.info("weights %s pinned by sha256 resolved to %s", w.repo_id, latest.revision)
+        return path
     cached = _in_cached_models(w, cached_models)
     if cached is not None:
         logger.info("weights %s@%s from RunPod cached models %s", w.repo_id, w.revision[:8], cached)
@@ -232,6 +309,24 @@ def _ensure_one(
     return _download(w, cache=cache, hf_home=hf_home, on_progress=on_progress)
 
 
+def _check_pins(w: Weights, remote: list[RemoteFile]) -> None:
+    """Refuse, before any byte is downloaded, a commit whose files differ from ``w``'s
+    sha256 pins (the hub lists each LFS file's sha256)."""
+    listed = {f.path: f.sha256 for f in remote}
+    bad = [
+        f"{name}: {'not in the commit' if name not in listed else f'sha256 {listed[name]}'}"
+        f", pinned {digest}"
+        for name, digest in w.sha256
+        if listed.get(name) != digest
+    ]
+    if bad:
+        raise BootstrapFailed(
+            f"weights {w.repo_id}@{w.revision}: the files differ from their pinned sha256: "
+            f"{'; '.join(bad)}\n\nhint: the repository changed since the pins were written; "
+            "pin a commit whose files are the ones you want (the runner's revision setting)"
+        )
+
+
 def _download(
     w: Weights, *, cache: Path, hf_home: Path, on_progress: Callable[[str], None]
 ) -> Path:
@@ -250,6 +345,7 @@ def _download(
     hub = redact_url(endpoint or DEFAULT_ENDPOINT)
     try:
         remote = _list_remote(w, endpoint=endpoint, token=token)
+        _check_pins(w, remote)
         snap = snapshot_dir(cache, w)
         missing = sum(f.size for f in remote if not (snap / f.path).exists())
         _disk.require_free(cache, missing + 16 * _disk.MB, what=f"downloading the weights {where}")

@@ -247,41 +247,67 @@ def upscale_profile() -> Profile:
     )
 
 
-# numz/ComfyUI-SeedVR2_VideoUpscaler v2.5.23 (tag commit 5a4bf428), Apache-2.0. The
-# sha256 is of `git archive --format=tar --prefix=ComfyUI-SeedVR2_VideoUpscaler-<commit>/
-# <commit> | gzip -n -9` of a clone of that commit: this machine cannot reach GitHub, so
-# GitHub's own archive bytes were not hashed. If they differ, the build stops naming
-# both digests; MEDIA_WORKER_ARTIFACT_OVERRIDES then points at a verified copy.
+# numz/ComfyUI-SeedVR2_VideoUpscaler v2.5.23 (tag commit 5a4bf428), Apache-2.0. Pinned
+# by its files, not its archive's bytes (which depend on who packs it: GitHub, a
+# mirror, `git archive | gzip`): the sha256 is bootstrap._artifacts.tree_digest of the
+# commit's 126 files, the same from a `git archive` of a clone and from a checkout.
+# Any faithful archive or mirror (MEDIA_WORKER_ARTIFACT_OVERRIDES) is accepted; a
+# changed file is refused, naming both digests.
 SEEDVR2_COMMIT = "5a4bf428f3735cc72ac760d40f372f94dec28422"
 SEEDVR2_SOURCE = Artifact(
     url=f"https://github.com/numz/ComfyUI-SeedVR2_VideoUpscaler/archive/{SEEDVR2_COMMIT}.tar.gz",
-    sha256="42190794cf268cd0313c9235c0fb78a137c9f5d4a10629cbff19dfdf485c916a",
+    sha256="00f20d56732fd905b8c0b1d9772e80c8ab2a7d60225f64d9f06f337f2765faac",
     kind="source",
     name="seedvr2",
+    digest="tree",
 )
+
+
+# The SeedVR2 files the profile fetches, with the sha256 upstream's model registry
+# lists for each (src/utils/model_registry.py at SEEDVR2_COMMIT; repository
+# numz/SeedVR2_comfyUI). They pin the weights by content: no commit of that
+# repository has to be found and set by the operator.
+SEEDVR2_REPO = "numz/SeedVR2_comfyUI"
+SEEDVR2_WEIGHTS = (
+    ("seedvr2_ema_3b_fp16.safetensors",
+     "2fd0e03a3dad24e07086750360727ca437de4ecd456f769856e960ae93e2b304"),
+    ("seedvr2_ema_3b_fp8_e4m3fn.safetensors",
+     "3bf1e43ebedd570e7e7a0b1b60d6a02e105978f505c8128a241cde99a8240cff"),
+    ("seedvr2_ema_7b_fp16.safetensors",
+     "7b8241aa957606ab6cfb66edabc96d43234f9819c5392b44d2492d9f0b0bbe4a"),
+    ("ema_vae_fp16.safetensors",
+     "20678548f420d98d26f11442d3528f8b8c94e57ee046ef93dbb7633da8612ca1"),
+)  # fmt: skip
+
+
+def seedvr2_weights() -> Weights:
+    """The SeedVR2 weights: upstream's repository pinned by its registry's digests;
+    ``MEDIA_WORKER_SEEDVR2_REVISION`` pins a commit instead (an operator's mirror in
+    ``MEDIA_WORKER_SEEDVR2_REPO``; the digests still apply to upstream's own repo)."""
+    repo, revision = config.SEEDVR2_REPO.get(), config.SEEDVR2_REVISION.get() or None
+    if repo != SEEDVR2_REPO and revision is None:
+        from errors import ModelUnavailable
+
+        raise ModelUnavailable(
+            f"seedvr2: MEDIA_WORKER_SEEDVR2_REPO={repo} has no pinned files; set "
+            "MEDIA_WORKER_SEEDVR2_REVISION to a full commit hash of it (or unset the repo "
+            f"to use {SEEDVR2_REPO}, pinned by upstream's digests)",
+            field="model",
+        )
+    names = tuple(name for name, _ in SEEDVR2_WEIGHTS)
+    pins = SEEDVR2_WEIGHTS if repo == SEEDVR2_REPO else ()
+    return Weights(repo, revision, patterns=names, sha256=pins)
 
 
 def seedvr2_profile() -> Profile:
     """SeedVR2 3B and 7B (models/runners/seedvr2.py) on upstream's source.
 
-    Upstream imports torchvision (transforms), so it is pinned here from the same
-    CUDA index as torch; this profile is not built on GPU-less test machines (PyPI's
-    torchvision 0.28.0 is a CUDA build that fails to import beside CPU torch). The
-    requirements are upstream's (its pyproject.toml at that commit) pinned to the
-    releases current when this was written. The weights' commit is a setting
-    (MEDIA_WORKER_SEEDVR2_REVISION, required): no full commit hash of
-    numz/SeedVR2_comfyUI could be confirmed from this machine.
+    Upstream imports torchvision (transforms), so it is pinned from the same index as
+    torch: PyPI's torchvision is a CUDA build that loads only beside PyPI's torch (the
+    suite builds this profile from PyPI on a CPU: tests/models/video/
+    test_seedvr2_e2e.py). The requirements are upstream's (its pyproject.toml at
+    that commit) pinned to the releases current when this was written.
     """
-    from errors import ModelUnavailable
-
-    revision = config.SEEDVR2_REVISION.get()
-    if not revision:
-        raise ModelUnavailable(
-            "seedvr2: this worker has no SeedVR2 weights pinned; its operator sets "
-            "MEDIA_WORKER_SEEDVR2_REVISION to a full commit hash of "
-            f"{config.SEEDVR2_REPO.get()} (weights are pinned, never a branch)",
-            field="model",
-        )
     return Profile(
         name="seedvr2",
         requirements=(
@@ -301,18 +327,7 @@ def seedvr2_profile() -> Profile:
             "av==18.1.0",
         ),
         artifacts=(SEEDVR2_SOURCE,),
-        weights=(
-            Weights(
-                config.SEEDVR2_REPO.get(),
-                revision,
-                patterns=(
-                    "seedvr2_ema_3b_fp16.safetensors",
-                    "seedvr2_ema_3b_fp8_e4m3fn.safetensors",
-                    "seedvr2_ema_7b_fp16.safetensors",
-                    "ema_vae_fp16.safetensors",
-                ),
-            ),
-        ),
+        weights=(seedvr2_weights(),),
         smoke_imports=("torch", "torchvision", "av", "src.core.generation_phases"),
         extra_index_urls=(TORCH_CUDA_INDEX,),
         cuda=True,

@@ -85,19 +85,6 @@ def _stop_runners():
             "model",
             "licensed CC-BY-NC-4.0",
         ),
-        (
-            {
-                "id": "e3",
-                "input": {
-                    "task": "restore",
-                    "model": "seedvr2-7b",
-                    "video": "data:video/mp4;base64,AAAA",
-                },
-            },
-            "model_unavailable",
-            "model",
-            "MEDIA_WORKER_SEEDVR2_REVISION",
-        ),
         (_job(output={"prefix": "../escape"}), "invalid_input", "output.prefix", ".."),
         (_job(output={"prefix": "/abs"}), "invalid_input", "output.prefix", "is absolute"),
         (

@@ -110,6 +110,19 @@ def batched_with_context(
         yield batch, context
 
 
+def crossfade(held: np.ndarray, again: np.ndarray) -> np.ndarray:
+    """The frames two batches share: the earlier batch's restored tail (``held``) fading
+    into the later batch's restored context (``again``), the later batch's weight rising
+    ``1/(n+1) .. n/(n+1)`` over the ``n`` frames, so neither batch's edge shows as a jump.
+    """
+    if held.shape != again.shape:
+        raise ValueError(f"overlap frames differ: {held.shape} and {again.shape}")
+    n = len(held)
+    w = (np.arange(1, n + 1, dtype=np.float32) / (n + 1)).reshape(n, 1, 1, 1)
+    mixed = held.astype(np.float32) * (1 - w) + again.astype(np.float32) * w
+    return np.rint(mixed).astype(np.uint8)
+
+
 class _Stage:
     """A worker thread whose exception is re-raised where the pipeline is driven."""
 
@@ -281,12 +294,17 @@ def restore_video(
         encoder_stage.thread.start()
         compute_s = waited_s = 0.0
         done = 0
+        # The restored frames the next batch repeats as context, held back to be blended.
+        held: np.ndarray | None = None
+        held_pts: list = []
         try:
             while True:
                 t = time.perf_counter()
                 item = _get(q_in, stop)
                 waited_s += time.perf_counter() - t
                 if item is _DONE:
+                    if held is not None:
+                        _put(q_out, (held, held_pts), stop)
                     break
                 images, pts, context = item  # type: ignore[misc]
                 t = time.perf_counter()
@@ -297,8 +315,16 @@ def restore_video(
                         f"{(len(images), height, width, 3)}"
                     )
                 restored = _color.correct(restored, images, options.color_correction)
+                if context:
+                    assert held is not None and len(held) == context
+                    restored = np.concatenate([crossfade(held, restored[:context]),
+                                               restored[context:]])  # fmt: skip
+                    pts = held_pts + pts[context:]
+                keep = min(options.overlap, len(restored) - 1)
+                cut = len(restored) - keep
+                held, held_pts = (restored[cut:], pts[cut:]) if keep else (None, [])
                 compute_s += time.perf_counter() - t
-                if not _put(q_out, (restored[context:], pts[context:]), stop):
+                if not _put(q_out, (restored[:cut], pts[:cut]), stop):
                     break
                 done += len(images) - context
                 total = max(info.frames, done)

@@ -161,6 +161,58 @@ def test_fetch_verifies_and_reuses_and_refuses_a_wrong_hash(file_server, tmp_pat
         _artifacts.fetch_artifact(dataclasses.replace(gone, sha256="cd" * 32), store)
 
 
+def _snapshot(path: Path, files: dict[str, bytes], top: str, *, fmt: str) -> Path:
+    """``files`` under one top-level directory ``top``, as a tar.gz or a zip."""
+    if fmt == "zip":
+        import zipfile
+
+        with zipfile.ZipFile(path, "w") as z:
+            for name, data in files.items():
+                z.writestr(f"{top}/{name}", data)
+        return path
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in sorted(files.items(), reverse=True):  # another member order
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size, info.mtime, info.mode = len(data), 1234567, 0o755
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.slow
+def test_a_source_pinned_by_its_tree_accepts_any_faithful_archive_and_refuses_a_change(
+    file_server, tmp_path
+):
+    files = {"src/core/a.py": b"A = 1\n", "configs_3b/main.yaml": b"dit: {}\n", "LICENSE": b"x"}
+    (tmp_path / "tree" / "src" / "core").mkdir(parents=True)
+    (tmp_path / "tree" / "configs_3b").mkdir()
+    for name, data in files.items():
+        (tmp_path / "tree" / name).write_bytes(data)
+    pinned = _artifacts.tree_digest(tmp_path / "tree")
+    artifact = Artifact("https://example.com/abc.tar.gz", pinned, kind="source", name="up",
+                        digest="tree")  # fmt: skip
+    zipped = dataclasses.replace(artifact, url="https://example.com/abc.zip")
+    for i, (a, fmt, top) in enumerate(((artifact, "tar", "Up-abc"), (zipped, "zip", "mirror"))):
+        archive = _snapshot(tmp_path / f"{i}-{a.filename}", files, top, fmt=fmt)
+        url, file_sha = file_server.publish(archive)
+        assert file_sha != pinned
+        got = _artifacts.fetch_artifact(
+            dataclasses.replace(a, fetch_from=url), tmp_path / f"store{i}"
+        )
+        assert got.read_bytes() == archive.read_bytes()
+
+    (tmp_path / "x").mkdir()
+    changed = _snapshot(tmp_path / "x" / "abc.tar.gz", {**files, "src/core/a.py": b"A = 2\n"},
+                        "Up-abc", fmt="tar")  # fmt: skip
+    url, _ = file_server.publish(changed)
+    with pytest.raises(
+        BootstrapFailed, match=f"sha256 of the unpacked tree mismatch: .*pins {pinned}"
+    ):
+        _artifacts.fetch_artifact(dataclasses.replace(artifact, fetch_from=url), tmp_path / "s")
+    assert not list((tmp_path / "s" / pinned).iterdir())  # nothing half-written looks valid
+    with pytest.raises(ValueError, match="for source archives only"):
+        Artifact(WHEEL_URL, SHA, digest="tree")
+
+
 @pytest.mark.slow
 def test_build_installs_a_wheel_and_a_source_artifact_and_records_them(
     file_server, tmp_path, monkeypatch

@@ -147,7 +147,8 @@ def test_cli_prepares_lists_verifies_and_collects_the_factory_profiles(
 ):
     """upscale and seedvr2 are made from settings, not listed in a table: the CLI
     (and so the Dockerfile's BAKE_PROFILES, which runs it) reads the handler's lookup.
-    The upscale build takes torch from the local CPU wheel, as on any GPU-less machine."""
+    The upscale build takes torch from the local CPU wheel, as on any GPU-less machine.
+    seedvr2 prepared for real: tests/models/video/test_seedvr2_e2e.py."""
     vol = tmp_path / "vol"
     cli = f"python -m bootstrap --volume {vol}"
     upscale_file = {"RealESRGAN_x4plus.pth": os.urandom(2048)}
@@ -157,6 +158,8 @@ def test_cli_prepares_lists_verifies_and_collects_the_factory_profiles(
         "MEDIA_WORKER_EXTRA_INDEX_URLS": "file:///opt/pypi/simple",
         "UV_FIND_LINKS": "/opt/wheels",
         "HF_ENDPOINT": hub_server.endpoint,
+        # a mirror with no commit pinned: seedvr2 cannot be made with these settings
+        "MEDIA_WORKER_SEEDVR2_REPO": "tests/cli-mirror",
     }.items():
         monkeypatch.setenv(name, value)
 

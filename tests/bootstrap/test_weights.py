@@ -18,6 +18,7 @@ import pytest
 
 import config
 from bootstrap import Weights, _ensure, _weights
+from errors import BootstrapFailed
 from models.profiles import PIPER
 from tests.fixtures.hub import tiny_safetensors
 
@@ -303,3 +304,42 @@ def test_a_download_cut_short_keeps_only_whole_files_and_the_next_one_resumes(
     assert {(snap / n).read_bytes() for n in files} == set(files.values())
     fetched = [path for method, path in hf_hub.requests if method == "GET" and "/resolve/" in path]
     assert [p.rsplit("/", 1)[1] for p in fetched] == ["b.safetensors"], hf_hub.requests
+
+
+def test_weights_pinned_by_sha256_follow_main_once_and_record_the_commit(hf_hub, tmp_path):
+    """No commit pinned: main's files are accepted only with the pinned digests, the
+    commit fetched is recorded, and the next worker uses it without the network."""
+    files = {"a.safetensors": tiny_safetensors([1.0]), "b.safetensors": tiny_safetensors([2.0])}
+    first = hf_hub.add_repo("tests/by-content", files)
+    pins = tuple((name, hashlib.sha256(data).hexdigest()) for name, data in files.items())
+    weights = Weights("tests/by-content", None, sha256=pins)
+    assert set(weights.patterns) == set(files)
+    home = tmp_path / "hf"
+    state = _weights.weights_state(weights, hf_home=home, cached_models=tmp_path / "none")
+    assert state == "missing"
+    got = _weights.ensure_weights(
+        [weights], hf_home=home, cached_models=tmp_path / "none", on_progress=print
+    )
+    snap = got[weights.repo_id]
+    assert snap.name == first and (snap / "b.safetensors").read_bytes() == files["b.safetensors"]
+    assert _weights.resolved(weights, home) == dataclasses.replace(weights, revision=first)
+    state = _weights.weights_state(weights, hf_home=home, cached_models=tmp_path / "none")
+    assert state == "present"
+
+    hf_hub.add_repo("tests/by-content", {**files, "a.safetensors": tiny_safetensors([9.0])})
+    hf_hub.requests.clear()
+    again = _weights.ensure_weights(
+        [weights], hf_home=home, cached_models=tmp_path / "none", on_progress=print
+    )
+    assert again == got and hf_hub.requests == []  # the recorded commit, offline
+
+    # a fresh volume sees main's new commit, whose a.safetensors is not the pinned one
+    fresh = tmp_path / "fresh"
+    with pytest.raises(BootstrapFailed) as refused:
+        _weights.ensure_weights(
+            [weights], hf_home=fresh, cached_models=tmp_path / "none", on_progress=print
+        )
+    changed = hashlib.sha256(tiny_safetensors([9.0])).hexdigest()
+    assert f"a.safetensors: sha256 {changed}, pinned {pins[0][1]}" in refused.value.message
+    assert "b.safetensors" not in refused.value.message
+    assert not [p for p in fresh.rglob("*") if p.is_file()]  # refused before any download

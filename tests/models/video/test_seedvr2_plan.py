@@ -1,22 +1,15 @@
 """SeedVR2 glue: batch planning, memory policy and upstream argument mapping, as tables.
 
-The runner's call into upstream is checked here against a stand-in module for the
-argument contract only (names, order, keyword arguments, the context it keeps):
-upstream itself needs torchvision, which does not import beside this machine's
-CPU torch, so it never runs in these tests.
+Upstream itself runs in ``test_seedvr2_e2e.py`` (real jobs through the handler).
 """
 
 from __future__ import annotations
 
-import inspect
-from types import SimpleNamespace
-
 import pytest
 
-from errors import InvalidInput
+from errors import InvalidInput, ModelUnavailable
 from models import contract, registry
 from models.runners import _seedvr2_plan as plan
-from models.runners import seedvr2
 
 
 @pytest.mark.parametrize(
@@ -120,150 +113,29 @@ def test_both_sizes_are_registered_with_the_seedvr2_profile():
         registry.resolve(bad)
 
 
-class _StandIn:
-    """Upstream's eight entry points with its signatures (v2.5.23), recording calls.
+def test_seedvr2_weights_are_pinned_by_upstreams_digests_without_a_setting(monkeypatch):
+    from models.profiles import SEEDVR2_WEIGHTS, get_profile
 
-    Only the argument contract is checked: every call must bind to the signature
-    upstream declares. No model runs.
-    """
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict]] = []
-        self.context_keys: list[set[str]] = []
-        self.script_directory = "/upstream"
-
-    def _record(self, name: str, signature: str, args: tuple, kwargs: dict) -> dict:
-        namespace: dict = {}
-        exec(f"def f({signature}): pass", namespace)  # the upstream signature, verbatim names
-        bound = inspect.signature(namespace["f"]).bind(*args, **kwargs)
-        self.calls.append((name, dict(bound.arguments)))
-        return dict(bound.arguments)
-
-    def Debug(self, enabled=False, show_timestamps=True):  # upstream's class name
-        return SimpleNamespace(enabled=enabled)
-
-    def setup_generation_context(self, *a, **k):
-        self._record(
-            "setup_generation_context",
-            "dit_device=None, vae_device=None, dit_offload_device=None, "
-            "vae_offload_device=None, tensor_offload_device=None, debug=None",
-            a, k,
-        )  # fmt: skip
-        return {"dit_device": "cuda:0", "vae_device": "cuda:0", "compute_dtype": "bf16"}
-
-    def prepare_runner(self, *a, **k):
-        self.context_keys.append(set(k["ctx"]))  # what a batch starts from
-        self._record(
-            "prepare_runner",
-            "dit_model, vae_model, model_dir, debug, ctx, dit_cache=False, vae_cache=False, "
-            "dit_id=None, vae_id=None, block_swap_config=None, encode_tiled=False, "
-            "encode_tile_size=None, encode_tile_overlap=None, decode_tiled=False, "
-            "decode_tile_size=None, decode_tile_overlap=None, tile_debug='false', "
-            "attention_mode='sdpa', torch_compile_args_dit=None, torch_compile_args_vae=None",
-            a, k,
-        )  # fmt: skip
-        return "runner", {"cached": True}
-
-    def load_text_embeddings(self, *a, **k):
-        self._record("load_text_embeddings", "script_directory, device, dtype, debug=None", a, k)
-        return {"texts_pos": [], "texts_neg": []}
-
-    def compute_generation_info(self, *a, **k):
-        got = self._record(
-            "compute_generation_info",
-            "ctx, images, resolution=1080, max_resolution=0, batch_size=5, "
-            "uniform_batch_size=False, seed=42, prepend_frames=0, temporal_overlap=0, "
-            "debug=None",
-            a, k,
-        )  # fmt: skip
-        return got["images"], {}
-
-    def encode_all_batches(self, *a, **k):
-        got = self._record(
-            "encode_all_batches",
-            "runner, ctx=None, images=None, debug=None, batch_size=5, "
-            "uniform_batch_size=False, seed=42, progress_callback=None, temporal_overlap=0, "
-            "resolution=1080, max_resolution=0, input_noise_scale=0.0, "
-            "color_correction='lab'",
-            a, k,
-        )  # fmt: skip
-        got["ctx"]["images"] = got["images"]
-        return got["ctx"]
-
-    def upscale_all_batches(self, *a, **k):
-        return self._record(
-            "upscale_all_batches",
-            "runner, ctx=None, debug=None, progress_callback=None, seed=42, "
-            "latent_noise_scale=0.0, cache_model=False",
-            a, k,
-        )["ctx"]  # fmt: skip
-
-    def decode_all_batches(self, *a, **k):
-        return self._record(
-            "decode_all_batches",
-            "runner, ctx=None, debug=None, progress_callback=None, cache_model=False",
-            a, k,
-        )["ctx"]  # fmt: skip
-
-    def postprocess_all_batches(self, *a, **k):
-        got = self._record(
-            "postprocess_all_batches",
-            "ctx=None, debug=None, progress_callback=None, color_correction='lab', "
-            "prepend_frames=0, temporal_overlap=0, batch_size=5",
-            a, k,
-        )  # fmt: skip
-        got["ctx"]["final_video"] = ("restored", got["ctx"]["images"])
-        return got["ctx"]
-
-
-def test_the_call_into_upstream_binds_to_its_signatures_and_keeps_its_context():
-    up = _StandIn()
-    cache: dict = {}
-    memory = plan.plan_memory("3b", free_vram_gb=23.0, width=1920, height=1080, batch=5,
-                              fp8_ok=True)  # fmt: skip
-    arguments = plan.upstream_arguments(
-        memory, resolution=1080, batch=5, overlap=0, seed=3, device="cuda:0"
-    )
-    for frames in ("batch-1", "batch-2"):
-        out = seedvr2.call_upstream(up, cache, frames, arguments=arguments, model_dir="/w")
-        assert out == ("restored", frames)
-    names = [name for name, _ in up.calls]
-    # the context is made once; the models are prepared (cached upstream) per batch
-    assert names.count("setup_generation_context") == 1
-    assert names[-7:] == [
-        "prepare_runner",
-        "load_text_embeddings",
-        "compute_generation_info",
-        "encode_all_batches",
-        "upscale_all_batches",
-        "decode_all_batches",
-        "postprocess_all_batches",
-    ]
-    calls = dict(up.calls)
-    assert calls["prepare_runner"]["model_dir"] == "/w"
-    assert calls["prepare_runner"]["dit_cache"] is True
-    assert calls["encode_all_batches"]["seed"] == calls["upscale_all_batches"]["seed"] == 3
-    assert calls["postprocess_all_batches"]["color_correction"] == "none"
-    # only the device keys survive into the next batch's context: batch 2 starts from
-    # what upstream keeps (keys_to_keep), not from batch 1's images and video
-    first, second = up.context_keys
-    assert second == first == {"dit_device", "vae_device", "compute_dtype"}
-    assert "final_video" in cache["ctx"]
-
-
-def test_seedvr2_profile_needs_a_pinned_weights_commit(monkeypatch):
-    from errors import ModelUnavailable
-    from models.profiles import get_profile
-
-    with pytest.raises(ModelUnavailable, match="MEDIA_WORKER_SEEDVR2_REVISION"):
-        get_profile("seedvr2")
-    monkeypatch.setenv("MEDIA_WORKER_SEEDVR2_REVISION", "a" * 39 + "b")
     profile = get_profile("seedvr2")
     (source,) = profile.artifacts
-    assert source.kind == "source" and source.name == "seedvr2"
+    assert (source.kind, source.name, source.digest) == ("source", "seedvr2", "tree")
     assert profile.pins["torch"] == "2.13.0" and "torchvision" in profile.pins
-    files = set(profile.weights[0].patterns)
-    assert {plan.VAE_FILE, *(f for f, _ in plan.DIT_FILES.values())} == files
+    (weights,) = profile.weights
+    assert (weights.repo_id, weights.revision) == ("numz/SeedVR2_comfyUI", None)
+    assert dict(weights.sha256) == dict(SEEDVR2_WEIGHTS)
+    files = {plan.VAE_FILE, *(f for f, _ in plan.DIT_FILES.values())}
+    assert set(weights.patterns) == files == set(dict(SEEDVR2_WEIGHTS))
+    # a commit of upstream's repo keeps the digests; an operator's mirror has its own files
+    monkeypatch.setenv("MEDIA_WORKER_SEEDVR2_REVISION", "a" * 39 + "b")
+    (pinned,) = get_profile("seedvr2").weights
+    assert (pinned.revision, pinned.sha256) == ("a" * 39 + "b", weights.sha256)
+    monkeypatch.setenv("MEDIA_WORKER_SEEDVR2_REPO", "me/seedvr2-mirror")
+    (mirror,) = get_profile("seedvr2").weights
+    assert (mirror.repo_id, mirror.sha256, set(mirror.patterns)) == ("me/seedvr2-mirror", (), files)
+    monkeypatch.delenv("MEDIA_WORKER_SEEDVR2_REVISION")
+    with pytest.raises(ModelUnavailable, match="MEDIA_WORKER_SEEDVR2_REVISION") as unpinned:
+        get_profile("seedvr2")
+    assert unpinned.value.field == "model"
 
 
 def test_restore_defaults_to_the_fast_tier():
