@@ -339,28 +339,14 @@ def test_presets_cover_each_use():
 
 def test_profiles_the_listing_names_can_be_made_with_its_settings(monkeypatch):
     """Every profile a preset prepares or a test job runs is made from the listing's
-    settings alone. SeedVR2 needs MEDIA_WORKER_SEEDVR2_REVISION until its weights are
-    pinned in the code (issue 17); this test fails once they are, to drop the gap."""
-    from errors import ModelUnavailable
-
+    settings alone (SeedVR2's weights are pinned by upstream's digests in the code)."""
     for key, value in _settings_of_tests():
         monkeypatch.setenv(key, value)
     named = {registry.resolve(job).profile for _, job in _test_jobs()}
     for preset in _json(HUB)["config"]["presets"]:
         named |= set(config.parse_list(str(preset["defaults"].get("MEDIA_WORKER_PREPARE", ""))))
     for name in sorted(named):
-        if name != "seedvr2":
-            profiles.get_profile(name)
-            continue
-        try:
-            profiles.get_profile(name)
-        except ModelUnavailable as exc:
-            assert "MEDIA_WORKER_SEEDVR2_REVISION" in str(exc)
-            continue
-        pytest.fail(
-            "seedvr2 is made without MEDIA_WORKER_SEEDVR2_REVISION now: drop its exception "
-            "here and the notes on that setting in the README's Hub section and hub.json"
-        )
+        profiles.get_profile(name)
 
 
 def _settings_of_tests() -> list[tuple[str, str]]:
@@ -392,8 +378,6 @@ def test_allowed_cuda_versions_are_every_version_from_the_minimum():
 
 
 def test_hub_test_timeouts_allow_a_cold_build_of_their_profile(monkeypatch):
-    # Only to read its size: SeedVR2's profile is not made without a weights commit.
-    monkeypatch.setenv("MEDIA_WORKER_SEEDVR2_REVISION", "0" * 40)
     for test in _json(TESTS)["tests"]:
         profile = profiles.get_profile(registry.resolve(contract.parse_job(test["input"])).profile)
         floor_s = COLD_ALLOWANCE_S + profile.size_mb / COLD_BUILD_MB_PER_S
