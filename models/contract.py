@@ -29,7 +29,7 @@ from pydantic import (
 from errors import InvalidInput
 
 # "<major>.<minor>": a new field or task bumps the minor (README changelog).
-CONTRACT_VERSION = "1.6"
+CONTRACT_VERSION = "1.7"
 
 # Each word of the contract is written once, here: the Literal types are what the
 # models use, the tuples (via get_args) are what code and messages iterate over.
@@ -288,9 +288,17 @@ class CloneResult(ResultBase):
 class RestoreResult(ResultBase):
     """A restore job's result."""
 
+    _OMITTED = frozenset({"plan"})
+
     task: Literal["restore"]
     timings: RestoreTimings
     media: MediaInfo
+    plan: str | None = Field(
+        default=None,
+        description="What the model's memory plan chose for this GPU (precision, VAE "
+        "tiling, BlockSwap, frames per batch) and the peak it estimated; absent for a "
+        "model that plans nothing.",
+    )
 
 
 class TranscribeResult(ResultBase):

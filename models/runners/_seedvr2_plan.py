@@ -9,7 +9,6 @@ read at v2.5.23: ``inference_cli.py`` ``_process_frames_core`` and
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from errors import InvalidInput
@@ -27,12 +26,13 @@ DIT_FILES = {
     ("7b", "fp16"): ("seedvr2_ema_7b_fp16.safetensors", 16.5),
 }
 VAE_FILE, VAE_GB = "ema_vae_fp16.safetensors", 0.5
-# Activation memory per output megapixel-frame of a batch, untiled VAE decode
-# included. A rough working figure, not an upstream one: it makes a 24 GB card
-# run 3B fp16 at 1080p with batch 5 untiled, which upstream's README lists for
-# 24 GB+ ("FP16 models ... without memory optimizations"). VAE tiling divides it.
-ACTIVATION_GB_PER_MPX_FRAME = 1.2
-VAE_TILE_SHRINK = 4.0  # tiled VAE (1024 px tiles, upstream default) cuts activations ~4x
+# Peak memory, from one measurement (docs: GPU.md; numz v2.5.23 on an H200, sdpa):
+# 1920x1080 out, 21 frames in one batch, untiled, peaked at 36 GB for 3B *and* for
+# 7B. So the VAE decode sets the peak and the DiT is not resident then: the peak is
+# the larger of the DiT phase (weights + activations) and the VAE phase.
+VAE_GB_PER_MPX_FRAME = 0.82  # (36 - 0.5 GB of VAE) / (2.07 Mpx x 21 frames), untiled
+# Not measured alone; the same run bounds it: 7B's 16.5 GB + 0.3 x 43.5 <= 36 GB.
+DIT_GB_PER_MPX_FRAME = 0.30
 VAE_TILE_PX, VAE_TILE_OVERLAP_PX = 1024, 128  # upstream's CLI defaults
 HEADROOM_GB = 1.5  # CUDA context, allocator slack, text embeddings
 DEFAULT_BATCH = 5  # upstream CLI default (4n+1)
@@ -57,7 +57,7 @@ def overlap_frames(requested: int | None, batch: int) -> int:
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """How the runner asks upstream to fit in the VRAM it has."""
+    """How the runner asks upstream to fit in the memory it has (said in the result)."""
 
     precision: str  # "fp16" or "fp8"
     dit_file: str
@@ -65,7 +65,22 @@ class MemoryPlan:
     swap_io_components: bool
     offload_device: str  # "none" or "cpu"
     vae_tiled: bool
+    batch: int  # frames per upstream batch (4n+1); below the asked one only as a last resort
+    peak_gb: float | None  # the estimate it was chosen by; None on the CPU
     reason: str
+
+
+def peak_gb(
+    size: str, precision: str, *, blocks: int, tiled: bool, width: int, height: int, batch: int
+) -> float:
+    """Estimated peak GPU memory of one batch: the larger of the DiT phase and the
+    VAE phase (see the constants), plus headroom."""
+    frame_mpx = width * height / 1e6
+    weights = DIT_FILES[(size, precision)][1] * (1 - blocks / BLOCKS[size])
+    dit = weights + DIT_GB_PER_MPX_FRAME * frame_mpx * batch
+    vae_mpx = min(frame_mpx, VAE_TILE_PX**2 / 1e6) if tiled else frame_mpx
+    vae = VAE_GB + VAE_GB_PER_MPX_FRAME * vae_mpx * batch
+    return max(dit, vae) + HEADROOM_GB
 
 
 def plan_memory(
@@ -77,57 +92,50 @@ def plan_memory(
     batch: int,
     fp8_ok: bool,
 ) -> MemoryPlan:
-    """Precision, BlockSwap and VAE tiling for ``size`` ("3b"/"7b") at ``width`` x
-    ``height`` output with ``batch`` frames in ``free_vram_gb``.
+    """Precision, VAE tiling, BlockSwap and batch for ``size`` ("3b"/"7b") at ``width``
+    x ``height`` output with ``batch`` frames asked, in ``free_vram_gb`` (None: the CPU).
 
-    The first that fits, cheapest concession first: fp16 as it is; VAE tiling
-    (small speed cost); fp8 weights (small quality cost; only where the GPU has
-    fp8); then BlockSwap of as many blocks as needed (large speed cost).
+    The first that fits, cheapest concession first: fp16 as it is; VAE tiling (small
+    speed cost); fp8 weights (small quality cost; 3B only, on a GPU with fp8); BlockSwap
+    of as few blocks as fit (large speed cost); and only then a smaller batch (more
+    batch boundaries), down to one frame. The model size is the job's.
 
     Raises:
-        InvalidInput: even with every concession the job does not fit (field
-            ``resolution``: a smaller one, or a smaller batch, would).
+        InvalidInput: not even one frame per batch fits (field ``resolution``).
     """
-    fp16_file, fp16_gb = DIT_FILES[(size, "fp16")]
+    fp16_file, _ = DIT_FILES[(size, "fp16")]
     if free_vram_gb is None:
-        return MemoryPlan("fp16", fp16_file, 0, False, "none", False, "fp16 on the CPU")
-    mpx_frames = batch * width * height / 1e6
-    activations = ACTIVATION_GB_PER_MPX_FRAME * mpx_frames
-    budget = free_vram_gb - HEADROOM_GB - VAE_GB
-    wanted = ["fp16", "fp8"] if fp8_ok else ["fp16"]
-    choices = [c for c in wanted if (size, c) in DIT_FILES]
-    if fp16_gb + activations <= budget:
-        return MemoryPlan("fp16", fp16_file, 0, False, "none", False, "fp16")
-    vae_tiled = True
-    activations /= VAE_TILE_SHRINK
-    notes = ["VAE tiled"]
-    for chosen in choices:
-        file, weights = DIT_FILES[(size, chosen)]
-        if weights + activations <= budget:
-            return MemoryPlan(chosen, file, 0, False, "none", vae_tiled, _why(notes, chosen))
-    chosen = choices[-1]
-    file, weights = DIT_FILES[(size, chosen)]
-    per_block = weights / BLOCKS[size]
-    room = budget - activations
-    if room > per_block:  # at least one block must stay to compute with
-        blocks = min(BLOCKS[size], math.ceil((weights - room) / per_block) + 1)
-        io = blocks == BLOCKS[size]
-        notes.append(f"BlockSwap {blocks}/{BLOCKS[size]}" + (" + io" if io else ""))
-        return MemoryPlan(chosen, file, blocks, io, "cpu", vae_tiled, _why(notes, chosen))
+        return MemoryPlan("fp16", fp16_file, 0, False, "none", False, batch, None,
+                          f"fp16, batch {batch}, on the CPU")  # fmt: skip
+    precisions = ["fp16", "fp8"] if fp8_ok and (size, "fp8") in DIT_FILES else ["fp16"]
+    n = BLOCKS[size]
+    for b in range(batch, 0, -4):
+        options = [("fp16", 0, False)] + [(p, 0, True) for p in precisions]
+        options += [(precisions[-1], k, True) for k in range(1, n + 1)]
+        for precision, blocks, tiled in options:
+            need = peak_gb(size, precision, blocks=blocks, tiled=tiled, width=width,
+                           height=height, batch=b)  # fmt: skip
+            if need <= free_vram_gb:
+                notes = [precision] + (["VAE tiled"] if tiled else [])
+                if blocks:
+                    notes.append(f"BlockSwap {blocks}/{n}" + (" + io" if blocks == n else ""))
+                notes.append(f"batch {b}" + (f" (asked {batch})" if b != batch else ""))
+                reason = f"{', '.join(notes)}; ~{need:.0f} of {free_vram_gb:.0f} GB free"
+                return MemoryPlan(precision, DIT_FILES[(size, precision)][0], blocks, blocks == n,
+                                  "cpu" if blocks else "none", tiled, b, round(need, 1),
+                                  reason)  # fmt: skip
+    least = peak_gb(size, precisions[-1], blocks=n, tiled=True, width=width, height=height,
+                    batch=1)  # fmt: skip
     raise InvalidInput(
-        f"resolution: {width}x{height} with {batch} frames per batch needs about "
-        f"{activations + per_block + HEADROOM_GB + VAE_GB:.1f} GB of GPU memory with every "
-        f"saving on; {free_vram_gb:.1f} GB are free. Ask for a smaller resolution or batch_size",
+        f"resolution: {width}x{height} needs about {least:.1f} GB of GPU memory with every "
+        f"saving on and one frame per batch; {free_vram_gb:.1f} GB are free. Ask for a "
+        "smaller resolution",
         field="resolution",
     )
 
 
-def _why(notes: list[str], precision: str) -> str:
-    return ", ".join([precision, *notes])
-
-
 def upstream_arguments(
-    plan: MemoryPlan, *, resolution: int, batch: int, overlap: int, seed: int, device: str
+    plan: MemoryPlan, *, resolution: int, overlap: int, seed: int, device: str
 ) -> dict[str, dict[str, object]]:
     """Keyword arguments for upstream's calls, by function name (the contract the
     runner's call into upstream follows; ``inference_cli._process_frames_core``)."""
@@ -159,7 +167,7 @@ def upstream_arguments(
             "attention_mode": "sdpa",
         },
         "encode_all_batches": {
-            "batch_size": batch,
+            "batch_size": plan.batch,
             "seed": seed,
             "temporal_overlap": overlap,
             "resolution": resolution,
@@ -170,6 +178,6 @@ def upstream_arguments(
         "postprocess_all_batches": {
             "color_correction": "none",
             "temporal_overlap": overlap,
-            "batch_size": batch,
+            "batch_size": plan.batch,
         },
     }

@@ -188,20 +188,19 @@ class SeedVR2Runner(Runner):
                 batch=batch,
                 fp8_ok=self.fp8_ok,
             )
-            logger.info(
-                "job=%s seedvr2-%s plan %s batch=%d", ctx.job_id, self.size, memory.reason, batch
-            )
+            logger.info("job=%s seedvr2-%s plan %s", ctx.job_id, self.size, memory.reason)
+            chosen.append(memory.reason)
             arguments = plan.upstream_arguments(
                 memory,
                 resolution=min(size),
-                batch=batch,
                 overlap=0,  # the pipeline repeats context frames itself
                 seed=seed,
                 device=self.device,
             )
             return lambda frames: self._restore(frames, size, arguments)
 
-        return run_restore(
+        chosen: list[str] = []
+        outputs = run_restore(
             job,
             ctx,
             max_scale=MAX_SCALE,
@@ -209,6 +208,8 @@ class SeedVR2Runner(Runner):
             default_batch=plan.DEFAULT_BATCH,
             batch_of=lambda requested, total: plan.batch_frames(requested, total),
         )
+        ctx.result["plan"] = chosen[0]  # what the memory plan chose, for the caller
+        return outputs
 
     def _restore(self, frames: Any, size: tuple[int, int], arguments: dict) -> Any:
         import torch

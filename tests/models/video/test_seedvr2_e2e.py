@@ -133,6 +133,7 @@ def test_a_clip_is_restored_by_upstream_with_its_audio(worker, tmp_path):
     assert (got.width, got.height) == (128, 96)  # no resolution: the source x4
     assert got.frames == 5 and got.audio_codec == "aac"
     assert result["media"]["frames"] == 5
+    assert result["plan"] == "fp16, batch 5, on the CPU"  # what the memory plan chose
 
 
 def test_a_still_image_comes_back_as_png(worker, tmp_path):
