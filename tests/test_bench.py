@@ -36,6 +36,9 @@ SMOKE_TESTS: dict[str, tuple[str, ...]] = {
         "tests/test_bench.py::test_restore_bench_measures_x264_presets",
     ),
     "startup.py": ("tests/test_bench.py::test_startup_bench_runs",),
+    "seedvr2.py": (
+        "tests/models/video/test_seedvr2_e2e.py::test_seedvr2_bench_runs_both_paths_small",
+    ),
     "transcribe.py": ("tests/models/test_whisper.py::test_transcribe_bench_runs_small",),
     "tts_overhead.py": ("tests/test_bench.py::test_tts_overhead_bench_runs_small",),
     "voices.py": (
@@ -45,11 +48,7 @@ SMOKE_TESTS: dict[str, tuple[str, ...]] = {
 }
 
 # Benches no test here can run, and why; each still needs a smoke test where it can run.
-NOT_RUN_HERE: dict[str, str] = {
-    "seedvr2.py": "bench/gpu.py --only seedvr2 runs it; it needs upstream SeedVR2's source "
-    "(tests/fixtures/seedvr2.py: $MW_TEST_SEEDVR2_SOURCE, from GitHub, which this "
-    "project's test machines cannot reach)",
-}
+NOT_RUN_HERE: dict[str, str] = {}
 
 
 def run_bench(

@@ -86,7 +86,8 @@ def seedvr2_world(tmp_path_factory, hub_server, uv_cache):
         mp.undo()
     files = {p.name: p.read_bytes() for p in weights.iterdir()}
     env["MEDIA_WORKER_SEEDVR2_REVISION"] = hub_server.add_repo(REPO, files)
-    yield {**env, "counts": counts, "tree": tree}
+    yield {**env, "counts": counts, "tree": tree, "weights": str(weights),
+           "built_python": str(built.python)}  # fmt: skip
     handler._HOST.shutdown()
     shutil.rmtree(work, ignore_errors=True)  # gigabytes of CUDA libraries
 
@@ -252,3 +253,31 @@ def test_a_longer_clip_after_a_shorter_one_in_the_same_runner(worker, tmp_path):
     assert "error" not in first and "error" not in second, (first, second)
     got = read_back(_local(second["outputs"][0]))
     assert (got.frames, got.width, got.height) == (9, 160, 96)
+
+
+def test_seedvr2_bench_runs_both_paths_small(seedvr2_world, tmp_path):
+    """bench/seedvr2.py (what ``bench/gpu.py --only seedvr2`` runs per path) on the tiny
+    tree with the profile's interpreter: upstream's own call and the worker's runner,
+    cold then warm, same output size."""
+    import json
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[3]
+    clip = make_clip(tmp_path / "in.mp4", frames=5, width=32, height=24, audio=None)
+    runs = []
+    for path in ("upstream", "worker"):
+        done = subprocess.run(
+            [seedvr2_world["built_python"], "bench/seedvr2.py", path,
+             "--source", str(seedvr2_world["tree"]), "--weights", seedvr2_world["weights"],
+             "--clip", str(clip), "--resolution", "96", "--batch", "5"],
+            cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True,
+            text=True, timeout=900,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs += [json.loads(line[7:]) for line in done.stdout.splitlines()
+                 if line.startswith("RESULT ")]  # fmt: skip
+    assert [(r["path"], r["phase"]) for r in runs] == [
+        ("upstream", "cold"), ("upstream", "warm"), ("worker", "cold"), ("worker", "warm")
+    ]  # fmt: skip
+    assert {(r["frames"], r["out"]) for r in runs} == {(5, "128x96")}
