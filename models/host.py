@@ -154,6 +154,19 @@ def decide_concurrency(held: Sequence[HeldPool], *, limit: int, free_mb: int | N
     return max(1, min(limit, total))
 
 
+def pool_cpu_threads(cpus: int, pool_size: int) -> int | None:
+    """The CPU threads each process of a pool of ``pool_size`` gets (``OMP_NUM_THREADS``,
+    which torch reads at import), or None to leave the libraries' default. Pure.
+
+    torch's default is one thread per core in every process: N processes then spin
+    against each other (bench/gpu.py's Kokoro streams on the CPU: 20 s per tiny
+    sentence with the default, 1.7 s with the cores shared out).
+    """
+    if pool_size <= 1:
+        return None
+    return max(1, cpus // pool_size)
+
+
 def describe_exit(returncode: int | None) -> str:
     """Say in words why a runner process ended."""
     if returncode is None:
@@ -201,7 +214,14 @@ class RunnerProcess:
         self._assert_state(RunnerState.IDLE)
         self.state = RunnerState.BUSY
 
-    def start(self, *, weights: dict[str, str], timeout_s: float, job_id: str) -> None:
+    def start(
+        self,
+        *,
+        weights: dict[str, str],
+        timeout_s: float,
+        job_id: str,
+        cpu_threads: int | None = None,
+    ) -> None:
         """Start the process and wait for it to load its model.
 
         Raises:
@@ -218,6 +238,8 @@ class RunnerProcess:
         )
         env["HF_HUB_OFFLINE"] = "1"  # weights were resolved to local paths beforehand
         env["PYTHONUNBUFFERED"] = "1"
+        if cpu_threads is not None:  # an operator's OMP_NUM_THREADS wins
+            env.setdefault("OMP_NUM_THREADS", str(cpu_threads))
         try:
             self._proc = subprocess.Popen(
                 [str(self.python), "-m", "models._child", "--fds", f"{to_child_r},{from_child_w}"],
@@ -645,7 +667,14 @@ class RunnerHost:
         python: Path,
     ) -> RunnerProcess:
         runner = RunnerProcess(name, python, runner_ref, vram_mb=vram_mb)
-        runner.start(weights=weights, timeout_s=config.RUNNER_START_TIMEOUT_S.get(), job_id=job_id)
+        with self._lock:
+            size = self._pools[name].max_jobs
+        runner.start(
+            weights=weights,
+            timeout_s=config.RUNNER_START_TIMEOUT_S.get(),
+            job_id=job_id,
+            cpu_threads=pool_cpu_threads(os.cpu_count() or 1, size),
+        )
         return runner
 
     def _make_room(self, name: str, vram_mb: int, job_id: str) -> None:

@@ -19,7 +19,7 @@ from runpod.serverless.modules.rp_scale import JobScaler
 
 import handler
 from errors import RunnerCrashed
-from models.host import HeldPool, RunnerHost, decide_concurrency
+from models.host import HeldPool, RunnerHost, decide_concurrency, pool_cpu_threads
 from tests.test_handler import ROOT, _free_port, _local_file, _serve_api, _worker_env
 
 PY = Path(sys.executable)
@@ -53,6 +53,14 @@ REF = "tests.models.fixture_runners:"
 )
 def test_decide_concurrency(held, limit, free_mb, expected):
     assert decide_concurrency(held, limit=limit, free_mb=free_mb) == expected
+
+
+@pytest.mark.parametrize(
+    ("cpus", "pool_size", "threads"),
+    [(16, 1, None), (16, 8, 2), (16, 4, 4), (2, 4, 1), (16, 3, 5)],
+)
+def test_pool_cpu_threads_share_the_cores_out(cpus, pool_size, threads):
+    assert pool_cpu_threads(cpus, pool_size) == threads
 
 
 def test_the_sdk_job_scaler_takes_one_job_at_a_time_by_default():
@@ -96,6 +104,8 @@ def test_a_pool_serves_jobs_at_once_each_in_its_own_process(tmp_path, monkeypatc
         assert sorted(seen) == [0, 1, 2]
         assert all(s["text"] == f"word{i} of 3" and s["met"] == 3 for i, s in seen.items())
         assert len({s["pid"] for s in seen.values()}) == 3  # a process per job
+        threads = os.environ.get("OMP_NUM_THREADS") or str(pool_cpu_threads(os.cpu_count(), 3))
+        assert {s["threads"] for s in seen.values()} == {threads}  # the cores shared out
         assert sorted(host.pids["gather"]) == sorted(s["pid"] for s in seen.values())
         assert host.capacity(3) == 3  # the worker now takes three at once
         # the pool stays warm: the next job reuses one of its processes

@@ -184,5 +184,7 @@ class GatherRunner(Runner):
             time.sleep(0.02)
         met = len(list(arrived.iterdir()))
         out = Path(ctx.scratch) / "gathered.json"
-        out.write_text(json.dumps({"text": job["text"], "pid": os.getpid(), "met": met}))
+        threads = os.environ.get("OMP_NUM_THREADS")
+        seen = {"text": job["text"], "pid": os.getpid(), "met": met, "threads": threads}
+        out.write_text(json.dumps(seen))
         return [OutputFile(str(out), "application/json")]
