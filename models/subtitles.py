@@ -16,12 +16,13 @@ karaoke `\\k` tags so the highlight follows the speech.
 from __future__ import annotations
 
 import itertools
-import os
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from storage import _atomic
 
 __all__ = [
     "CAPTION_CONTENT_TYPES",
@@ -425,8 +426,7 @@ _ASS_STYLE = {
 def write_captions(segments: Iterable[Segment], path: Path, fmt: CaptionFormat) -> Path:
     """Write caption events to `path` as SRT, WebVTT or ASS (karaoke `\\k` per word).
 
-    The file appears complete or not at all: it is written to a process-unique temp
-    name beside `path` and renamed into place.
+    The file appears complete or not at all (``storage._atomic``).
 
     Args:
         segments: caption events (see `segments_from_words`, `wrap_segments`).
@@ -463,13 +463,9 @@ def write_captions(segments: Iterable[Segment], path: Path, fmt: CaptionFormat) 
         subs.append(pysubs2.SSAEvent(start=start, end=max(start, end), text=text))
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with _atomic.atomic_path(path) as tmp:
         # keep_ssa_tags: pysubs2 would otherwise read "{...}" in plain SRT/VTT text as
         # override tags and drop it; our text has no tags to convert.
         extra = {} if fmt == "ass" else {"keep_ssa_tags": True}
         subs.save(str(tmp), format_=fmt, encoding="utf-8", **extra)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

@@ -183,11 +183,11 @@ class SpeechAssembler:
         write_audio(final, audio, self.out_rate, self.fmt)
         outputs = [OutputFile(str(final), ENCODINGS[self.fmt][2], round(self.duration_s, 3))]
         if captions:
-            outputs += write_captions(self.words, self._ctx.scratch / name)
+            outputs += _caption_files(self.words, self._ctx.scratch / name)
         return outputs
 
 
-def write_captions(words: list[dict[str, Any]], stem: Path) -> list[OutputFile]:
+def _caption_files(words: list[dict[str, Any]], stem: Path) -> list[OutputFile]:
     """``<stem>.srt``, ``<stem>.vtt`` and ``<stem>.ass`` (karaoke) from word timings."""
     from models import subtitles
 

@@ -46,6 +46,7 @@ from models.subtitles import (
     wrap_segments,
     write_captions,
 )
+from storage import _atomic
 
 logger = logging.getLogger(__name__)
 
@@ -679,7 +680,5 @@ def _report(ctx: RunContext, done_s: float, total_s: float | None) -> None:
 
 def _write(path: Path, body: str, fmt: str) -> OutputFile:
     # Written beside the final name and renamed: nothing half-written looks finished.
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(body, encoding="utf-8")
-    partial.replace(path)
+    _atomic.write_bytes(path, body.encode("utf-8"))
     return OutputFile(str(path), CONTENT_TYPES[fmt])
