@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import config
+from bootstrap import __main__ as cli
 from bootstrap import _ensure, _layers, _pack
 from bootstrap._manifest import read_manifest
 from bootstrap._profile import Profile
@@ -194,6 +195,9 @@ def test_no_half_restored_env_is_served_when_the_layer_archive_is_bad(shared, tm
     archive.write_bytes(bytes(data))
     digest = _ensure.spec_hash(alpha, current_target())
     layout = _ensure.Layout.of("alpha", digest, machine)
+    machine.envs.mkdir()
+    problem = cli._verify_archive(layout, digest)  # `verify` re-hashes the layers too
+    assert problem and ref["archive"] in problem and "sha256" in problem
     with pytest.raises(_pack.CorruptArchive):
         _ensure._restore(alpha, layout, _manifest(machine, "alpha"), lambda m: None)
     assert not layout.local.exists() and not _layers.local_dir(machine.envs, ref).exists()
