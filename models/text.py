@@ -116,10 +116,25 @@ def split_text(text: str, fits: Callable[[str], bool], *, pack: bool = False) ->
     Returns:
         The pieces, in order; empty when ``text`` is only whitespace.
     """
-    sentences = _join_abbreviations(_pieces(text, _SENTENCE_END))
+    cut = sentences(text)
     if pack:
-        sentences = _pack(sentences, fits)
-    return [part for sentence in sentences for part in _split_to_fit(sentence, fits)]
+        cut = _pack(cut, fits)
+    return [part for sentence in cut for part in _split_to_fit(sentence, fits)]
+
+
+def sentences(text: str) -> list[str]:
+    """``text``'s sentences as :func:`split_text` cuts them, before any ``fits``.
+
+    With :func:`fit_sentence`, a runner whose ``fits`` costs real work (Kokoro
+    counts phonemes with its G2P) can check each sentence just before it speaks it,
+    so its first audio waits for one sentence's check, not the whole text's.
+    """
+    return _join_abbreviations(_pieces(text, _SENTENCE_END))
+
+
+def fit_sentence(sentence: str, fits: Callable[[str], bool]) -> list[str]:
+    """One of :func:`sentences` cut as :func:`split_text` cuts it (unpacked)."""
+    return _split_to_fit(sentence, fits)
 
 
 def max_chars(limit: int) -> Callable[[str], bool]:

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE_TESTS: dict[str, tuple[str, ...]] = {
     "bootstrap.py": ("tests/test_bench.py::test_bootstrap_bench_runs",),
     "concurrency.py": ("tests/test_bench.py::test_concurrency_bench_runs_small",),
+    "g2p.py": ("tests/models/test_kokoro.py::test_g2p_bench_runs_with_the_profile_interpreter",),
     "gpu.py": (
         "tests/models/test_kokoro.py::test_gpu_bench_cpu_path_runs_with_the_profile_interpreter",
         "tests/models/video/test_upscale_e2e.py::"

@@ -30,7 +30,7 @@ from errors import InvalidInput
 from models.protocol import OutputFile
 from models.runners._audio import SpeechAssembler
 from models.runners.base import RunContext, Runner, RunnerSpec
-from models.text import check_text_length, split_text
+from models.text import check_text_length, fit_sentence, sentences, split_text
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +188,11 @@ class KokoroRunner(Runner):
         )
         self._pipelines: dict[str, Any] = {}
         self._packs: dict[str, Any] = {}
+        # The default voice's G2P (misaki + spaCy) loads now, once per runner, and
+        # makes its first call: loading spaCy's English pipeline took 6.5 s on this
+        # project's busy 2-core machine, a warm sentence 6 ms. Loaded by the first
+        # job instead, it held that job's first audio back by those seconds.
+        self._pipeline(DEFAULT_VOICE[0]).g2p("Ready.")
         logger.info("kokoro loaded device=%s weights=%s", self.device, root)
 
     def _pipeline(self, lang: str) -> Any:
@@ -246,11 +251,10 @@ class KokoroRunner(Runner):
             stream=bool(job.get("stream")),
         )
         speed = float(job.get("speed", 1.0))
-        # A streaming job speaks sentence by sentence (its first chunk comes
-        # sooner); otherwise sentences are packed into fewer, longer calls.
-        pieces = split_text(job["text"], fits, pack=not job.get("stream"))
         spoken = 0
-        for n, piece in enumerate(pieces, start=1):
+
+        def speak(piece: str) -> None:
+            nonlocal spoken
             for result in pipeline.generate_from_tokens(
                 phonemes(piece), voice=pack, speed=speed, model=self.model
             ):
@@ -258,7 +262,21 @@ class KokoroRunner(Runner):
                     continue
                 spoken += 1
                 speech.add(result.audio.numpy(), _words(result.tokens) if english else None)
-            speech.spoke(n, len(pieces))
+
+        if job.get("stream"):
+            # Sentence by sentence, each one's G2P run just before it is spoken: the
+            # first chunk waits for one sentence's G2P (about 6 ms on a CPU), not the
+            # whole text's (20000 characters would hold it back by seconds).
+            parts = sentences(job["text"])
+            for n, sentence in enumerate(parts, start=1):
+                for piece in fit_sentence(sentence, fits):
+                    speak(piece)
+                speech.spoke(n, len(parts))
+        else:  # sentences packed into fewer, longer model calls
+            pieces = split_text(job["text"], fits, pack=True)
+            for n, piece in enumerate(pieces, start=1):
+                speak(piece)
+                speech.spoke(n, len(pieces))
         if spoken == 0:
             raise InvalidInput("text: nothing speakable in the text", field="text")
         timestamps = bool(job.get("timestamps"))
@@ -279,9 +297,9 @@ SPECS = (
         # 0.5 GB) plus the CUDA context; bench/gpu.py prints the peak to replace it with.
         vram_mb=1024,
         default="gpu",
-        # Eight jobs at once on one GPU: the goal (300x real time aggregate),
-        # to be confirmed by bench/gpu.py's Kokoro concurrency rows (1/4/8 streams,
-        # processes vs threads); eight processes of 1 GB fit any 16 GB card.
+        # Eight jobs at once on one GPU, each in a process of its own: on an H200
+        # (bench/results), 8 processes spoke 246.6x real time in aggregate, 4.2x one
+        # stream (58.2x), where 8 threads in one process reached 75.6x.
         max_jobs=8,
     ),
 )

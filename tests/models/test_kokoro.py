@@ -344,7 +344,17 @@ def test_gpu_bench_cpu_path_runs_with_the_profile_interpreter(kokoro_volume):
     table = out.stdout.splitlines()
     assert table[0].startswith("device=cpu")
     rows = [line for line in table if line.startswith("kokoro")]
-    assert len(rows) == 2 and not any("failed" in r for r in rows)
+    assert len(rows) >= 2 and not any("failed" in r for r in rows)  # streams rows too
+
+
+@pytest.mark.slow
+def test_g2p_bench_runs_with_the_profile_interpreter(kokoro_volume):
+    """bench/g2p.py with the built kokoro environment (its stand-in spaCy pipeline)."""
+    from tests.test_bench import last_ratio, run_bench
+
+    lines = run_bench(["g2p.py", "--runs", "1"], python=kokoro_volume["built_python"])
+    assert any(line.startswith("KPipeline(a, model=False): spaCy loads") for line in lines)
+    last_ratio(lines, "g2p_sentence_ms")
 
 
 @pytest.mark.slow

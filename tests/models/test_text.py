@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.text import max_chars, split_text
+from models.text import fit_sentence, max_chars, sentences, split_text
 
 
 @pytest.mark.parametrize(
@@ -55,3 +55,18 @@ def test_pack_joins_whole_sentences_while_they_fit():
     assert packed == ["One. Two.", "Three is", "longer.", "Four."]
     assert split_text(text, max_chars(40), pack=True) == [text]
     assert split_text(text, max_chars(40)) == ["One.", "Two.", "Three is longer.", "Four."]
+
+
+def test_sentences_then_fit_sentence_cut_as_split_text_does():
+    asked: list[str] = []
+
+    def fits(piece: str) -> bool:
+        asked.append(piece)
+        return len(piece) <= 12
+
+    text = "One. Two is longer, with a clause. Dr. Who came."
+    cut = sentences(text)
+    assert cut == ["One.", "Two is longer, with a clause.", "Dr. Who came."]
+    assert asked == []  # no fits asked: a streaming runner checks each one when it speaks it
+    pieces = [piece for sentence in cut for piece in fit_sentence(sentence, fits)]
+    assert pieces == split_text(text, fits)
