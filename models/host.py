@@ -668,7 +668,8 @@ class RunnerHost:
     ) -> RunnerProcess:
         runner = RunnerProcess(name, python, runner_ref, vram_mb=vram_mb)
         with self._lock:
-            size = self._pools[name].max_jobs
+            pool = self._pools.get(name)  # gone only if the host is shutting down
+            size = pool.max_jobs if pool is not None else 1
         runner.start(
             weights=weights,
             timeout_s=config.RUNNER_START_TIMEOUT_S.get(),
