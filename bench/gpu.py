@@ -605,58 +605,62 @@ def chatterbox_rows(bench: Bench) -> list[Row]:
 
 
 def f5tts_rows(bench: Bench) -> list[Row]:
-    """F5-TTS v1 Base with the published Vocos: one sentence per nfe_step setting."""
-    if bench.small:
-        return [Row("f5tts", "-", note="skipped: its DiT sizes come from the package's config")]
+    """F5-TTS v1 Base on one sentence per nfe_step: the worker (``F5Runner``: setup, then
+    ``run`` with a real RunContext, reference decoded with PyAV, wav written) beside the
+    library's ``infer_batch_process`` (what ``F5TTS.infer`` ends in) on the same samples.
+    ``F5TTS.infer`` itself needs FFmpeg to read its reference file, as the runner does not."""
     _require("f5_tts")
+    import soundfile
     import torch
-    from f5_tts.api import F5TTS
+    from f5_tts.infer.utils_infer import infer_batch_process
 
+    from models.runners.f5tts import REPO, VOCODER_REPO, F5Runner, reference_text
     from tests.fixtures import f5tts as ckpt
 
-    f5_dir, vocos_dir = ckpt.make_checkpoints(bench.tmp / "f5tts", vocoder="full")
-    tts = F5TTS(
-        model=ckpt.MODEL,
-        ckpt_file=str(f5_dir / ckpt.MODEL / "model_1250000.safetensors"),
-        vocab_file=str(f5_dir / ckpt.MODEL / "vocab.txt"),
-        vocoder_local_path=str(vocos_dir),
-        device=bench.device,
+    f5_dir, vocos_dir = ckpt.make_checkpoints(
+        bench.tmp / "f5tts", vocoder="tiny" if bench.small else "full"
     )
-    reference = str(_reference_wav(bench.tmp / "f5-ref.wav", seconds=6.0))
+    reference = _reference_wav(bench.tmp / "f5-ref.wav", seconds=6.0)
     ref_text = "The worker receives a job and checks every field."
     text = "The runner loads its voice once and keeps it warm for the next request."
+    runner = F5Runner()
+    runner.setup({REPO: str(f5_dir), VOCODER_REPO: str(vocos_dir)})
+    tts = runner._tts  # one model in memory: the raw rows call the library on it
+    samples = torch.from_numpy(soundfile.read(reference, dtype="float32")[0]).unsqueeze(0)
     rows = []
-    for nfe in (32, 16):
+    for nfe in (4,) if bench.small else (32, 16):
+        request = {"text": text, "reference_text": ref_text, "nfe_step": nfe, "seed": 0,
+                   "format": "wav", "stream": True}  # fmt: skip
 
-        def speak(nfe: int = nfe) -> tuple[float, float]:
+        def ours(request: dict[str, Any] = request) -> tuple[float, float, float]:
+            wall, first, outputs = _run_job(
+                bench, "f5tts", runner, request, {"reference_audio": reference}
+            )
+            return _audio_s(outputs[0].path), wall, first
+
+        def raw(nfe: int = nfe) -> tuple[float, float, float]:
+            torch.manual_seed(0)
             _sync(torch, bench.device)
             started = time.perf_counter()
-            wav, rate, _ = tts.infer(
-                reference, ref_text, text, show_info=lambda *a: None, progress=None,
-                nfe_step=nfe, seed=0,
-            )  # fmt: skip
+            wav, rate, _ = next(infer_batch_process(
+                (samples, 24_000), reference_text(ref_text), [text], tts.ema_model,
+                tts.vocoder, mel_spec_type=tts.mel_spec_type, progress=None, nfe_step=nfe,
+                device=tts.device,
+            ))  # fmt: skip
             _sync(torch, bench.device)
-            return len(wav) / rate, time.perf_counter() - started
+            wall = time.perf_counter() - started
+            return len(wav) / rate, wall, wall  # one sentence: its first chunk
 
         if bench.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        speak()  # warm-up
-        runs = [speak() for _ in range(bench.runs)]
-        wall = _median([r[1] for r in runs])
-        rows.append(
-            Row(
-                "f5tts",
-                f"nfe_step={nfe}",
-                {
-                    "audio_s": f"{runs[0][0]:.1f}",
-                    "rtf_x": f"{runs[0][0] / wall:.2f}",
-                    "first_ms": f"{1000 * wall:.0f}",  # one sentence: its first chunk
-                    "peak_mb": _peak_mb(torch, bench.device),
-                },
-                note=f"full-size random weights; published RTF 0.147 on an L20 "
-                f"(= rtf_x 6.8), median of {bench.runs}",
-            )
-        )
+        ours(), raw()  # warm-up; and the runner's reference is cached from here on
+        note = (f"full-size random DiT, {'tiny' if bench.small else 'full'} Vocos, "
+                f"cached reference, median of {bench.runs}")  # fmt: skip
+        pair = _pair("f5tts", f"nfe_step={nfe}",
+                     _speech_metrics([ours() for _ in range(bench.runs)]),
+                     _speech_metrics([raw() for _ in range(bench.runs)]), note)  # fmt: skip
+        pair[0].metrics["peak_mb"] = _peak_mb(torch, bench.device)
+        rows += pair
     return rows
 
 

@@ -16,9 +16,16 @@ Kokoro's layout; with ``--kokoro-weights`` missing, full-size random weights are
 made there first (``tests/fixtures/kokoro.py``). The worker side is handed that
 environment as ready, so both sides skip bootstrap and measure warm jobs.
 
+The cloning runners (``--clone-python chatterbox=ENV/bin/python``, and ``f5tts=``) are
+measured by their rows in ``bench/gpu.py``, run on the CPU in that profile's
+interpreter: the runner class (``setup`` once, ``run`` with a real RunContext) beside
+the library's own call on the same work, with a fresh and a cached reference for
+Chatterbox (what the conditioning cache saves); their table is printed as is.
+
 Usage:
     python bench/voices.py [--runs 5]
     python bench/voices.py --kokoro-python ENV/bin/python --kokoro-weights DIR [--no-piper]
+    python bench/voices.py --no-piper --clone-python chatterbox=ENV/bin/python [--clone-full]
 The last line is ``worst_overhead_ratio=<max of ours/raw over every timing>``.
 """
 
@@ -148,6 +155,21 @@ def ours(model: str, text: str, runs: int, voice: str | None = None) -> dict[str
     return {"first_s": _median(firsts), "total_s": _median(totals), "audio_s": audio_s}
 
 
+def clone_rows(spec: str, runs: int, *, full: bool) -> list[float]:
+    """Run one cloning runner's rows of bench/gpu.py on the CPU in its profile's
+    interpreter; prints them and returns their ``ours/raw`` ratios."""
+    model, _, python = spec.partition("=")
+    with tempfile.TemporaryDirectory(prefix="mw-bench-clone-") as tmp:
+        out = Path(tmp) / "rows.json"
+        subprocess.run(
+            [python, str(ROOT / "bench" / "gpu.py"), "--device", "cpu", "--only", model,
+             "--runs", str(runs), "--json", str(out), *(() if full else ("--small",))],
+            cwd=ROOT, check=True,
+        )  # fmt: skip
+        rows = json.loads(out.read_text())["rows"]
+    return [r["metrics"]["ours/raw"] for r in rows if "ours/raw" in r["metrics"]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -155,10 +177,15 @@ def main() -> None:
     parser.add_argument("--kokoro-weights", type=Path, default=None)
     parser.add_argument("--no-piper", action="store_true", help="skip the Piper rows")
     parser.add_argument("--raw-kokoro", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--clone-python", action="append", default=[], metavar="MODEL=PYTHON",
+                        help="chatterbox=... or f5tts=...: that profile's interpreter")  # fmt: skip
+    parser.add_argument("--clone-full", action="store_true",
+                        help="bench/gpu.py's full settings, not --small")  # fmt: skip
     args = parser.parse_args()
     if args.raw_kokoro:
         print(json.dumps(raw_kokoro(args.raw_kokoro, args.runs)))
         return
+    clone_ratios = [clone_rows(spec, args.runs, full=args.clone_full) for spec in args.clone_python]
 
     home = Path(tempfile.mkdtemp(prefix="mw-bench-voices-"))
     os.environ["MEDIA_WORKER_HOME"] = str(home)
@@ -209,6 +236,7 @@ def main() -> None:
             f"{raw['audio_s'] / raw['total_s']:9.2f}   (audio {mine['audio_s']:.1f} s ours, "
             f"{raw['audio_s']:.1f} s raw)"
         )
+    ratios += [r for found in clone_ratios for r in found]
     print(f"worst_overhead_ratio={max(ratios):.2f}")
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import config
 from bootstrap import _artifacts, _flash_attn, machine
-from bootstrap._profile import Profile
+from bootstrap._profile import Profile, normalize_name, requirement_name
 from bootstrap._spec import Target
 from errors import BootstrapFailed
 
@@ -133,6 +133,13 @@ def build(
         excludes = dest / ".excludes.txt"  # uv reads them from a file only
         excludes.write_text("".join(f"{name}\n" for name in profile.excludes))
         install += ["--excludes", str(excludes)]
+    if profile.overrides:
+        overrides = dest / ".overrides.txt"  # uv reads them from a file only
+        wanted = {normalize_name(name) for name in profile.overrides}
+        overrides.write_text(
+            "".join(f"{r}\n" for r in profile.requirements if requirement_name(r) in wanted)
+        )
+        install += ["--overrides", str(overrides)]
     _run(
         [*install, *profile.requirements, *wheels],
         what="installing the requirements (uv pip install)",

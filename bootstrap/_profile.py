@@ -175,6 +175,10 @@ class Profile:
         excludes: distributions left out of the resolution even when a requirement
             depends on them (``uv pip install --excludes``), for a dependency the
             runner never imports (spandrel's torchvision).
+        overrides: names of requirements whose pin here wins over what any
+            dependency declares (``uv pip install --overrides``), for a library that
+            pins torch tighter than it needs (chatterbox-tts pins torch 2.6.0); the
+            runner's own tests prove the overridden pin works.
         cuda: the runner uses CUDA when the machine has a GPU: the build fails, in
             words, when the machine's NVIDIA driver is visible but the built torch
             cannot use it (the "CUDA driver mismatch" crash loop, caught at build).
@@ -191,6 +195,7 @@ class Profile:
     size_mb: int = 500
     cuda: bool = False
     excludes: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
     pins: dict[str, str] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -208,6 +213,13 @@ class Profile:
             pins[normalize_name(Requirement(req).name)] = version
         if isinstance(self.excludes, str):
             raise ValueError(f"profile {self.name}: excludes must be a tuple of names")
+        if isinstance(self.overrides, str):
+            raise ValueError(f"profile {self.name}: overrides must be a tuple of names")
+        for name in self.overrides:
+            if normalize_name(name) not in pins:
+                raise ValueError(
+                    f"profile {self.name}: override {name!r} is not one of its pinned requirements"
+                )
         if isinstance(self.artifacts, Artifact):
             raise ValueError(f"profile {self.name}: artifacts must be a tuple")
         for artifact in self.artifacts:
@@ -228,6 +240,11 @@ class Profile:
 def normalize_name(name: str) -> str:
     """PEP 503 normalised distribution name (``Joe_US.Piper`` -> ``joe-us-piper``)."""
     return str(canonicalize_name(name))
+
+
+def requirement_name(requirement: str) -> str:
+    """The normalised distribution name of a requirement (``Torch==2.13.0`` -> ``torch``)."""
+    return normalize_name(Requirement(requirement).name)
 
 
 def pinned_version(requirement: str) -> str | None:

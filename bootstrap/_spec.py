@@ -71,5 +71,7 @@ def spec_hash(profile: Profile, target: Target) -> str:
         payload["cuda"] = True
     if profile.excludes:
         payload["excludes"] = sorted(normalize_name(e) for e in profile.excludes)
+    if profile.overrides:
+        payload["overrides"] = sorted(normalize_name(o) for o in profile.overrides)
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -41,21 +41,27 @@ PIPER = Profile(
     size_mb=260,
 )
 
-# Chatterbox keeps the library's own pins (torch and torchaudio 2.6.0, transformers
-# 5.2.0, diffusers 0.29.0, gradio 6.8.0) in an environment of its own. Overriding
-# torch to the 2.13 the other torch profiles share was tried (uv --overrides
-# torch==2.13.0, torchaudio>=2.11): it resolves, but PyPI's torchaudio wheels are CUDA
-# builds whose extension must load beside the very torch it runs with, and chatterbox
-# imports torchaudio at module load (s3gen Resample, kaldi fbank) - so the override
-# cannot be proven on a CPU machine and would risk every GPU worker. Its own pins are
-# what upstream tests. The 2.6.0 wheels come from the same CUDA index (cu126 serves
-# them). av reads the reference clip (models/reference_audio.py); soxr resamples.
+# Chatterbox shares torch 2.13 with the other torch profiles: chatterbox-tts 0.1.7
+# pins torch and torchaudio 2.6.0, which `overrides` replaces (one torch download
+# and one torch on the volume instead of two). torchaudio 2.11 is the newest
+# release and loads beside a newer torch; chatterbox uses only its pure-Python parts
+# (s3gen's Resample, kaldi fbank), and the suite runs this very profile, built from
+# PyPI, through the handler (tests/test_clone_models.py). Its other pins (transformers
+# 5.2.0, diffusers 0.29.0, numpy<1.26) are upstream's. av reads the reference clip
+# (models/reference_audio.py); soxr resamples.
+#
+# Where torch comes from: a GPU worker reads it from TORCH_CUDA_INDEX (its build
+# chosen per machine, see bootstrap); a machine without a GPU, or one that cannot
+# reach that index (CI, these tests), sets MEDIA_WORKER_EXTRA_INDEX_URLS to PyPI,
+# whose torch, torchaudio and torchcodec wheels are one CUDA build family that also
+# runs on a CPU. Never mix in a CPU-only torch wheel: PyPI's torchaudio and
+# torchcodec do not load beside it.
 CHATTERBOX = Profile(
     name="chatterbox",
     requirements=(
         "chatterbox-tts==0.1.7",
-        "torch==2.6.0",
-        "torchaudio==2.6.0",
+        "torch==2.13.0",
+        "torchaudio==2.11.0",
         "av==18.1.0",
         "soundfile==0.14.0",
         "numpy==1.26.4",
@@ -86,6 +92,7 @@ CHATTERBOX = Profile(
         "soxr",
     ),
     extra_index_urls=(TORCH_CUDA_INDEX,),
+    overrides=("torch", "torchaudio"),
     size_mb=6500,
     cuda=True,
 )
@@ -94,10 +101,10 @@ CHATTERBOX = Profile(
 # Its own requirements are unpinned (torch>=2.0, torchaudio, torchcodec), so it shares
 # torch 2.13 with the other torch profiles; torchaudio 2.11 is the newest release and
 # declares torch>=2.11. The vocoder is its own repository, read from the volume.
-# F5 reads the reference with torchaudio.load, which torchaudio 2.9+ hands to
-# torchcodec: PyPI's torchcodec 0.17 wheel is a CUDA 13 build (it needs
-# libnvrtc.so.13), so it must come from the same CUDA index as torch; on CPU torch it
-# does not load at all (found running the runner on the real library).
+# torchcodec is pinned because f5-tts declares it, from the same build family as
+# torch (PyPI's 0.17 wheel is a CUDA 13 build); the runner never reaches it: it hands
+# F5 samples decoded by PyAV, as torchaudio.load would need FFmpeg's shared libraries
+# (models/runners/f5tts.py). How a machine without a GPU gets its torch: see chatterbox.
 F5TTS = Profile(
     name="f5tts",
     requirements=(

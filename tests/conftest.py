@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.fixtures.hub",
     "tests.fixtures.files",
     "tests.fixtures.whisper",
+    "tests.fixtures.cloning",
     "tests.fixtures.machine",
 ]
 

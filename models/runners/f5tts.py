@@ -10,15 +10,19 @@ the library would otherwise download it at load). Knobs: ``nfe_step``, ``speed``
 ``reference_text`` is required: with an empty one the library transcribes the
 reference with Whisper large-v3-turbo, a 1.6 GB download nobody asked for.
 
+The reference reaches F5 as samples, never as a file: ``F5TTS.infer`` reads its
+``ref_file`` with pydub (an ``ffmpeg`` executable) and ``torchaudio.load`` (torchcodec,
+which needs FFmpeg's shared libraries), neither of which a worker has. The runner
+decodes the clip with PyAV (models/reference_audio.py) and calls the function
+``infer`` ends in, ``f5_tts.infer.utils_infer.infer_batch_process``, with
+``(samples, rate)``; tests/models/test_f5tts.py pins that entry point.
+
 ``check_job`` runs in the handler (no torch); ``F5Runner`` runs in the ``f5tts``
 profile's environment and imports torch and f5_tts in ``setup()``.
 """
 
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +81,28 @@ def check_job(job: Any, *, voice_has_text: bool | None = None) -> None:
         )
 
 
+def reference_text(text: str) -> str:
+    """``text`` ending the way F5 expects its transcript to end.
+
+    F5 joins the transcript and the text to speak into one character sequence, and
+    its own reference step (``preprocess_ref_audio_text``) ends the transcript with a
+    sentence stop and a space, so the two never run together; this does the same.
+    """
+    text = text.rstrip()
+    if text.endswith("。"):
+        return text
+    return f"{text} " if text.endswith(".") else f"{text}. "
+
+
 class F5Runner(Runner):
-    """Loads F5TTS once; caches each reference's prepared clip by its sha256."""
+    """Loads F5TTS once; caches each reference's decoded samples by the file's sha256."""
 
     def setup(self, weights: dict[str, str]) -> None:
+        import soundfile
         import torch
         from f5_tts.api import F5TTS
+        from f5_tts.infer.utils_infer import infer_batch_process
+        from f5_tts.model.utils import seed_everything
 
         snapshot = Path(weights[REPO])
         self._tts = F5TTS(
@@ -92,13 +112,19 @@ class F5Runner(Runner):
             vocoder_local_path=weights[VOCODER_REPO],
             device="cuda" if torch.cuda.is_available() else "cpu",
         )
-        # F5 re-reads the clip on every call, so a prepared clip must outlive the job's
-        # scratch directory: it lives here until the cache lets it go.
-        self._refs = Path(tempfile.mkdtemp(prefix="f5tts-refs-"))
-        atexit.register(shutil.rmtree, self._refs, ignore_errors=True)
-        self._cache: ConditioningCache[Any] = ConditioningCache(
-            config.VOICES_CACHE_ITEMS.get(), on_evict=lambda ref: ref.path.unlink(missing_ok=True)
-        )
+        self._infer = infer_batch_process
+        self._seed = seed_everything
+        self._torch, self._soundfile = torch, soundfile
+        self._cache: ConditioningCache[Any] = ConditioningCache(config.VOICES_CACHE_ITEMS.get())
+
+    def _reference(self, ctx: RunContext) -> Any:
+        def make() -> Any:
+            ref = prepared_reference(ctx, REFERENCE, ctx.scratch / "reference.wav")
+            samples, _ = self._soundfile.read(ref.path, dtype="float32")
+            ctx.progress(f"reference of {ref.duration_s:.1f} s decoded", None)
+            return self._torch.from_numpy(samples).unsqueeze(0)  # (channels, samples)
+
+        return self._cache.get_or_make(reference_key(ctx), make)
 
     def run(self, job: dict[str, Any], ctx: RunContext) -> list[OutputFile]:
         if not job.get("reference_text"):
@@ -108,30 +134,35 @@ class F5Runner(Runner):
                 "was saved without one, so send reference_text",
                 field="reference_text",
             )
-        key = reference_key(ctx)
-        ref = self._cache.get_or_make(
-            key, lambda: prepared_reference(ctx, REFERENCE, self._refs / f"{key}.wav")
-        )
+        samples = self._reference(ctx)
+        ref_text = reference_text(job["reference_text"])
+        tts = self._tts
 
         def synthesize(n: int, piece: str) -> Any:
-            wav, _, _ = self._tts.infer(
-                ref_file=str(ref.path),
-                ref_text=job["reference_text"],
-                gen_text=piece,
-                show_info=lambda *a, **k: None,
-                progress=None,
-                nfe_step=job.get("nfe_step") or DEFAULT_NFE_STEP,
-                speed=job.get("speed", 1.0),
-                # F5 seeds every call; a fixed job seed gives each sentence its own
-                # fixed seed so the job is reproducible as a whole.
-                seed=None if job.get("seed") is None else job["seed"] + n - 1,
+            if job.get("seed") is not None:
+                # a fixed job seed gives each sentence its own fixed seed, so the job is
+                # reproducible as a whole (F5TTS.infer seeds each of its calls too)
+                self._seed(job["seed"] + n - 1)
+            wave, _, _ = next(
+                self._infer(
+                    (samples, REFERENCE.sample_rate),
+                    ref_text,
+                    [piece],
+                    tts.ema_model,
+                    tts.vocoder,
+                    mel_spec_type=tts.mel_spec_type,
+                    progress=None,
+                    nfe_step=job.get("nfe_step") or DEFAULT_NFE_STEP,
+                    speed=job.get("speed") or 1.0,
+                    device=tts.device,
+                )
             )
-            return wav
+            return wave
 
         return speak_by_sentence(
             job,
             ctx,
-            rate=self._tts.target_sample_rate,
+            rate=tts.target_sample_rate,
             max_chars_per_call=MAX_CHARS_PER_CALL,
             synthesize=synthesize,
         )

@@ -305,6 +305,12 @@ def test_spec_hash_covers_what_changes_the_build_and_nothing_else():
     assert spec_hash(respelled, T) == base
     with_extra = bootstrap.Profile("piper", (*PIPER.requirements[:-1], "soxr[x]==1.1.0"))
     assert spec_hash(with_extra, T) != base
+    # an override changes what uv installs (the dependency's own pin loses)
+    overridden = bootstrap.Profile("piper", PIPER.requirements, overrides=("numpy",))
+    assert spec_hash(overridden, T) != base
+    assert spec_hash(dataclasses.replace(overridden, overrides=("NumPy",)), T) == spec_hash(
+        overridden, T
+    )
     assert re.fullmatch(r"[0-9a-f]{16}", base)
 
 
@@ -320,6 +326,8 @@ def test_spec_hash_covers_what_changes_the_build_and_nothing_else():
         ({"name": "p", "requirements": ("numpy=2",)}, "not pinned"),
         ({"name": "p", "requirements": ()}, "non-empty"),
         ({"name": "p", "requirements": ("x==1",), "flash_attn": "2.7.4"}, "torch"),
+        ({"name": "p", "requirements": ("x==1",), "overrides": ("torch",)}, "override 'torch'"),
+        ({"name": "p", "requirements": ("x==1",), "overrides": "x"}, "tuple of names"),
     ],
 )
 def test_profile_validation(kwargs, message):
