@@ -53,7 +53,7 @@ _PREFIX = "voices/clone"
 _ORPHAN_GRACE_S = 3600.0
 _DELETED = ".deleted-"
 _REMOVE_TRIES = 20
-_SAVE_TRIES = 3
+_SAVE_TRIES = 5
 
 
 @dataclass(frozen=True)
@@ -216,18 +216,23 @@ def delete_voice(name: str, *, s3: S3Settings | None, prefix: str | None = None)
 
 def _save_local(folder: Path, audio: Path, manifest: dict[str, Any]) -> None:
     for attempt in range(_SAVE_TRIES):
-        folder.mkdir(parents=True, exist_ok=True)
         try:
+            folder.mkdir(parents=True, exist_ok=True)
             _atomic.copy(audio, folder / manifest["audio"])
             _atomic.write_bytes(folder / _MANIFEST, json.dumps(manifest, indent=2).encode())
             break
-        except FileNotFoundError:
-            # A delete of this name renamed the folder away mid-save; this save comes
-            # after that delete, so it starts again in a fresh folder.
+        except (FileNotFoundError, FileExistsError):
+            # A delete of this name renamed the folder away mid-save (mkdir's own
+            # exists-then-is_dir check can lose that race too); this save comes after
+            # that delete, so it starts again in a fresh folder.
             if attempt == _SAVE_TRIES - 1:
                 raise
     now = time.time()
-    for path in folder.iterdir():
+    try:
+        leftovers = list(folder.iterdir())
+    except FileNotFoundError:  # a delete that came after this save took the folder
+        return
+    for path in leftovers:
         if path.name in (_MANIFEST, manifest["audio"]):
             continue
         try:

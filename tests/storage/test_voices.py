@@ -260,7 +260,7 @@ def test_racing_saves_and_deletes_leave_no_deleted_folders_and_list_none(tmp_pat
         p.join(60)
     assert [p.exitcode for p in procs] == [0, 0, 0]
     # every save lands; a delete either deletes or finds the name already gone
-    assert outcomes["save ok"] == 75
+    assert outcomes["save ok"] == 75, outcomes
     assert set(outcomes) <= {"save ok", "delete ok", "delete invalid_input:name"}
     assert listed <= {"shared"}  # never a '.deleted-*' folder
     assert errors <= {"ok", "invalid_input:voice"}, errors
