@@ -207,7 +207,11 @@ def test_each_cap_is_refused_by_name(worker, tmp_path, monkeypatch, fields, env,
     if env:
         handler._HOST.shutdown()  # runners read their settings when they start
     src = make_clip(tmp_path / "in.mp4", frames=5, width=32, height=24)
-    result = handler.handler(_job("sv-cap", src, "video/mp4", **fields))
+    try:
+        result = handler.handler(_job("sv-cap", src, "video/mp4", **fields))
+    finally:
+        if env:
+            handler._HOST.shutdown()  # the next test's runner starts with its own settings
     assert result["error_code"] == "invalid_input", result
     assert result["details"][0]["field"] == field
     assert fragment in result["error"]
