@@ -44,11 +44,11 @@ MUTANTS = (
     Mutant(
         "seedvr2-context-pruning",
         "models/runners/seedvr2.py",
-        "        for key in [k for k in ctx if k not in _KEEP]:\n            del ctx[key]\n",
-        "        pass\n",
+        "    for key in [k for k in ctx if k not in _KEEP]:\n        del ctx[key]\n",
+        "    pass\n",
         (
             "tests/models/video/test_seedvr2_e2e.py::"
-            "test_a_longer_clip_after_a_shorter_one_in_the_same_runner",
+            "test_the_runner_keeps_only_upstreams_device_context_between_batches",
         ),
         "upstream's context must be pruned to its kept keys between batches",
     ),

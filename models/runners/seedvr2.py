@@ -86,12 +86,12 @@ def call_upstream(
     model_dir: str,
 ) -> Any:
     """One batch through upstream: frames [T, H, W, C] float in [0, 1] -> restored
-    [T', H', W', C]. ``cache`` keeps upstream's context and models between batches."""
+    [T', H', W', C]. ``cache`` keeps upstream's context (its device keys only, as
+    upstream's CLI does between clips) and models between batches."""
     debug = up.Debug(enabled=False)
     if "ctx" in cache:
         ctx = cache["ctx"]
-        for key in [k for k in ctx if k not in _KEEP]:
-            del ctx[key]
+        _prune(ctx)  # what a call that failed half-way left
     else:
         ctx = cache["ctx"] = up.setup_generation_context(
             **arguments["setup_generation_context"], debug=debug
@@ -141,7 +141,16 @@ def call_upstream(
         prepend_frames=0,
         **arguments["postprocess_all_batches"],
     )
-    return ctx["final_video"]
+    video = ctx["final_video"]
+    # The batch's latents and frames go now, not when the next batch (or job) starts:
+    # at 1080p x 21 frames the decoded video alone is half a gigabyte.
+    _prune(ctx)
+    return video
+
+
+def _prune(ctx: dict[str, Any]) -> None:
+    for key in [k for k in ctx if k not in _KEEP]:
+        del ctx[key]
 
 
 class SeedVR2Runner(Runner):

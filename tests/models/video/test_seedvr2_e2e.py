@@ -285,3 +285,40 @@ def test_seedvr2_bench_runs_both_paths_small(seedvr2_world, tmp_path):
         ("upstream", "cold"), ("upstream", "warm"), ("worker", "cold"), ("worker", "warm")
     ]  # fmt: skip
     assert {(r["frames"], r["out"]) for r in runs} == {(5, "128x96")}
+
+
+_BETWEEN_BATCHES = """
+import json, sys
+import numpy as np
+import config
+from models.runners import _seedvr2_plan as plan, seedvr2
+
+runner = seedvr2.SeedVR2Runner3B()
+runner.setup({config.SEEDVR2_REPO.get(): sys.argv[1]})
+memory = plan.plan_memory("3b", free_vram_gb=None, width=128, height=96, batch=5, fp8_ok=False)
+args = plan.upstream_arguments(memory, resolution=96, overlap=0, seed=1, device="cpu")
+frames = np.random.default_rng(0).integers(0, 255, (5, 24, 32, 3), dtype=np.uint8)
+out = runner._restore(frames, (128, 96), args)
+print(json.dumps({"shape": list(out.shape), "kept": sorted(runner.cache["ctx"])}))
+"""
+
+
+def test_the_runner_keeps_only_upstreams_device_context_between_batches(seedvr2_world):
+    """After a batch the runner holds upstream's models and device settings, not the
+    batch's latents and frames (upstream's CLI keeps the same keys between clips)."""
+    import json
+    import os
+    import subprocess
+
+    from models.runners import seedvr2
+
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [seedvr2_world["built_python"], "-c", _BETWEEN_BATCHES, seedvr2_world["weights"]],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["shape"] == [5, 96, 128, 3]
+    assert set(got["kept"]) <= seedvr2._KEEP and "compute_dtype" in got["kept"]
