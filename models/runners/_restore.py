@@ -48,6 +48,7 @@ def run_restore(
     default_batch: int,
     overlap: int = 0,
     batch_of: Callable[[int | None, int], int] | None = None,
+    even_down: bool = False,
 ) -> list[OutputFile]:
     """Probe, check the caps, size the output, and run the pipeline over ``job``.
 
@@ -68,6 +69,7 @@ def run_restore(
         max_scale=max_scale,
         max_target_side=config.RESTORE_MAX_TARGET_SIDE.get(),
         even=info.kind == "video",
+        even_down=even_down,
     )
     backend = make_backend(size, info.frames)
     color = job.get("color_correction") or "none"

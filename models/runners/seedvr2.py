@@ -216,6 +216,9 @@ class SeedVR2Runner(Runner):
             make_backend=make_backend,
             default_batch=plan.DEFAULT_BATCH,
             batch_of=lambda requested, total: plan.batch_frames(requested, total),
+            # Upstream sizes its output down to even numbers (854x480 at 1080 gives
+            # 1920x1080; the nearest even, 1922, cost a resize of every frame: H200 run).
+            even_down=True,
         )
         ctx.result["plan"] = chosen[0]  # what the memory plan chose, for the caller
         return outputs

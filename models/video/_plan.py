@@ -112,6 +112,7 @@ def target_size(
     max_scale: float,
     max_target_side: int,
     even: bool = True,
+    even_down: bool = False,
 ) -> tuple[int, int]:
     """The output size: ``short_side`` as the short side with the aspect kept, or the
     source times ``max_scale`` when no resolution is asked for.
@@ -119,6 +120,8 @@ def target_size(
     Args:
         max_scale: the most the backend can enlarge (a x4 model: 4.0).
         even: round both sides to even numbers (video; an image keeps odd sizes).
+        even_down: with ``even``, round down instead of to the nearest (what a backend
+            that sizes its own output that way gives, so no resize is needed after it).
 
     Raises:
         InvalidInput: the resolution needs more enlargement than the backend
@@ -142,7 +145,10 @@ def target_size(
         out_w, out_h = width * scale, float(short_side)
     else:
         out_w, out_h = width * scale, height * scale
-    size = (_even(out_w), _even(out_h)) if even else (round(out_w), round(out_h))
+    if even and even_down:
+        size = (max(2, int(out_w // 2) * 2), max(2, int(out_h // 2) * 2))
+    else:
+        size = (_even(out_w), _even(out_h)) if even else (round(out_w), round(out_h))
     if max(size) > max_target_side:
         raise InvalidInput(
             f"resolution: the output would be {size[0]}x{size[1]}, over this worker's cap "

@@ -78,6 +78,16 @@ def test_target_size(src, short_side, scale, even, expected):
     assert got == expected
 
 
+def test_a_backend_that_sizes_down_to_even_gets_its_own_size():
+    # 854x480 at 1080: 1921.5 wide; upstream SeedVR2 gives 1920 (an H200 run showed
+    # the nearest even, 1922, against upstream's 1920).
+    args = {"short_side": 1080, "max_scale": 4.0, "max_target_side": 4096}
+    assert target_size(854, 480, **args) == (1922, 1080)
+    assert target_size(854, 480, even_down=True, **args) == (1920, 1080)
+    assert target_size(63, 45, short_side=144, max_scale=4.0, max_target_side=4096,
+                       even_down=True) == (200, 144)  # fmt: skip
+
+
 def test_a_resolution_beyond_the_model_scale_is_unreachable():
     with pytest.raises(InvalidInput) as info:
         target_size(640, 360, short_side=2160, max_scale=4.0, max_target_side=8000)
