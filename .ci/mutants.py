@@ -47,8 +47,8 @@ MUTANTS = (
         "    for key in [k for k in ctx if k not in _KEEP]:\n        del ctx[key]\n",
         "    pass\n",
         (
-            "tests/models/video/test_seedvr2_e2e.py::"
-            "test_the_runner_keeps_only_upstreams_device_context_between_batches",
+            "tests/models/video/test_seedvr2_plan.py::"
+            "test_call_upstream_keeps_only_the_device_context_between_batches",
         ),
         "upstream's context must be pruned to its kept keys between batches",
     ),

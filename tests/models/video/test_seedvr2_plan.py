@@ -5,11 +5,14 @@ Upstream itself runs in ``test_seedvr2_e2e.py`` (real jobs through the handler).
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from errors import InvalidInput, ModelUnavailable
 from models import contract, registry
 from models.runners import _seedvr2_plan as plan
+from models.runners import seedvr2
 
 
 @pytest.mark.parametrize(
@@ -167,3 +170,37 @@ def test_seedvr2_weights_are_pinned_by_upstreams_digests_without_a_setting(monke
 def test_restore_defaults_to_the_fast_tier():
     job = contract.parse_job({"task": "restore", "video": "s3://b/k.mp4"})
     assert registry.resolve(job).model == "upscale"
+
+
+def test_call_upstream_keeps_only_the_device_context_between_batches():
+    """The glue's own contract, where upstream's source is absent (it runs for real in
+    test_seedvr2_e2e.py): whatever upstream's phases put in the context, only the
+    device keys stay after the batch. Upstream's functions here only fill the context."""
+
+    def phase(ctx, **_):
+        ctx[f"batch-state-{len(ctx)}"] = object()
+        return ctx
+
+    def post(ctx, **_):
+        ctx["final_video"] = "frames"
+        return ctx
+
+    keep = dict.fromkeys(seedvr2._KEEP, "device")
+    up = SimpleNamespace(
+        Debug=lambda enabled: None,
+        setup_generation_context=lambda **_: dict(keep),
+        prepare_runner=lambda **_: ("runner", {"cache": "context"}),
+        load_text_embeddings=lambda *a: {"texts": []},
+        compute_generation_info=lambda ctx, images, **_: (images, {}),
+        encode_all_batches=lambda runner, ctx, **k: phase(ctx),
+        upscale_all_batches=lambda runner, ctx, **k: phase(ctx),
+        decode_all_batches=lambda runner, ctx, **k: phase(ctx),
+        postprocess_all_batches=lambda ctx, **k: post(ctx),
+        script_directory="/upstream",
+    )
+    memory = plan.plan_memory("3b", free_vram_gb=None, width=64, height=48, batch=5, fp8_ok=False)
+    arguments = plan.upstream_arguments(memory, resolution=48, overlap=0, seed=1, device="cpu")
+    cache: dict = {}
+    for _ in range(2):
+        out = seedvr2.call_upstream(up, cache, "frames", arguments=arguments, model_dir="/m")
+        assert out == "frames" and set(cache["ctx"]) == set(seedvr2._KEEP)
