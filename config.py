@@ -3,7 +3,7 @@
 Each setting has a name, a default, a parser and a one-line doc. Read a value at
 call time (``config.JOB_TIMEOUT_S.get()``), never at import, so tests and
 subprocesses can change the environment. ``python -m config`` prints the table
-that README.md's "Configuration" section carries (a test keeps them in sync).
+that docs/reference/configuration.md carries (a test keeps them in sync).
 
 Derived paths come from :func:`resolve_paths`, a pure function of the environment.
 """
@@ -643,7 +643,7 @@ def resolve_paths(
 
 
 def markdown_table() -> str:
-    """The configuration table as README.md carries it."""
+    """The configuration table as docs/reference/configuration.md carries it."""
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for s in SETTINGS:
         default = ",".join(s.default) if isinstance(s.default, tuple) else s.default

@@ -22,7 +22,7 @@ SDK decides streaming by the handler's type, for every job, not per job):
   FAILED job keeping the error line on the platform (runpod-python #397: it
   streams no exceptions by itself). The SDK's local API answers COMPLETED with
   the envelope as the last item; its ``--test_input`` mode gets
-  ``drained_stream_handler`` (README, streaming).
+  ``drained_stream_handler`` (docs/tasks/tts.md, Streaming).
 
 Concurrency: ``MEDIA_WORKER_MAX_CONCURRENCY`` (default 1: one job at a time) caps
 how many jobs one worker serves at once; the SDK's ``concurrency_modifier`` asks the
@@ -138,7 +138,7 @@ def _run_job(envelope: Envelope, job_id: str, on_chunk: ChunkSink | None = None)
     if getattr(job, "stream", False) and on_chunk is None:
         raise InvalidInput(
             "stream: this endpoint is not a streaming one; leave out stream, or deploy "
-            "with MEDIA_WORKER_STREAMING=1 (see the README's streaming section)",
+            "with MEDIA_WORKER_STREAMING=1 (see docs/tasks/tts.md, Streaming)",
             field="stream",
         )
     task = registry.task(job.task)

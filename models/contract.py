@@ -28,7 +28,7 @@ from pydantic import (
 
 from errors import InvalidInput
 
-# "<major>.<minor>": a new field or task bumps the minor (README changelog).
+# "<major>.<minor>": a new field or task bumps the minor (docs/changelog.md).
 CONTRACT_VERSION = "1.7"
 
 # Each word of the contract is written once, here: the Literal types are what the

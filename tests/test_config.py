@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_readme_configuration_table_is_generated_from_config():
-    assert config.markdown_table() in (ROOT / "README.md").read_text(), (
-        "README.md's Configuration table is stale: paste `python -m config` into it"
+    assert config.markdown_table() in (ROOT / "docs/reference/configuration.md").read_text(), (
+        "docs/reference/configuration.md is stale: paste `python -m config` into it"
     )
 
 

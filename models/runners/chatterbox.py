@@ -4,7 +4,7 @@ Reads the English model (``ChatterboxTTS``) from a snapshot of
 ``ResembleAI/chatterbox``. Without ``reference_audio`` or ``voice`` it speaks with
 the model's built-in voice (``conds.pt``). Knobs: ``exaggeration``, ``cfg_weight``,
 ``temperature``, ``seed``. The library watermarks every output with Resemble AI's
-Perth implicit watermark; this runner keeps it (README: "Voice cloning").
+Perth implicit watermark; this runner keeps it (docs/tasks/clone.md).
 
 ``check_job`` runs in the handler (no torch); ``ChatterboxRunner`` runs in the
 ``chatterbox`` profile's environment and imports torch and chatterbox in ``setup()``.

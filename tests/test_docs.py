@@ -1,0 +1,126 @@
+"""The docs are pages checked against the code: links resolve, the front page's model
+table is the registry's, the CLI reference is the CLI's own help, no page is orphaned.
+
+``python -m tests.test_docs`` rewrites docs/reference/cli.md from the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from models import registry
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _links(page: Path) -> list[str]:
+    text, fence = [], False
+    for line in page.read_text().splitlines():
+        if line.startswith("```"):
+            fence = not fence
+        elif not fence:
+            text.append(line)
+    return _LINK.findall("\n".join(text))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+def test_every_relative_link_resolves(page):
+    for target in _links(page):
+        if target.startswith(("http://", "https://", "mailto:", "#")):
+            continue
+        path = (page.parent / target.split("#", 1)[0]).resolve()
+        assert path.exists(), f"{page.relative_to(ROOT)} links to {target}, which is not there"
+
+
+def test_every_docs_page_is_reachable_from_the_readme():
+    seen, todo = set(), [ROOT / "README.md"]
+    while todo:
+        page = todo.pop()
+        if page in seen or page.suffix != ".md":
+            continue
+        seen.add(page)
+        for target in _links(page):
+            if not target.startswith(("http://", "https://", "mailto:", "#")):
+                todo.append((page.parent / target.split("#", 1)[0]).resolve())
+    orphans = [p.relative_to(ROOT) for p in PAGES if p.resolve() not in seen]
+    assert not orphans, f"no link reaches {orphans}"
+
+
+_DEFAULT = {"gpu": "on a GPU", "cpu": "on a CPU", "always": "yes", "": "no"}
+
+
+def test_the_front_page_model_table_is_the_registry():
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Tasks and models", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 6 and (m := re.fullmatch(r"`([\w.-]+)`", cells[1])):
+            rows[m[1]] = cells
+    served = {spec.model: spec for spec in registry.RUNNERS}
+    assert set(rows) == set(served), "README's model table and the registry differ"
+    for model, cells in rows.items():
+        spec = served[model]
+        assert f"`{spec.task}`" in cells[0], model
+        assert cells[3] == _DEFAULT[spec.default], f"{model}: default"
+        vram = f"{spec.vram_mb} MB" if spec.vram_mb else "none (CPU)"
+        assert cells[4] == vram, f"{model}: declared VRAM is {vram} in the code"
+
+
+def test_quick_start_is_two_commands_and_ci_runs_the_second():
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Quick start", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    run, test = block.strip().splitlines()
+    assert run.endswith(".venv/bin/python handler.py")
+    assert test.endswith(".venv/bin/python -m pytest")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "python3 -m venv .venv && .venv/bin/pip install -q -e '.[piper,dev]'" in ci
+    assert ".venv/bin/python -m pytest" in ci
+
+
+CLI = (
+    ("python -m bootstrap", ("-m", "bootstrap", "--help")),
+    *(
+        (f"python -m bootstrap {c}", ("-m", "bootstrap", c, "--help"))
+        for c in ("status", "prepare", "verify", "gc", "doctor")
+    ),
+)
+
+
+def cli_reference() -> str:
+    """docs/reference/cli.md, from each command's own --help."""
+    env = {**os.environ, "COLUMNS": "90"}
+    parts = [
+        "# CLI reference\n\n"
+        "Generated from the commands' own `--help` (`python -m tests.test_docs` rewrites "
+        "this page; a test keeps it current). What the commands do and when to run them: "
+        "[the volume](../concepts/volume.md). Other entry points: `python handler.py` "
+        "(the worker; [quick start](../../README.md)), `python -m models schema` (the "
+        "[job contract](contract.md)'s JSON Schema), `python -m config` (the "
+        "[settings](configuration.md) table).\n"
+    ]
+    for title, args in CLI:
+        out = subprocess.run(
+            [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+        ).stdout
+        parts.append(f"## `{title}`\n\n```\n{out.rstrip()}\n```\n")
+    return "\n".join(parts)
+
+
+def test_the_cli_reference_is_the_clis_own_help():
+    page = ROOT / "docs" / "reference" / "cli.md"
+    assert page.read_text() == cli_reference(), (
+        "docs/reference/cli.md is stale: run `python -m tests.test_docs`"
+    )
+
+
+if __name__ == "__main__":
+    (ROOT / "docs" / "reference" / "cli.md").write_text(cli_reference())
