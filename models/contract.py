@@ -123,8 +123,9 @@ class JobBase(StrictModel):
         default=None,
         ge=0,
         le=2**32 - 1,
-        description="Fixes the model's sampling, for models that sample (see the README's "
-        "model table); a model without a seedable sampler refuses it.",
+        description="Fixes the model's sampling, for models that sample (each model's "
+        "knobs are on its task's page, docs/tasks/); a model without a seedable sampler "
+        "refuses it.",
     )
 
 

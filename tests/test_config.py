@@ -1,4 +1,4 @@
-"""config.py: parsing, path precedence, and the README table kept in sync."""
+"""config.py: parsing, path precedence, and docs/reference/configuration.md kept in sync."""
 
 from __future__ import annotations
 

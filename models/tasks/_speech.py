@@ -25,7 +25,7 @@ class SpeechJob(JobBase):
     timestamps: Annotated[bool, KNOB] = Field(
         default=False,
         description="Return per-word start/end times (`words`) and publish .srt, .vtt and .ass "
-        "captions beside the audio. Only models that align (see the README's model table).",
+        "captions beside the audio. Only models that align (see docs/tasks/).",
     )
 
     @field_validator("text")

@@ -250,7 +250,7 @@ NOT_TESTED_ON_THE_HUB = {
 RUNPOD_CUDA_VERSIONS = ("11.7", "11.8", *(f"12.{m}" for m in range(10)), "13.0")
 # A cold job builds its profile from PyPI and the PyTorch index: a floor of this many
 # MB of unpacked environment per second, plus a fixed allowance for the weights and the
-# run (Piper's build measured 61 MB/s from a fast mirror; see the README's Hub section).
+# run (Piper's build measured 61 MB/s from a fast mirror; see docs/guides/deploy-runpod.md, Hub).
 COLD_BUILD_MB_PER_S = 10
 COLD_ALLOWANCE_S = 120
 _GPU_CLASS = re.compile(r"\(GPU class: ([A-Z0-9_, ]+)\)$")
