@@ -70,7 +70,9 @@ def _allow_missing_torchvision() -> None:
     share a test profile's pins with the GPU one. Those names resolve to
     functions that raise if called, and those architectures are refused anyway.
     """
-    if importlib.util.find_spec("torchvision") is not None:
+    # Already imported (the real package, or these stand-ins from an earlier call in
+    # this process: find_spec would raise on a module without a __spec__).
+    if "torchvision" in sys.modules or importlib.util.find_spec("torchvision") is not None:
         return
 
     class _Absent(types.ModuleType):

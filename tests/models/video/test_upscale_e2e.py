@@ -326,7 +326,9 @@ def test_gpu_bench_upscale_rows_run_on_the_cpu_with_the_profile_interpreter(worl
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [line for line in out.stdout.splitlines() if line.startswith("upscale")]
-    assert len(rows) == 1 and "128x96" in rows[0], out.stdout
+    # The runner's row beside the model alone, both at the small output size.
+    assert [r.split("|")[1].split()[-1] for r in rows] == ["worker", "raw"], out.stdout
+    assert all("128x96" in r and "failed" not in r for r in rows), out.stdout
 
 
 def test_restore_bench_runs_small(world):
