@@ -347,8 +347,14 @@ def test_transcribe_job_publishes_json_txt_srt_vtt_and_ass(whisper_env, caplog):
         assert all(len(line) <= 20 or " " not in line for line in a.plaintext.split("\n"))
         k = sum(int(x) for x in re.findall(r"\\k(\d+)", c.text))
         assert k * 10 == c.end - c.start  # karaoke covers the event exactly
-    # The captions say the recognised words, all of them, in order.
-    assert " ".join(e.plaintext.replace("\n", " ") for e in srt).split() == spoken
+    # The captions say the recognised words, all of them. Not compared in order, nor
+    # with control characters: the random-weight micro model can time a word before
+    # the one it follows (captions are in time order) and emit a control-character
+    # token (seen once in CI: "\x01"), which pysubs2 reads back as a word of its own.
+    said = " ".join(e.plaintext.replace("\n", " ") for e in srt).split()
+    assert sorted(w for w in said if w.isprintable()) == sorted(
+        w.strip() for w in spoken if w.strip().isprintable()
+    )
 
 
 @pytest.mark.slow
