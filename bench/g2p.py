@@ -23,14 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SENTENCES = (
-    "The worker receives a job, checks every field, and hands the text to a runner.",
-    "The runner loads its voice once and keeps it warm.",
-    "So the second request is served in a fraction of the time of the first.",
-    "When the audio is ready, it is encoded, hashed, and published.",
-    "And the caller gets a link, the duration, and a breakdown of where the time went.",
-    "If anything fails, the error names the field or the file.",
-)
+from gpu import PARAGRAPH_SENTENCES as SENTENCES  # noqa: E402  (bench/, this script's directory)
 
 
 def main() -> None:
