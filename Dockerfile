@@ -2,7 +2,7 @@
 #
 # media-worker: a slim image. Only the handler and its small locked dependencies
 # live here; torch, model libraries and weights are prepared per profile on the
-# network volume (python -m bootstrap prepare ...) or, when BAKE_PROFILES is set,
+# network volume (python -m models prepare ...) or, when BAKE_PROFILES is set,
 # baked into the image at build time.
 #
 # Rules this file keeps (tests/image/ checks each one without a Docker engine):
@@ -69,7 +69,10 @@ ENV PATH=/opt/venv/bin:${PATH} \
 WORKDIR /app
 COPY handler.py config.py errors.py pyproject.toml test_input.json ./
 COPY bootstrap/ bootstrap/
+COPY media/ media/
 COPY models/ models/
+COPY runners/ runners/
+COPY runtime/ runtime/
 COPY storage/ storage/
 
 # Bake profiles into the image for endpoints without a network volume, e.g.
@@ -86,7 +89,7 @@ ARG BAKE_PROFILES=""
 # hadolint ignore=SC2086
 RUN mkdir -p /opt/media-worker/envs \
     && if [ -n "${BAKE_PROFILES}" ]; then \
-        MEDIA_WORKER_HOME=/tmp/media-worker-bake python -m bootstrap prepare ${BAKE_PROFILES} \
+        MEDIA_WORKER_HOME=/tmp/media-worker-bake python -m models prepare ${BAKE_PROFILES} \
         && if [ -d /tmp/media-worker-bake/hf ]; then \
             mv /tmp/media-worker-bake/hf /opt/media-worker/hf; fi \
         && rm -rf /tmp/media-worker-bake; \

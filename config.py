@@ -261,7 +261,7 @@ CUDA_BUILD = _declare(
     "auto",
     _one_of("auto", "cu126", "cu130"),
     "CUDA build of torch for the torch profiles. auto: chosen from the GPU and its driver "
-    "(Blackwell and drivers 580+ get cu130, older drivers cu126; `python -m bootstrap "
+    "(Blackwell and drivers 580+ get cu130, older drivers cu126; `python -m models "
     "doctor` says which and why). cu126/cu130: prepare for another kind of machine from a "
     "Pod without a GPU. Part of the spec hash.",
 )
@@ -314,7 +314,7 @@ RUNNER_PACKAGES = _declare(
     (),
     parse_list,
     "Python packages (comma-separated, importable) whose modules declare more runners, "
-    "tasks and profiles, read after models.tasks and models.runners.",
+    "tasks and profiles, read after models.tasks and runners.",
 )
 WHISPER_BATCH_SIZE = _declare(
     "MEDIA_WORKER_WHISPER_BATCH_SIZE",

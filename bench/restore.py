@@ -13,10 +13,10 @@ Rows, per source size (480p, 720p):
 
 ``--presets``: libx264 alone at 1080p (a moving gradient under a moving grain),
 each preset's frames per second and file size against ``medium``; PyAV only. The
-worker's preset (``models/video/_encode.X264_PRESET``) was chosen by it.
+worker's preset (``media/video/_encode.X264_PRESET``) was chosen by it.
 
 The other rows need torch, spandrel and PyAV: run it with the upscale profile's interpreter
-(``python -m bootstrap prepare upscale``, then ``<env>/bin/python bench/restore.py``),
+(``python -m models prepare upscale``, then ``<env>/bin/python bench/restore.py``),
 or from the repo venv with ``--ensure`` to build that profile first (set
 UV_FIND_LINKS / MEDIA_WORKER_EXTRA_INDEX_URLS on a machine without a GPU).
 """
@@ -50,7 +50,7 @@ def _reexec_in_profile() -> None:
     sys.exit(subprocess.call(argv))
 
 
-from models.video._encode import X264_PRESET  # noqa: E402 (after the sys.path line)
+from media.video._encode import X264_PRESET  # noqa: E402 (after the sys.path line)
 
 
 def _raw_decode(path: Path) -> tuple[float, int]:
@@ -179,8 +179,8 @@ def main() -> None:
     import av
     import torch
 
-    from models.runners import upscale as up
-    from models.video import PipelineOptions, probe, restore_video, target_size
+    from media.video import PipelineOptions, probe, restore_video, target_size
+    from runners import upscale as up
     from tests.fixtures.clips import make_clip
 
     up._allow_missing_torchvision()

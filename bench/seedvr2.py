@@ -90,9 +90,9 @@ def worker(args: argparse.Namespace) -> list[dict[str, Any]]:
     import torch
 
     import config
-    from models.protocol import OutputFile
-    from models.runners import seedvr2
-    from models.runners.base import RunContext
+    from runners import seedvr2
+    from runtime.protocol import OutputFile
+    from runtime.runner import RunContext
 
     runner = {"3b": seedvr2.SeedVR2Runner3B, "7b": seedvr2.SeedVR2Runner7B}[args.size]()
     runner.setup({config.SEEDVR2_REPO.get(): str(args.weights)})

@@ -56,7 +56,7 @@ DECODING = ("--logit-scale", "60", "--eot-after", "100", "--eot-gain", "1.0")
 RAW = """
 import json, sys, time
 from faster_whisper import WhisperModel
-from models.runners.whisper import cpu_threads
+from runners.whisper import cpu_threads
 path, model_dir = sys.argv[1], sys.argv[2]
 model = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=cpu_threads())
 for _ in sys.stdin:  # one timed run per line, so runs interleave with the worker's
@@ -73,7 +73,7 @@ import resource, sys
 from pathlib import Path
 from faster_whisper.audio import decode_audio
 from faster_whisper.feature_extractor import FeatureExtractor
-from models.runners.whisper import decode_windows
+from runners.whisper import decode_windows
 path, how = sys.argv[1], sys.argv[2]
 extract = FeatureExtractor()
 if how == "raw":

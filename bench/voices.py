@@ -10,7 +10,7 @@ Side by side, medians over warm runs, the same text each time:
         job (sentences packed into as few model calls as fit).
 rtf_x = seconds of audio per second of wall time (higher is faster).
 
-Kokoro needs an interpreter with its profile installed (``python -m bootstrap
+Kokoro needs an interpreter with its profile installed (``python -m models
 prepare kokoro`` prints it, or the env a test built) and a weights directory in
 Kokoro's layout; with ``--kokoro-weights`` missing, full-size random weights are
 made there first (``tests/fixtures/kokoro.py``). The worker side is handed that

@@ -1,11 +1,11 @@
 """Profiles become ready environments and cached weights, safe under concurrent cold starts.
 
-``ensure(profile)`` is the one call the handler makes; ``python -m bootstrap``
+``ensure(profile)`` is the one call the handler makes; ``python -m models``
 (status, prepare, verify, gc, doctor) is the operator's view of the same state.
 See ``_ensure`` for the walk and the file layout on the volume; ``machine`` is
 the one reader of the GPU facts everything else asks.
 
-Names are exported lazily (PEP 562): a runner process imports ``bootstrap.machine``
+Names are exported lazily (PEP 562): a runner process imports ``runtime.machine``
 from a profile environment that has none of the builder's dependencies
 (packaging, huggingface_hub, zstandard), so this package must not import them eagerly.
 """

@@ -4,7 +4,7 @@ archive's unpacked tree), then install or unpack.
 Files (``<home>`` is on the volume)::
 
     <home>/artifacts/<sha256>/<file name>        verified copy, renamed into place
-    <home>/artifacts/<sha256>/.tmp-<file>-...     a download in progress (storage._atomic)
+    <home>/artifacts/<sha256>/.tmp-<file>-...     a download in progress (runtime.atomic)
 
 A copy is trusted only after its digest matched, so a truncated download or a
 publisher that replaced the file is an error that names both hashes, never an
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from bootstrap._profile import Artifact
 from errors import BootstrapFailed
-from storage._atomic import atomic_path, temp_beside
+from runtime.atomic import atomic_path, temp_beside
 
 logger = logging.getLogger(__name__)
 

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import config
-from bootstrap import _artifacts, _flash_attn, machine
+from bootstrap import _artifacts, _flash_attn
 from bootstrap._profile import Profile, normalize_name, requirement_name
 from bootstrap._spec import Target
 from errors import BootstrapFailed
+from runtime import machine
 
 logger = logging.getLogger(__name__)
 

@@ -242,7 +242,7 @@ def with_cuda_build(profile: Profile, build: str) -> Profile:
 
 
 class MachineFacts(Protocol):
-    """What the choice reads of ``bootstrap.machine.Machine`` (the one GPU reader)."""
+    """What the choice reads of ``runtime.machine.Machine`` (the one GPU reader)."""
 
     gpu: str | None
     compute_capability: str | None

@@ -47,7 +47,7 @@ def raise_disk_full(path: Path, *, need: int | None, free: int | None, what: str
     raise BootstrapFailed(
         f"not enough disk space for {what}: need {needed} in {path}, "
         f"{max(free, 0) / MB:.0f} MB free.\n\n"
-        f"hint: free space there (python -m bootstrap gc), or give the volume or the "
+        f"hint: free space there (python -m models gc), or give the volume or the "
         f"container disk more room"
     )
 

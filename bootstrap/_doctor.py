@@ -1,4 +1,4 @@
-"""``python -m bootstrap doctor``: gather facts, then judge them with a pure function."""
+"""``python -m models doctor``: gather facts, then judge them with a pure function."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bootstrap import _disk, machine
+from bootstrap import _disk
 from bootstrap._build import uv_binary
 from bootstrap._spec import current_target
-from bootstrap.machine import Machine
 from errors import BootstrapFailed
+from runtime import machine
+from runtime.machine import Machine
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,12 @@ class Facts:
     python: str
     platform: str
     uv: str | None
-    machine: Machine  # bootstrap.machine's facts: GPU, driver, CUDA
+    machine: Machine  # runtime.machine's facts: GPU, driver, CUDA
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def diagnose(
-    facts: Facts, min_free: int = 2 * 1024**3, *, cli: str = "python -m bootstrap"
+    facts: Facts, min_free: int = 2 * 1024**3, *, cli: str = "python -m models"
 ) -> list[Finding]:
     """Findings, worst first within each topic; fixes are ``cli`` commands. Pure."""
     out: list[Finding] = []

@@ -56,7 +56,7 @@ from typing import Any, Literal
 from packaging.version import InvalidVersion, Version
 
 import config
-from bootstrap import _build, _cuda, _disk, _layers, _pack, _weights, machine
+from bootstrap import _build, _cuda, _disk, _layers, _pack, _weights
 from bootstrap._lease import (
     Lease,
     LeasesUnsupported,
@@ -78,7 +78,7 @@ from bootstrap._manifest import (
 from bootstrap._profile import Profile, with_index_overrides
 from bootstrap._spec import FORMAT, Target, current_target, spec_hash
 from errors import BootstrapFailed
-from storage import _atomic
+from runtime import atomic, machine
 
 logger = logging.getLogger(__name__)
 
@@ -329,7 +329,7 @@ def ensure(
                 )
             raise BootstrapFailed(
                 f"profile {profile.name}: environment failed: {exc}\n\n"
-                f"hint: python -m bootstrap doctor"
+                f"hint: python -m models doctor"
             ) from exc
         python, root = layout.local / "bin" / "python", layout.local
     weights = _weights.ensure_weights(
@@ -467,8 +467,8 @@ def _ensure_environment(
                 f"profile {profile.name}: waited {waited:.0f} s for {lease_owner(layout.lease)} "
                 f"to build it (lease {layout.lease}), and it is still not published.\n\n"
                 "hint: a dead builder's lease expires within a few minutes and is taken over; "
-                "check `python -m bootstrap status`, or prepare it ahead with "
-                f"`python -m bootstrap prepare {profile.name}`"
+                "check `python -m models status`, or prepare it ahead with "
+                f"`python -m models prepare {profile.name}`"
             )
         if waited - last_note >= PROGRESS_EVERY_S or last_note == 0.0:
             last_note = max(waited, 0.001)
@@ -518,7 +518,7 @@ def _discard_local(layout: Layout) -> None:
 
 
 def _tmp_name(layout: Layout, suffix: str = "") -> str:
-    return _atomic.temp_name(layout.key + suffix)
+    return atomic.temp_name(layout.key + suffix)
 
 
 def _tmp_pid(name: str, key: str) -> tuple[str, int] | None:

@@ -1,4 +1,4 @@
-"""What ``python -m bootstrap gc`` removes. The decision is a pure function."""
+"""What ``python -m models gc`` removes. The decision is a pure function."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ from typing import Any
 
 from bootstrap import _layers
 from bootstrap._spec import FORMAT
-from storage import _atomic
+from runtime import atomic
 
 MANIFEST_IN_ENV = "media-worker-manifest.json"
 
@@ -148,4 +148,4 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     """Write ``data`` to a process-unique temp file beside ``path``, then rename."""
-    _atomic.write_json(path, data)
+    atomic.write_json(path, data)

@@ -410,7 +410,7 @@ def _hub_failure(where: str, hub: str, exc: Exception, *, token: bool) -> str:
             f"({type(exc).__name__}: {first})\n\n"
             "hint: give the worker network access to the hub (HF_ENDPOINT names a mirror), "
             "or prepare the weights on the volume from a machine that has it "
-            "(python -m bootstrap prepare)"
+            "(python -m models prepare)"
         )
     if status in (401, 403):
         hint = (

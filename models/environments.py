@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import bootstrap
 from models.profiles import get_profile
-from models.protocol import ProgressFn
+from runtime.protocol import ProgressFn
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The runner host: one subprocess per runner, started lazily, kept warm.
 
-A runner process runs ``python -m models._child`` with its profile's interpreter
-and talks to the host over two pipes (see ``models.protocol``). A crash, OOM
+A runner process runs ``python -m runtime._child`` with its profile's interpreter
+and talks to the host over two pipes (see ``runtime.protocol``). A crash, OOM
 kill or hang inside a model never takes the handler down: the job fails with
 ``runner_crashed`` or ``timeout``, the process is killed (which is also how GPU
 memory is given back) and the next job starts a fresh one. A runner that died
@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import Any
 
 import config
-from bootstrap import machine
 from errors import ERRORS, JobTimeout, RunnerCrashed, WorkerError
-from models import protocol as p
+from runtime import machine
+from runtime import protocol as p
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ class RunnerProcess:
             env.setdefault("OMP_NUM_THREADS", str(cpu_threads))
         try:
             self._proc = subprocess.Popen(
-                [str(self.python), "-m", "models._child", "--fds", f"{to_child_r},{from_child_w}"],
+                [str(self.python), "-m", "runtime._child", "--fds", f"{to_child_r},{from_child_w}"],
                 pass_fds=(to_child_r, from_child_w),
                 stdin=subprocess.DEVNULL,
                 # The process's fd 2, not sys.stderr: that object may be replaced

@@ -3,7 +3,7 @@
 Imports no model library, so the handler can name a profile without loading
 anything heavy. Runners whose pins collide get separate profiles. Nothing here
 reads the machine or the settings at import: a profile that differs per machine
-(whisper's CUDA libraries) is built from :class:`bootstrap.machine.Machine` facts
+(whisper's CUDA libraries) is built from :class:`runtime.machine.Machine` facts
 passed in, and one that depends on settings (upscale, seedvr2) is built when asked for.
 """
 
@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import config
-from bootstrap import Artifact, Profile, Weights, machine
-from bootstrap.machine import Machine
-from models.runners import whisper
+from bootstrap import Artifact, Profile, Weights
+from runners import whisper
+from runtime import machine
+from runtime.machine import Machine
 
 # PyTorch's wheel index for every torch profile on a GPU worker. torch 2.13 is
 # published for cu126 and cu130 only (cu128 was dropped in 2.12: pytorch/pytorch
@@ -48,7 +49,7 @@ PIPER = Profile(
 # (s3gen's Resample, kaldi fbank), and the suite runs this very profile, built from
 # PyPI, through the handler (tests/test_clone_models.py). Its other pins (transformers
 # 5.2.0, diffusers 0.29.0, numpy<1.26) are upstream's. av reads the reference clip
-# (models/reference_audio.py); soxr resamples.
+# (media/reference_audio.py); soxr resamples.
 #
 # Where torch comes from: a GPU worker reads it from TORCH_CUDA_INDEX (its build
 # chosen per machine, see bootstrap); a machine without a GPU, or one that cannot
@@ -97,14 +98,14 @@ CHATTERBOX = Profile(
     cuda=True,
 )
 
-# F5-TTS: code MIT, weights CC-BY-NC-4.0 (opt-in only, see models/runners/f5tts.py).
+# F5-TTS: code MIT, weights CC-BY-NC-4.0 (opt-in only, see runners/f5tts.py).
 # Its own requirements are unpinned (torch>=2.0, torchaudio, torchcodec), so it shares
 # torch 2.13 with the other torch profiles; torchaudio 2.11 is the newest release and
 # declares torch>=2.11. The vocoder is its own repository, read from the volume.
 # torchcodec is pinned because f5-tts declares it, from the same build family as
 # torch (PyPI's 0.17 wheel is a CUDA 13 build); the runner never reaches it: it hands
 # F5 samples decoded by PyAV, as torchaudio.load would need FFmpeg's shared libraries
-# (models/runners/f5tts.py). How a machine without a GPU gets its torch: see chatterbox.
+# (runners/f5tts.py). How a machine without a GPU gets its torch: see chatterbox.
 F5TTS = Profile(
     name="f5tts",
     requirements=(
@@ -217,7 +218,7 @@ def whisper_profile(model: str, facts: Machine) -> Profile:
 
 
 def upscale_profile() -> Profile:
-    """The fast restore tier (models/runners/upscale.py): spandrel + a Real-ESRGAN-class file.
+    """The fast restore tier (runners/upscale.py): spandrel + a Real-ESRGAN-class file.
 
     The weights come from settings (MEDIA_WORKER_UPSCALE_REPO / _REVISION / _FILE;
     default RealESRGAN_x4plus, BSD-3-Clause), so this is built at call time.
@@ -307,11 +308,11 @@ def seedvr2_weights() -> Weights:
 
 
 def seedvr2_profile() -> Profile:
-    """SeedVR2 3B and 7B (models/runners/seedvr2.py) on upstream's source.
+    """SeedVR2 3B and 7B (runners/seedvr2.py) on upstream's source.
 
     Upstream imports torchvision (transforms), so it is pinned from the same index as
     torch: PyPI's torchvision is a CUDA build that loads only beside PyPI's torch (the
-    suite builds this profile from PyPI on a CPU: tests/models/video/
+    suite builds this profile from PyPI on a CPU: tests/media/video/
     test_seedvr2_e2e.py). The requirements are upstream's (its pyproject.toml at
     that commit) pinned to the releases current when this was written.
     """

@@ -3,11 +3,11 @@
 Everything here is collected from the modules that declare it, so adding a
 runner (or a task) touches no list in this file:
 
-- runner modules declare ``SPECS`` (:class:`RunnerSpec`, ``models/runners/base.py``),
+- runner modules declare ``SPECS`` (:class:`RunnerSpec`, ``runtime/runner.py``),
 - task modules declare ``TASKS`` (:class:`TaskSpec`, ``models/tasks/base.py``),
 - either may declare ``PROFILES`` (``bootstrap.Profile``) for a runner to name.
 
-The packages read are ``models.tasks`` and ``models.runners``, then those named in
+The packages read are ``models.tasks`` and ``runners``, then those named in
 ``MEDIA_WORKER_RUNNER_PACKAGES`` (an operator's own runners, on ``PYTHONPATH``).
 """
 
@@ -22,12 +22,12 @@ from types import ModuleType
 from typing import Any
 
 import config
-from bootstrap import machine
-from bootstrap.machine import Machine
 from errors import InvalidInput, ModelUnavailable
 from models import contract
-from models.runners.base import DEFAULT_RULES, RunnerSpec
 from models.tasks.base import TaskSpec
+from runtime import machine
+from runtime.machine import Machine
+from runtime.runner import DEFAULT_RULES, RunnerSpec
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ __all__ = [
     "task",
 ]
 
-BUILT_IN_PACKAGES = ("models.tasks", "models.runners")
+BUILT_IN_PACKAGES = ("models.tasks", "runners")
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def discover(*packages: ModuleType | str) -> Declared:
                 raise TypeError(
                     f"{module.__name__} must declare SPECS = (RunnerSpec(...), ...), "
                     "TASKS = (TaskSpec(...), ...) or PROFILES = (Profile(...), ...); "
-                    "see models/runners/base.py and models/tasks/base.py"
+                    "see runtime/runner.py and models/tasks/base.py"
                 )
             runners.extend(specs)
             for spec in task_specs:

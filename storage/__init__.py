@@ -12,9 +12,9 @@ Modules: ``_refs`` (parsing), ``_fetch`` (inputs), ``_s3`` (settings, client),
 ``_publish`` (outputs), ``_local`` (local store), ``_scratch`` (per-job dirs),
 ``_voices`` (saved cloning voices, volume or bucket), ``_atomic`` (temp-then-rename,
 the one way a file becomes visible; stdlib only, so bootstrap and runner processes
-import ``storage._atomic`` too).
+import ``runtime.atomic`` too).
 
-Names are exported lazily (PEP 562): a runner process imports ``storage._atomic``
+Names are exported lazily (PEP 562): a runner process imports ``runtime.atomic``
 from a profile environment without boto3, so this package must not import the
 S3 client eagerly.
 """

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import config
 from errors import FetchFailed, InvalidInput, StorageFailed, UnsupportedMedia
-from storage import _atomic
+from runtime import atomic
 
 from . import _s3
 from ._refs import MediaRef, _without_query
@@ -344,7 +344,7 @@ def _write_atomically(
     dest_dir.mkdir(parents=True, exist_ok=True)
     final = dest_dir / name
     try:
-        with _atomic.atomic_path(final) as tmp, tmp.open("wb") as out:
+        with atomic.atomic_path(final) as tmp, tmp.open("wb") as out:
             write(out)
         return final
     except OSError as exc:

@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 import config
-from storage import _atomic
+from runtime import atomic
 
 logger = logging.getLogger(__name__)
 
@@ -41,5 +41,5 @@ def store_copy(source: Path, key: str, *, root: Path | None = None) -> Path:
     if not final.is_relative_to(root) or final == root:
         raise ValueError(f"output key {key!r} escapes the local store")
     final.parent.mkdir(parents=True, exist_ok=True)
-    _atomic.copy(source, final)
+    atomic.copy(source, final)
     return final

@@ -3,7 +3,7 @@
 Object keys: ``[<prefix>/]jobs/<job id>/<file name>``, the same in S3 and in the
 local store. The runpod SDK's local runs all share the id ``local_test``; theirs
 get a per-run key (``jobs/local_test-<utc time>-<4 hex>/``), so a second run keeps
-the first one's outputs. A runner's :class:`~models.protocol.OutputFile` goes in, the contract's
+the first one's outputs. A runner's :class:`~runtime.protocol.OutputFile` goes in, the contract's
 :class:`~models.contract.Output` comes out. If an S3 upload still fails after
 botocore's retries, every file of the job is copied to the local store and
 :class:`errors.StorageFailed` names where each one is: nothing the worker produced
@@ -23,7 +23,7 @@ from typing import NoReturn
 import config
 from errors import InvalidInput, StorageFailed
 from models.contract import MAX_PRESIGN_S, MIN_PRESIGN_S, Output
-from models.protocol import OutputFile
+from runtime.protocol import OutputFile
 
 from . import _local, _s3
 from ._refs import validate_prefix

@@ -40,7 +40,7 @@ from typing import Any
 
 import config
 from errors import InvalidInput, StorageFailed
-from storage import _atomic
+from runtime import atomic
 
 from ._s3 import S3Settings, error_code, make_client
 
@@ -218,8 +218,8 @@ def _save_local(folder: Path, audio: Path, manifest: dict[str, Any]) -> None:
     for attempt in range(_SAVE_TRIES):
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            _atomic.copy(audio, folder / manifest["audio"])
-            _atomic.write_bytes(folder / _MANIFEST, json.dumps(manifest, indent=2).encode())
+            atomic.copy(audio, folder / manifest["audio"])
+            atomic.write_bytes(folder / _MANIFEST, json.dumps(manifest, indent=2).encode())
             break
         except (FileNotFoundError, FileExistsError):
             # A delete of this name renamed the folder away mid-save (mkdir's own

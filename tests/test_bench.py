@@ -25,26 +25,26 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE_TESTS: dict[str, tuple[str, ...]] = {
     "bootstrap.py": ("tests/test_bench.py::test_bootstrap_bench_runs",),
     "concurrency.py": ("tests/test_bench.py::test_concurrency_bench_runs_small",),
-    "g2p.py": ("tests/models/test_kokoro.py::test_g2p_bench_runs_with_the_profile_interpreter",),
+    "g2p.py": ("tests/runners/test_kokoro.py::test_g2p_bench_runs_with_the_profile_interpreter",),
     "gpu.py": (
-        "tests/models/test_kokoro.py::test_gpu_bench_cpu_path_runs_with_the_profile_interpreter",
-        "tests/models/video/test_upscale_e2e.py::"
+        "tests/runners/test_kokoro.py::test_gpu_bench_cpu_path_runs_with_the_profile_interpreter",
+        "tests/media/video/test_upscale_e2e.py::"
         "test_gpu_bench_upscale_rows_run_on_the_cpu_with_the_profile_interpreter",
     ),
     "reference_audio.py": ("tests/test_bench.py::test_reference_audio_bench_runs",),
     "restore.py": (
-        "tests/models/video/test_upscale_e2e.py::test_restore_bench_runs_small",
+        "tests/media/video/test_upscale_e2e.py::test_restore_bench_runs_small",
         "tests/test_bench.py::test_restore_bench_measures_x264_presets",
     ),
     "startup.py": ("tests/test_bench.py::test_startup_bench_runs",),
     "seedvr2.py": (
-        "tests/models/video/test_seedvr2_e2e.py::test_seedvr2_bench_runs_both_paths_small",
+        "tests/media/video/test_seedvr2_e2e.py::test_seedvr2_bench_runs_both_paths_small",
     ),
-    "transcribe.py": ("tests/models/test_whisper.py::test_transcribe_bench_runs_small",),
+    "transcribe.py": ("tests/runners/test_whisper.py::test_transcribe_bench_runs_small",),
     "tts_overhead.py": ("tests/test_bench.py::test_tts_overhead_bench_runs_small",),
     "voices.py": (
         "tests/test_bench.py::test_voices_bench_runs_piper",
-        "tests/models/test_kokoro.py::test_voices_bench_runs_kokoro_with_the_profile_interpreter",
+        "tests/runners/test_kokoro.py::test_voices_bench_runs_kokoro_with_the_profile_interpreter",
     ),
 }
 

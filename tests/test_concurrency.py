@@ -223,7 +223,7 @@ def test_a_killed_runner_fails_only_its_own_job(tmp_path, monkeypatch):
 # model added: the GatherRunner, declared to serve four jobs at once.
 _GATHER_WORKER = """
 from models import registry
-from models.runners.base import RunnerSpec
+from runtime.runner import RunnerSpec
 
 spec = RunnerSpec("tts", "gather", "tests.models.fixture_runners:GatherRunner", "piper", max_jobs=4)
 registry.RUNNERS = (*registry.RUNNERS, spec)

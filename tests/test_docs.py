@@ -87,10 +87,10 @@ def test_quick_start_is_two_commands_and_ci_runs_the_second():
 
 
 CLI = (
-    ("python -m bootstrap", ("-m", "bootstrap", "--help")),
+    ("python -m models", ("-m", "models", "--help")),
     *(
-        (f"python -m bootstrap {c}", ("-m", "bootstrap", c, "--help"))
-        for c in ("status", "prepare", "verify", "gc", "doctor")
+        (f"python -m models {c}", ("-m", "models", c, "--help"))
+        for c in ("status", "prepare", "verify", "gc", "doctor", "schema")
     ),
 )
 
@@ -103,8 +103,7 @@ def cli_reference() -> str:
         "Generated from the commands' own `--help` (`python -m tests.test_docs` rewrites "
         "this page; a test keeps it current). What the commands do and when to run them: "
         "[the volume](../concepts/volume.md). Other entry points: `python handler.py` "
-        "(the worker; [quick start](../../README.md)), `python -m models schema` (the "
-        "[job contract](contract.md)'s JSON Schema), `python -m config` (the "
+        "(the worker; [quick start](../../README.md)), `python -m config` (the "
         "[settings](configuration.md) table).\n"
     ]
     for title, args in CLI:

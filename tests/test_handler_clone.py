@@ -3,7 +3,7 @@ models, saved voices, and the reference step in a real runner process.
 
 The cloning libraries cannot run on this CPU machine (README, "Voice cloning": their
 torchaudio wheels need CUDA torch), so the runner-process tests use a fixture runner
-that runs the real reference step (models/reference_audio.py) and echoes the clip
+that runs the real reference step (media/reference_audio.py) and echoes the clip
 the model would be given; nothing pretends to be Chatterbox or F5-TTS.
 """
 
@@ -27,7 +27,7 @@ import handler
 from models import contract, registry
 from tests.fixtures import hostile
 from tests.fixtures.cloning import reference_clip as _clip
-from tests.models.test_reference_audio import voice_like
+from tests.media.test_reference_audio import voice_like
 
 
 def _local_file(output: dict) -> Path:

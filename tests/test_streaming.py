@@ -2,7 +2,7 @@
 
 The runpod SDK makes a handler streaming by its type, so the worker picks one
 shape at start (``MEDIA_WORKER_STREAMING``). These tests run the real Piper
-runner process; Kokoro's streaming is covered in tests/models/test_kokoro.py.
+runner process; Kokoro's streaming is covered in tests/runners/test_kokoro.py.
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ from typing import get_args
 import pytest
 
 import errors
+from media import speech as _audio
 from models import contract, registry
-from models import protocol as p
 from models.host import _failed_to_error
-from models.runners import _audio
+from runtime import protocol as p
 
 ROOT = Path(__file__).resolve().parents[1]
 

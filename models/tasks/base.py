@@ -15,7 +15,7 @@ from typing import Any
 
 import config
 from models.contract import Job
-from models.protocol import RunnerInput
+from runtime.protocol import RunnerInput
 
 
 @dataclass

@@ -8,8 +8,6 @@ import pytest
 
 import bootstrap
 import config
-from bootstrap import __main__ as cli
-from bootstrap import machine
 from bootstrap._cuda import (
     BUILDS,
     TORCH_BUILDS,
@@ -21,7 +19,9 @@ from bootstrap._ensure import for_this_machine
 from bootstrap._profile import Profile
 from bootstrap._spec import current_target, spec_hash
 from errors import BootstrapFailed
+from models import cli
 from models.profiles import CHATTERBOX, KOKORO, PROFILES, upscale_profile
+from runtime import machine
 from tests.fixtures.machine import fake_nvidia_smi
 
 # (GPU, compute capability, driver, the driver's CUDA) as nvidia-smi reports them.

@@ -18,9 +18,9 @@ from bootstrap._flash_attn import choose_flash_attn_wheel
 from bootstrap._lease import is_stale, lease_state
 from bootstrap._manifest import env_is_ready
 from bootstrap._spec import Target, spec_hash
-from bootstrap.machine import Machine
 from errors import BootstrapFailed
 from models.profiles import PIPER, PROFILES, get_profile
+from runtime.machine import Machine
 
 ROOT = Path(__file__).resolve().parents[2]
 T = Target("3.11", "cp311", "linux-x86_64", "glibc-2.36")
@@ -445,7 +445,7 @@ def test_doctor_explains_a_driver_too_old_for_the_profile(tmp_path):
         "supporting CUDA 12.0 (525.60.13 or newer).\n"
         "     fix: choose hosts whose driver supports CUDA 12.0 or newer"
     ) in text
-    assert "python -m bootstrap prepare chatterbox" in text
+    assert "python -m models prepare chatterbox" in text
     assert "pip install uv" in text
     hidden = dataclasses.replace(facts, machine=Machine(driver="470.256.02", driver_cuda="11.4"))
     _, on_cpu = _cuda.for_machine(profile, hidden.machine)

@@ -143,7 +143,7 @@ def test_corruption_is_detected_and_repaired(published, tmp_path, damage, caplog
             byte = f.read(1)
             f.seek(-1, os.SEEK_CUR)
             f.write(bytes([byte[0] ^ 0xFF]))
-        from bootstrap.__main__ import main
+        from models.cli import main
 
         paths.envs.mkdir(parents=True)
         assert main(["--volume", str(paths.home), "verify"]) == 1
@@ -447,7 +447,7 @@ def test_overlapping_builder_whose_publish_fails_leaves_the_other_publish_intact
 
 
 def test_gc_and_status_follow_the_manifest_and_spare_live_builders(published, tmp_path, capsys):
-    from bootstrap.__main__ import main
+    from models.cli import main
 
     paths = _copy_volume(published, tmp_path)
     paths.envs.mkdir(parents=True)

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 import config
-from bootstrap import __main__ as cli
 from bootstrap import _ensure, _layers, _pack
 from bootstrap._manifest import read_manifest
 from bootstrap._profile import Profile
 from bootstrap._spec import current_target
+from models import cli
 from tests.fixtures.files import make_wheel, serve_directory
 
 pytestmark = pytest.mark.slow

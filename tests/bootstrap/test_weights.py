@@ -69,7 +69,7 @@ def test_wrong_size_weights_file_is_detected_and_repaired(repo, hf_hub, tmp_path
         _weights.weights_state(weights, hf_home=paths.home / "hf", cached_models=tmp_path)
         == "partial"
     )
-    from bootstrap.__main__ import main
+    from models.cli import main
 
     paths.envs.mkdir(parents=True, exist_ok=True)
     verify = ["--volume", str(paths.home), "--cached-models", str(tmp_path / "none"), "verify"]

@@ -49,7 +49,7 @@ def missing_pieces() -> str | None:
     if not (ROOT / "handler.py").is_file():
         return "handler.py not present yet"
     if not (ROOT / "bootstrap" / "__main__.py").is_file():
-        return "bootstrap/__main__.py not present yet (python -m bootstrap)"
+        return "models/cli.py not present yet (python -m models)"
     return None
 
 

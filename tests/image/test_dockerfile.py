@@ -249,7 +249,7 @@ def test_bake_profiles_is_empty_by_default_and_runs_bootstrap(
     assert runs, "BAKE_PROFILES is declared but never used"
     assert any(
         re.search(r'\[ -n "\$\{?BAKE_PROFILES\}?" \]', r)
-        and re.search(r"python -m bootstrap prepare \$\{?BAKE_PROFILES", r)
+        and re.search(r"python -m models prepare \$\{?BAKE_PROFILES", r)
         for r in runs
     ), "an empty BAKE_PROFILES must skip the prepare step"
 
@@ -260,7 +260,7 @@ def test_baked_weights_go_where_the_worker_looks_before_the_volume(
     # A worker with a volume mounted downloaded baked weights again: they sat in the
     # build's home, and with a volume the home is the volume.
     bake = next(i.args for i in dockerfile.final.of("RUN") if "BAKE_PROFILES" in i.args)
-    home = re.search(r"MEDIA_WORKER_HOME=(\S+) python -m bootstrap prepare", bake)
+    home = re.search(r"MEDIA_WORKER_HOME=(\S+) python -m models prepare", bake)
     assert home, "prepare must run with a throw-away home"
     assert f"mv {home.group(1)}/hf {config.IMAGE_WEIGHTS_DIR.default}" in " ".join(bake.split())
     assert f"rm -rf {home.group(1)}" in bake

@@ -114,7 +114,7 @@ def test_context_leaves_out_tests_benches_caches_and_secrets(ignore: DockerIgnor
         "docker/install.sh",
         "models/contract.py",
         "models/schema.json",
-        "models/runners/piper.py",
+        "runners/piper.py",
         "bootstrap/__init__.py",
         "storage/_s3.py",
     ],

@@ -241,7 +241,7 @@ def test_container_disk_fits_two_profile_environments():
 
 # Runner modules the Hub's test run leaves out, and why.
 NOT_TESTED_ON_THE_HUB = {
-    "models.runners.f5tts": "F5-TTS weights are CC-BY-NC-4.0: served only with "
+    "runners.f5tts": "F5-TTS weights are CC-BY-NC-4.0: served only with "
     "MEDIA_WORKER_ALLOW_NONCOMMERCIAL, which the listing does not offer",
 }
 # Every CUDA version RunPod's endpoint settings offer (its docs' templates list 11.7 to

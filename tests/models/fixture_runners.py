@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from errors import InvalidInput
-from models.protocol import OutputFile
-from models.runners.base import Runner
+from runtime.protocol import OutputFile
+from runtime.runner import Runner
 
 
 class EchoRunner(Runner):
@@ -117,7 +117,7 @@ class ReferenceRunner(Runner):
         import shutil
         import tempfile
 
-        from models.runners._cloning import ConditioningCache
+        from media.cloning import ConditioningCache
 
         self.refs = Path(tempfile.mkdtemp(prefix="refecho-"))
         atexit.register(shutil.rmtree, self.refs, ignore_errors=True)
@@ -126,9 +126,9 @@ class ReferenceRunner(Runner):
     def run(self, job, ctx):
         import soundfile
 
-        from models.reference_audio import ReferenceSpec
-        from models.runners._audio import SpeechAssembler
-        from models.runners._cloning import prepared_reference, reference_key
+        from media.cloning import prepared_reference, reference_key
+        from media.reference_audio import ReferenceSpec
+        from media.speech import SpeechAssembler
 
         spec = ReferenceSpec("refecho", 24_000, min_s=1.0, max_s=5.0)
         key = reference_key(ctx)

@@ -4,7 +4,7 @@ The package below is written to a temporary folder and named in
 ``MEDIA_WORKER_RUNNER_PACKAGES``; no file of this repository changes. It adds a
 task (``shout``) with its contract fragment, a runner module for it, and the
 profile that runner names. Real processes read it: ``python -m models schema``,
-``python -m bootstrap status`` and ``python handler.py --test_input`` (the runpod
+``python -m models status`` and ``python handler.py --test_input`` (the runpod
 SDK's local mode), whose runner runs in its own process.
 
 The names below (a task, a model, a profile) appear in no file of the worker: the
@@ -55,8 +55,8 @@ PROFILES = (Profile(name="shout", requirements=("soundfile==SOUNDFILE",)),)
 
 # Runner side: stdlib only, run in the profile's interpreter.
 RUNNER_MODULE = """
-from models.protocol import OutputFile
-from models.runners.base import Runner, RunnerSpec
+from runtime.protocol import OutputFile
+from runtime.runner import Runner, RunnerSpec
 
 
 class ShoutRunner(Runner):

@@ -33,14 +33,14 @@ def _declared_in_source(folder: str, name: str) -> set[str]:
 def test_every_module_declaring_specs_or_tasks_is_served():
     # Read from the files, not from discover(): a module the registry skipped, or a
     # spec it dropped, fails here.
-    runner_modules = _declared_in_source("models/runners", "SPECS")
+    runner_modules = _declared_in_source("runners", "SPECS")
     assert {"piper", "kokoro", "chatterbox", "f5tts", "whisper", "upscale", "seedvr2"} <= (
         runner_modules
     )
     served = {spec.runner_ref.split(":")[0].rsplit(".", 1)[1] for spec in registry.RUNNERS}
     assert served == runner_modules
     for module in runner_modules:
-        specs = importlib.import_module(f"models.runners.{module}").SPECS
+        specs = importlib.import_module(f"runners.{module}").SPECS
         assert all(spec in registry.RUNNERS for spec in specs)
     task_modules = _declared_in_source("models/tasks", "TASKS")
     declared = {
@@ -63,7 +63,7 @@ def _package(tmp_path, name, modules: dict[str, str]):
 
 
 _SPEC = (
-    "from models.runners.base import RunnerSpec\n"
+    "from runtime.runner import RunnerSpec\n"
     "SPECS = (RunnerSpec('tts', '{m}', 'r:R', 'piper'{extra}),)\n"
 )
 
@@ -99,7 +99,7 @@ def test_discover_names_what_a_module_declares_wrongly(tmp_path, text, error):
     # a package name of its own per case: Python caches imported modules by name
     package = _package(tmp_path, f"runners_bad_{len(sys.modules)}", {"m": text})
     with pytest.raises(TypeError, match=error):
-        registry.discover("models.tasks", "models.runners", package)
+        registry.discover("models.tasks", "runners", package)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import pytest
 
 from errors import InvalidInput, StorageFailed
 from models.contract import Output
-from models.protocol import OutputFile
+from runtime.protocol import OutputFile
 from storage import _s3 as s3_module
 from storage import publish, s3_settings
 from storage._publish import key_job_id

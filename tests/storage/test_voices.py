@@ -13,7 +13,8 @@ import pytest
 
 import storage
 from errors import InvalidInput
-from storage import _atomic, _voices
+from runtime import atomic
+from storage import _voices
 from storage._s3 import make_client as s3_bucket_client
 
 
@@ -159,7 +160,7 @@ def test_concurrent_saves_of_one_name_never_leave_a_half_written_voice(tmp_path)
     final = storage.load_voice("shared", tmp_path, s3=None)
     assert final.audio.read_bytes() == contents[final.reference_text]
     leftovers = [p.name for p in (_voices.voices_root() / "shared").iterdir()]
-    assert not [n for n in leftovers if n.startswith(_atomic.TEMP_PREFIX)]
+    assert not [n for n in leftovers if n.startswith(atomic.TEMP_PREFIX)]
 
 
 @pytest.mark.slow

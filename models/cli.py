@@ -1,0 +1,436 @@
+"""``python -m models``: status, prepare, verify, gc, doctor, schema.
+
+Logs go to stderr, reports to stdout. ``--volume DIR`` points at any state root
+(a Pod sees the volume at /workspace, a serverless worker at /runpod-volume;
+what ``prepare`` leaves is used as-is by either).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import config
+from bootstrap import _doctor, _gc, _layers, _pack, _weights
+from bootstrap._ensure import Layout, ensure, for_this_machine, is_served_in_place, local_manifest
+from bootstrap._lease import lease_state, volume_now
+from bootstrap._manifest import env_is_ready, read_manifest
+from bootstrap._profile import Profile, Weights
+from bootstrap._spec import current_target, spec_hash
+from errors import BootstrapFailed
+
+logger = logging.getLogger("bootstrap")
+
+
+def _profiles() -> tuple[dict[str, Profile], dict[str, str]]:
+    """Every profile (the handler's lookup), and those these settings cannot make,
+    with why (a profile made from settings when one is invalid)."""
+    # the CLI is the only place bootstrap meets models
+    from errors import WorkerError
+    from models.profiles import get_profile, profile_names
+
+    made: dict[str, Profile] = {}
+    unmade: dict[str, str] = {}
+    for name in profile_names():
+        try:
+            made[name] = get_profile(name)
+        except WorkerError as exc:
+            unmade[name] = exc.message
+        except config.ConfigError as exc:
+            unmade[name] = str(exc)
+    return made, unmade
+
+
+def _paths(volume: str | None) -> config.Paths:
+    if volume is None:
+        return config.resolve_paths()
+    home = Path(volume).expanduser().resolve()
+    if (home / "media-worker").is_dir() or home.name in ("workspace", "runpod-volume"):
+        home = home / "media-worker"
+    env = {"MEDIA_WORKER_HOME": str(home)}
+    if envs := config.ENVS_DIR.get():
+        env["MEDIA_WORKER_ENVS_DIR"] = envs
+    return config.resolve_paths(env)
+
+
+def _cli(args: argparse.Namespace) -> str:
+    """The command line to suggest as a fix, with the volume the user named."""
+    return "python -m models" + (f" --volume {args.volume}" if args.volume else "")
+
+
+def _archive_problem(layout: Layout, manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the archive a valid manifest names, by size (cheap), or None."""
+    archive = layout.archive_of(manifest)
+    if archive is None:
+        return f"{layout.manifest} names no archive"
+    try:
+        size = archive.stat().st_size
+    except OSError:
+        return f"archive {archive} is missing"
+    if size != manifest["archive_bytes"]:
+        return f"archive {archive} is truncated ({size} of {manifest['archive_bytes']} bytes)"
+    return None
+
+
+def _status(
+    paths: config.Paths, cached_models: Path, cli: str = "python -m models"
+) -> dict[str, Any]:
+    target = current_target()
+    out: dict[str, Any] = {"home": str(paths.home), "envs": str(paths.envs), "profiles": {}}
+    made, unmade = _profiles()
+    out["unavailable"] = unmade
+    for name, profile in sorted(made.items()):
+        profile, cuda = for_this_machine(profile)
+        digest = spec_hash(profile, target)
+        layout = Layout.of(name, digest, paths)
+        volume = read_manifest(layout.manifest)
+        local = local_manifest(layout)
+        problems: list[dict[str, str]] = []
+        rebuild = f"{cli} prepare {name} --force"
+        if is_served_in_place(profile):  # what a job gets first (ensure's in-place path)
+            env, manifest = "in-place", None
+        elif env_is_ready(local, digest):
+            env, manifest = "local", local
+        elif env_is_ready(volume, digest):
+            env, manifest = "volume", volume
+        else:
+            env, manifest = "missing", None
+        if env_is_ready(volume, digest):
+            if problem := _archive_problem(layout, volume):  # type: ignore[arg-type]
+                problems.append({"problem": problem, "fix": rebuild})
+                env = env if env in ("in-place", "local") else "damaged"
+        elif layout.manifest.exists():
+            problems.append(
+                {
+                    "problem": f"{layout.manifest} is not a valid manifest for spec {digest}",
+                    "fix": rebuild,
+                }
+            )
+        try:
+            mtime = layout.lease.stat().st_mtime
+            now = volume_now(layout.lease.parent)
+            lease = lease_state(exists=True, expires_at=mtime, now=now)
+        except OSError:
+            lease = "free"
+        out["profiles"][name] = {
+            "env": env,
+            "python": sys.executable if env == "in-place" else None,
+            "spec_hash": digest,
+            "archive_mb": round(manifest["archive_bytes"] / 2**20, 1) if manifest else None,
+            "layers": [r["archive"] for r in manifest.get("layers", ())] if manifest else [],
+            "unpacked_mb": round(manifest["unpacked_bytes"] / 2**20, 1) if manifest else None,
+            "attention": manifest["attention"] if manifest else None,
+            "attention_reason": manifest["attention_reason"] if manifest else None,
+            "lease": lease,
+            "problems": problems,
+            "cuda": {"build": cuda.build, "reason": cuda.reason} if cuda else None,
+            "weights": {
+                w.repo_id: _weights.weights_state(
+                    w, hf_home=paths.home / "hf", cached_models=cached_models
+                )
+                for w in profile.weights
+            },
+        }
+    return out
+
+
+def _cmd_status(args: argparse.Namespace, paths: config.Paths) -> int:
+    status = _status(paths, args.cached_models, _cli(args))
+    status["leftovers"] = _gc_plan(paths, keep=1)
+    if args.json:
+        print(json.dumps(status, indent=1, sort_keys=True))
+        return 0
+    print(f"home {status['home']}  local envs {status['envs']}")
+    for name, p in status["profiles"].items():
+        size = (
+            f" archive={p['archive_mb']}MB unpacked={p['unpacked_mb']}MB"
+            if p["archive_mb"] is not None
+            else ""
+        )
+        if p["env"] == "in-place":
+            size = f" (served in place by this interpreter, {p['python']})"
+        print(
+            f"{name:12} env={p['env']:8} spec={p['spec_hash']}{size} "
+            f"attention={p['attention']} lease={p['lease']}"
+        )
+        for layer in p["layers"]:
+            print(f"{'':12} shared layer {layer}")
+        for repo, state in p["weights"].items():
+            fix = f"  fix: {_cli(args)} prepare {name}" if state != "present" else ""
+            print(f"{'':12} weights {repo}: {state}{fix}")
+        for problem in p["problems"]:
+            print(f"{'':12} problem: {problem['problem']}  fix: {problem['fix']}")
+    for name, why in status["unavailable"].items():
+        print(f"{name:12} unavailable: {why}")
+    for rel in status["leftovers"]:
+        print(f"leftover {paths.home / rel}  fix: {_cli(args)} gc")
+    return 0
+
+
+def _verify_archive(layout: Layout, digest: str) -> str | None:
+    """None when the published archive and the layers it names are complete and their
+    sha256 match, else the problem."""
+    manifest = read_manifest(layout.manifest)
+    archive = layout.archive_of(manifest) if env_is_ready(manifest, digest) else None  # type: ignore[arg-type]
+    if archive is None:
+        if layout.manifest.exists():
+            return f"{layout.manifest}: not a valid manifest for spec {digest}"
+        return None
+    import tempfile
+
+    archives = [(archive, manifest)] + [  # type: ignore[list-item]
+        (layout.volume_envs / ref["archive"], ref)
+        for ref in manifest.get("layers", ())  # type: ignore[union-attr]
+    ]
+    with tempfile.TemporaryDirectory(dir=layout.local_envs) as tmp:
+        for i, (path, record) in enumerate(archives):
+            try:
+                _pack.restore(
+                    path,
+                    Path(tmp) / f"check{i}",
+                    sha256=record["archive_sha256"],
+                    size=record["archive_bytes"],
+                    python=Path(sys.executable),
+                )
+            except (_pack.CorruptArchive, OSError) as exc:
+                return str(exc)
+            finally:
+                shutil.rmtree(Path(tmp) / f"check{i}", ignore_errors=True)
+    return None
+
+
+def _cmd_prepare(args: argparse.Namespace, paths: config.Paths) -> int:
+    profiles, unmade = _profiles()
+    unknown = [n for n in args.profiles if n not in profiles and n not in unmade]
+    if unknown:
+        known = ", ".join(sorted([*profiles, *unmade]))
+        print(f"unknown profile(s): {', '.join(unknown)}; known: {known}")
+        return 2
+    if blocked := [n for n in args.profiles if n in unmade]:
+        for name in blocked:
+            print(f"{name}: cannot be prepared with these settings: {unmade[name]}")
+        return 2
+    for name in args.profiles:
+        env = ensure(
+            profiles[name],
+            paths=paths,
+            in_place=False,
+            force=args.force,
+            on_progress=lambda m: logger.info("%s", m),
+            cached_models=args.cached_models,
+        )
+        if env.source == "local":
+            layout = Layout.of(name, env.spec_hash, paths)
+            paths.envs.mkdir(parents=True, exist_ok=True)
+            if problem := _verify_archive(layout, env.spec_hash):
+                print(f"{name}: published archive is bad ({problem}); run prepare --force")
+                return 1
+        print(f"{name}: ready ({env.source}) spec={env.spec_hash} attention={env.attention}")
+    return 0
+
+
+def _recorded_weights(hf_home: Path) -> list[tuple[Weights, dict[str, Any]]]:
+    """Every snapshot the worker downloaded and verified, with its record of the files."""
+    found = []
+    for path in sorted((hf_home / "media-worker").glob("*.json")):
+        record = read_manifest(path)
+        if not (record and isinstance(record.get("files"), dict)):
+            continue
+        try:
+            w = Weights(
+                record["repo_id"], record["revision"], repo_type=record.get("repo_type", "model")
+            )
+        except (KeyError, ValueError):
+            continue
+        found.append((w, record))
+    return found
+
+
+def _cmd_verify(args: argparse.Namespace, paths: config.Paths) -> int:
+    """Re-hash every archive on the volume and every byte of every downloaded snapshot."""
+    target = current_target()
+    problems = []
+    paths.envs.mkdir(parents=True, exist_ok=True)
+    profiles, _ = _profiles()
+    for name, profile in sorted(profiles.items()):
+        digest = spec_hash(for_this_machine(profile)[0], target)
+        layout = Layout.of(name, digest, paths)
+        if problem := _verify_archive(layout, digest):
+            problems.append(f"{name}: {problem}  fix: {_cli(args)} prepare {name} --force")
+    hf_home = paths.home / "hf"
+    for w, record in _recorded_weights(hf_home):
+        snap = _weights.snapshot_dir(hf_home / "hub", w)
+        bad = _weights.check_files(snap, record["files"], full=True)
+        users = [
+            n
+            for n, p in sorted(profiles.items())
+            if any(x.repo_id == w.repo_id and x.revision in (None, w.revision) for x in p.weights)
+        ]
+        refetch = f"{_cli(args)} prepare {' '.join(users)}" if users else "the next job"
+        if bad and args.repair:
+            # The warm path checks sizes only, so a same-size corruption would be
+            # trusted forever: remove the damaged files so they are downloaded again.
+            _weights.remove_files(snap, [p.split(":", 1)[0] for p in bad])
+        for p in bad:
+            fix = (
+                f"removed; {refetch} downloads it again"
+                if args.repair
+                else (f"{_cli(args)} verify --repair, then {refetch}")
+            )
+            problems.append(f"weights {w.repo_id}@{w.revision[:12]}: {snap / p}  fix: {fix}")
+    for p in problems:
+        print(p)
+    print("verify: ok" if not problems else f"verify: {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def _gc_plan(paths: config.Paths, *, keep: int) -> list[str]:
+    """What gc would remove, relative to the state root (a dry run).
+
+    A profile these settings cannot make keeps every archive of its name: which of
+    them is current is unknown until its settings are fixed.
+    """
+    target = current_target()
+    profiles, unmade = _profiles()
+    known = {f"{n}-{spec_hash(for_this_machine(p)[0], target)}" for n, p in profiles.items()}
+    envs_dir, leases_dir = paths.home / "envs", paths.home / "leases"
+    if not paths.home.is_dir():
+        return []
+    now = volume_now(paths.home)  # every mtime below is stamped by the volume's clock
+    expiry: dict[str, float] = {}
+    leases: list[_gc.Entry] = []
+    if leases_dir.is_dir():
+        for f in leases_dir.iterdir():
+            st = f.lstat()
+            leases.append(_gc.Entry(f.name, st.st_mtime))
+            if "|" not in f.name and not f.name.startswith(".clock-"):
+                live = lease_state(exists=True, expires_at=st.st_mtime, now=now) == "live"
+                expiry[f.name] = now + 1e9 if live else st.st_mtime
+    live_keys = {n.removesuffix(".lock") for n, t in expiry.items() if t > now}
+    envs: list[_gc.Entry] = []
+    referenced: dict[str, str] = {}
+    layer_refs: dict[str, list[str]] = {}
+    if envs_dir.is_dir():
+        for f in envs_dir.iterdir():
+            envs.append(_gc.Entry(f.name, f.lstat().st_mtime, any(k in f.name for k in live_keys)))
+            parsed = Layout.parse_volume_name(f.name)
+            if parsed and parsed[0].rsplit("-", 1)[0] in unmade:
+                known.add(parsed[0])
+            if parsed and parsed[1] is None and (manifest := read_manifest(f)):
+                referenced[parsed[0]] = str(manifest.get("archive", ""))
+                refs = manifest.get("layers")
+                if _layers.refs_are_valid(refs):
+                    layer_refs[parsed[0]] = [r["archive"] for r in refs]  # type: ignore[union-attr]
+    return _gc.plan_gc(
+        envs,
+        leases,
+        known=known,
+        keep=keep,
+        now=now,
+        lease_expiry=expiry,
+        referenced=referenced,
+        layer_refs=layer_refs,
+    )
+
+
+def _cmd_gc(args: argparse.Namespace, paths: config.Paths) -> int:
+    plan = _gc_plan(paths, keep=args.keep)
+    for rel in plan:
+        path = paths.home / rel
+        print(f"removing {path}")
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    print(f"gc: removed {len(plan)}")
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace, paths: config.Paths) -> int:
+    cli = _cli(args)
+    status = _status(paths, args.cached_models, cli)
+    facts = _doctor.gather(paths.home, paths.envs, paths.on_volume, status["profiles"])
+    findings = _doctor.diagnose(facts, cli=cli)
+    for rel in _gc_plan(paths, keep=1):
+        findings.append(
+            _doctor.Finding(
+                "warn", f"leftover {paths.home / rel} (expired or abandoned)", f"{cli} gc"
+            )
+        )
+    print(_doctor.render(findings))
+    return 1 if any(f.level == "fail" for f in findings) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    # The global options are accepted before or after the subcommand: each subparser
+    # gets them too, defaulting to SUPPRESS so an absent one keeps the main value.
+    def global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+        parser.add_argument(
+            "--volume",
+            default=default,
+            help="state root (default: the mounted volume or ~/.cache)",
+        )
+        parser.add_argument(
+            "--cached-models",
+            type=Path,
+            default=default,
+            help="RunPod's cached-models HF cache (default: $MEDIA_WORKER_CACHED_MODELS_DIR)",
+        )
+
+    parser = argparse.ArgumentParser(
+        prog="python -m models",
+        description="Environments and weights on the volume, and the job contract.",
+    )
+    global_options(parser, None)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        global_options(p, argparse.SUPPRESS)
+        return p
+
+    p = command("status", "environments, weights and leftovers, with the fix for each problem")
+    p.add_argument("--json", action="store_true")
+    p = command("prepare", "build, pack and publish now (and download weights)")
+    p.add_argument("profiles", nargs="+")
+    p.add_argument("--force", action="store_true", help="rebuild even if a valid archive exists")
+    p = command("verify", "re-hash every archive and every downloaded weights file")
+    p.add_argument(
+        "--repair", action="store_true", help="remove damaged weights files (re-downloaded later)"
+    )
+    p = command("gc", "remove temps, expired leases, archives no profile has")
+    p.add_argument("--keep", type=int, default=1, help="old archives kept per profile")
+    command("doctor", "one readable report of what is wrong and how to fix it")
+    command("schema", "print the job contract's JSON Schema (models/schema.json)")
+    args = parser.parse_args(argv)
+    if args.command == "schema":
+        from models.contract import json_schema_text
+
+        sys.stdout.write(json_schema_text())
+        return 0
+    args.cached_models = args.cached_models or Path(config.CACHED_MODELS_DIR.get())
+    logging.basicConfig(
+        level=config.LOG_LEVEL.get(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
+    )
+    paths = _paths(args.volume)
+    handlers = {
+        "status": _cmd_status,
+        "prepare": _cmd_prepare,
+        "verify": _cmd_verify,
+        "gc": _cmd_gc,
+        "doctor": _cmd_doctor,
+    }
+    try:
+        return handlers[args.command](args, paths)
+    except BootstrapFailed as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

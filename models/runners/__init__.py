@@ -1,1 +1,0 @@
-"""One module per runner; each is loaded by reference inside its own process."""

@@ -1,0 +1,99 @@
+"""SpeechAssembler: seams without clicks, chunks that add up to the output, captions."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pysubs2
+import pytest
+import soundfile
+
+from media import speech as _audio
+from runtime.protocol import Chunk
+from runtime.runner import RunContext
+
+
+def _ctx(tmp_path) -> tuple[RunContext, list[Chunk]]:
+    sent: list[Chunk] = []
+    return RunContext("j1", tmp_path, lambda m, f=None: None, send_chunk=sent.append), sent
+
+
+def _read(path) -> tuple[np.ndarray, int]:
+    audio, rate = soundfile.read(path, dtype="float32")
+    return audio, rate
+
+
+def test_piece_edges_fade_to_zero_so_seams_do_not_click(tmp_path):
+    ctx, _ = _ctx(tmp_path)
+    speech = _audio.SpeechAssembler(ctx, rate=24000, out_rate=None, fmt="wav", stream=False)
+    speech.add(np.full(2400, 0.8, np.float32))
+    speech.add(np.full(2400, -0.8, np.float32))  # a hard jump without the fades
+    (out,) = speech.finish()
+    audio, rate = _read(out.path)
+    assert rate == 24000 and len(audio) == 4800
+    seam = audio[2395:2405]
+    assert np.max(np.abs(np.diff(seam))) < 0.05  # no step of 1.6 at the seam
+    assert abs(audio[1200] - 0.8) < 1e-3 and abs(audio[3600] + 0.8) < 1e-3
+
+
+@pytest.mark.parametrize(("out_rate", "fmt"), [(None, "wav"), (16000, "wav"), (44100, "flac")])
+def test_streamed_chunks_add_up_to_the_full_output(tmp_path, out_rate, fmt):
+    ctx, sent = _ctx(tmp_path)
+    speech = _audio.SpeechAssembler(ctx, rate=24000, out_rate=out_rate, fmt=fmt, stream=True)
+    rng = np.random.default_rng(0)
+    for n in (12000, 7000, 30000):
+        speech.add(rng.uniform(-0.5, 0.5, n).astype(np.float32))
+    (out,) = speech.finish()
+    full, rate = _read(out.path)
+    assert rate == (out_rate or 24000)
+    assert [c.index for c in sent] == list(range(len(sent)))
+    joined = np.concatenate([_read(c.path)[0] for c in sent])
+    assert np.array_equal(joined, full)
+    offsets = [c.offset_s for c in sent]
+    assert offsets == sorted(offsets) and offsets[0] == 0.0
+    assert all(c.sample_rate == rate and c.format == fmt for c in sent)
+    assert abs(sum(c.duration_s for c in sent) - len(full) / rate) < 1e-3
+
+
+def test_a_long_piece_is_split_into_chunks_under_the_item_budget(tmp_path):
+    ctx, sent = _ctx(tmp_path)
+    speech = _audio.SpeechAssembler(ctx, rate=24000, out_rate=48000, fmt="wav", stream=True)
+    speech.add(np.zeros(24000 * 20, np.float32))  # 20 s at 48 kHz > one item
+    speech.finish()
+    assert len(sent) >= 3
+    for chunk in sent:
+        data = Path(chunk.path).read_bytes()
+        assert len(data) * 4 / 3 < 1_000_000
+        assert soundfile.info(io.BytesIO(data)).samplerate == 48000
+
+
+def test_word_times_shift_by_the_piece_offset_and_make_captions(tmp_path):
+    ctx, sent = _ctx(tmp_path)
+    speech = _audio.SpeechAssembler(ctx, rate=24000, out_rate=None, fmt="wav", stream=True)
+    speech.add(np.zeros(24000), [{"word": "Hello", "start_s": 0.1, "end_s": 0.5}])
+    speech.add(np.zeros(12000), [{"word": "world.", "start_s": 0.05, "end_s": 0.4}])
+    outputs = speech.finish(captions=True)
+    assert speech.words == [
+        {"word": "Hello", "start_s": 0.1, "end_s": 0.5},
+        {"word": "world.", "start_s": 1.05, "end_s": 1.4},
+    ]
+    assert [c.words for c in sent] == [[speech.words[0]], [speech.words[1]]]
+    srt, vtt, ass = outputs[1:]
+    assert [o.content_type for o in (srt, vtt, ass)] == [
+        "application/x-subrip",
+        "text/vtt",
+        "text/x-ssa",
+    ]
+    assert "Hello world." in Path(srt.path).read_text()
+    assert Path(vtt.path).read_text().startswith("WEBVTT")
+    for caption in (srt, vtt, ass):  # every format reads back with the words in order
+        events = pysubs2.load(caption.path)
+        assert [e.plaintext.split() for e in events] == [["Hello", "world."]]
+        assert (events[0].start, events[0].end) == (100, 1400)
+    karaoke = pysubs2.load(ass.path)[0].text  # a {\k<centiseconds>} per word and pause
+    tags = [int(cs) for cs in re.findall(r"\\k(\d+)", karaoke)]
+    assert sum(tags) * 10 == 1400 - 100  # the highlight spans the whole event
+    assert re.findall(r"\\k\d+\}([^{\s]+)", karaoke) == ["Hello", "world."]
