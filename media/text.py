@@ -17,9 +17,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-import config
-from errors import InvalidInput
-
 # A sentence ends at . ! ? … (possibly repeated) plus closing quotes/brackets,
 # followed by whitespace; a blank line ends one too.
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?…])|(?<=[.!?…][\"'”’)\]]))\s+|\n\s*\n")
@@ -140,18 +137,3 @@ def fit_sentence(sentence: str, fits: Callable[[str], bool]) -> list[str]:
 def max_chars(limit: int) -> Callable[[str], bool]:
     """A ``fits`` callback: at most ``limit`` characters."""
     return lambda piece: len(piece) <= limit
-
-
-def check_text_length(text: str) -> None:
-    """Refuse text longer than ``MEDIA_WORKER_MAX_TEXT_CHARS``.
-
-    Raises:
-        InvalidInput: the text is too long (field ``text``).
-    """
-    limit = config.MAX_TEXT_CHARS.get()
-    if len(text) > limit:
-        raise InvalidInput(
-            f"text: {len(text)} characters is more than this worker takes in one job "
-            f"({limit}, MEDIA_WORKER_MAX_TEXT_CHARS); split it into several jobs",
-            field="text",
-        )

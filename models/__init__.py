@@ -1,6 +1,8 @@
-"""The job contract, the runner registry and host, the tasks and the runners.
+"""The worker: the job contract and the tasks, the runner registry and host, the
+environments, the factory profiles, and the operator's command line (``python -m models``).
 
-Import the module you need (``models.contract``, ``models.registry``, ``models.host``):
-this package exports nothing, so a runner process, which imports ``runtime.protocol``
-from a profile environment without pydantic, never loads the contract.
+Worker side only (pydantic, boto3 and huggingface_hub are there); a runner process
+never imports this package. Import the module you need (``models.contract``,
+``models.registry``, ``models.host``): this package exports nothing, so importing one
+module does not load the others. Plugin authors import ``models.plugin``.
 """

@@ -16,13 +16,6 @@ from typing import Any
 
 import config
 from errors import InvalidInput
-from media.cloning import (
-    ConditioningCache,
-    prepared_reference,
-    reference_key,
-    speak_by_sentence,
-)
-from media.reference_audio import ReferenceSpec
 from runtime.protocol import OutputFile
 from runtime.runner import RunContext, Runner, RunnerSpec
 
@@ -30,7 +23,7 @@ REPO = "ResembleAI/chatterbox"
 LANGUAGES = ("en",)  # the English model; the multilingual one is not wired yet
 # chatterbox.tts: the speaker conditioning reads 10 s at 24 kHz (DEC_COND_LEN) and
 # 6 s at 16 kHz for the speech-token prompt (ENC_COND_LEN); more is never used.
-REFERENCE = ReferenceSpec("chatterbox", sample_rate=24_000, min_s=2.0, max_s=10.0)
+REFERENCE = {"sample_rate": 24_000, "min_s": 2.0, "max_s": 10.0}  # a ReferenceSpec's
 # T3 stops after 1000 speech tokens (25 tokens/s: 40 s); a sentence of up to 300
 # characters stays well inside that.
 MAX_CHARS_PER_CALL = 300
@@ -53,6 +46,10 @@ class ChatterboxRunner(Runner):
         import torch
         from chatterbox.tts import ChatterboxTTS
 
+        from media.cloning import ConditioningCache
+        from media.reference_audio import ReferenceSpec
+
+        self._reference = ReferenceSpec("chatterbox", **REFERENCE)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self._torch = torch
         self._model = ChatterboxTTS.from_local(weights[REPO], device)
@@ -69,8 +66,10 @@ class ChatterboxRunner(Runner):
                 )
             return self._builtin
 
+        from media.cloning import prepared_reference, reference_key
+
         def make() -> Any:
-            ref = prepared_reference(ctx, REFERENCE, ctx.scratch / "reference.wav")
+            ref = prepared_reference(ctx, self._reference, ctx.scratch / "reference.wav")
             self._model.prepare_conditionals(str(ref.path), exaggeration=DEFAULTS["exaggeration"])
             ctx.progress(f"conditioned on {ref.duration_s:.1f} s of reference", None)
             return self._model.conds
@@ -78,6 +77,8 @@ class ChatterboxRunner(Runner):
         return self._cache.get_or_make(reference_key(ctx), make)
 
     def run(self, job: dict[str, Any], ctx: RunContext) -> list[OutputFile]:
+        from media.cloning import speak_by_sentence
+
         conds = self._conditionals(job, ctx)
         knobs = {k: job[k] if job.get(k) is not None else v for k, v in DEFAULTS.items()}
         if job.get("seed") is not None:

@@ -28,13 +28,6 @@ from typing import Any
 
 import config
 from errors import InvalidInput, ModelUnavailable
-from media.cloning import (
-    ConditioningCache,
-    prepared_reference,
-    reference_key,
-    speak_by_sentence,
-)
-from media.reference_audio import ReferenceSpec
 from runtime.protocol import OutputFile
 from runtime.runner import RunContext, Runner, RunnerSpec
 
@@ -47,7 +40,7 @@ LICENSE = "CC-BY-NC-4.0"
 # F5 reads its reference at 24 kHz and clips a longer one to about 12 s itself
 # (preprocess_ref_audio_text); a cut clip would no longer match reference_text,
 # so a longer one is refused instead.
-REFERENCE = ReferenceSpec("f5tts", sample_rate=24_000, min_s=2.0, max_s=12.0, cut_long=False)
+REFERENCE = {"sample_rate": 24_000, "min_s": 2.0, "max_s": 12.0, "cut_long": False}
 DEFAULT_NFE_STEP = 32
 # One infer() call per sentence, so a streaming job gets a chunk per sentence; F5
 # batches a longer text itself, so this only bounds how long a first chunk waits.
@@ -104,6 +97,10 @@ class F5Runner(Runner):
         from f5_tts.infer.utils_infer import infer_batch_process
         from f5_tts.model.utils import seed_everything
 
+        from media.cloning import ConditioningCache
+        from media.reference_audio import ReferenceSpec
+
+        self._reference_spec = ReferenceSpec("f5tts", **REFERENCE)
         snapshot = Path(weights[REPO])
         self._tts = F5TTS(
             model=MODEL,
@@ -118,8 +115,10 @@ class F5Runner(Runner):
         self._cache: ConditioningCache[Any] = ConditioningCache(config.VOICES_CACHE_ITEMS.get())
 
     def _reference(self, ctx: RunContext) -> Any:
+        from media.cloning import prepared_reference, reference_key
+
         def make() -> Any:
-            ref = prepared_reference(ctx, REFERENCE, ctx.scratch / "reference.wav")
+            ref = prepared_reference(ctx, self._reference_spec, ctx.scratch / "reference.wav")
             samples, _ = self._soundfile.read(ref.path, dtype="float32")
             ctx.progress(f"reference of {ref.duration_s:.1f} s decoded", None)
             return self._torch.from_numpy(samples).unsqueeze(0)  # (channels, samples)
@@ -127,6 +126,8 @@ class F5Runner(Runner):
         return self._cache.get_or_make(reference_key(ctx), make)
 
     def run(self, job: dict[str, Any], ctx: RunContext) -> list[OutputFile]:
+        from media.cloning import speak_by_sentence
+
         if not job.get("reference_text"):
             # a saved voice without a transcript reaches here; never let F5 guess one
             raise InvalidInput(
@@ -145,7 +146,7 @@ class F5Runner(Runner):
                 self._seed(job["seed"] + n - 1)
             wave, _, _ = next(
                 self._infer(
-                    (samples, REFERENCE.sample_rate),
+                    (samples, REFERENCE["sample_rate"]),
                     ref_text,
                     [piece],
                     tts.ema_model,

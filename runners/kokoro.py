@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from errors import InvalidInput
-from media.speech import SpeechAssembler
-from media.text import check_text_length, fit_sentence, sentences, split_text
+from runtime.checks import check_text_length
 from runtime.protocol import OutputFile
 from runtime.runner import RunContext, Runner, RunnerSpec
 
@@ -220,6 +219,9 @@ class KokoroRunner(Runner):
     def run(self, job: dict[str, Any], ctx: RunContext) -> list[OutputFile]:
         import torch
         from kokoro import KPipeline
+
+        from media.speech import SpeechAssembler
+        from media.text import fit_sentence, sentences, split_text
 
         check_text_length(job["text"])
         pack, lang = self._pack(job.get("voice"))

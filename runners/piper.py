@@ -16,8 +16,7 @@ from typing import Any
 
 import config
 from errors import InvalidInput
-from media.speech import SpeechAssembler
-from media.text import check_text_length, max_chars, split_text
+from runtime.checks import check_text_length
 from runtime.protocol import OutputFile
 from runtime.runner import RunContext, Runner, RunnerSpec
 
@@ -85,6 +84,9 @@ class PiperRunner(Runner):
 
     def run(self, job: dict[str, Any], ctx: RunContext) -> list[OutputFile]:
         from piper import SynthesisConfig
+
+        from media.speech import SpeechAssembler
+        from media.text import max_chars, split_text
 
         voice = self._voice(job.get("voice"))
         syn = SynthesisConfig(length_scale=voice.config.length_scale / float(job.get("speed", 1.0)))

@@ -21,7 +21,6 @@ from typing import Any
 
 import config
 from errors import InvalidInput, ModelUnavailable
-from media.restore import run_restore
 from runners import _seedvr2_plan as plan
 from runtime.protocol import OutputFile
 from runtime.runner import RunContext, Runner, RunnerSpec
@@ -185,6 +184,8 @@ class SeedVR2Runner(Runner):
         return None
 
     def run(self, job: dict[str, Any], ctx: RunContext) -> list[OutputFile]:
+        from media.restore import run_restore
+
         seed = DEFAULT_SEED if job.get("seed") is None else job["seed"]
 
         def make_backend(size: tuple[int, int], frames_total: int) -> Any:

@@ -24,7 +24,6 @@ from typing import Any
 
 import config
 from errors import InvalidInput, ModelUnavailable
-from media.restore import run_restore
 from runtime.protocol import OutputFile
 from runtime.runner import RunContext, Runner, RunnerSpec
 
@@ -156,6 +155,8 @@ class UpscaleRunner(Runner):
             return y.contiguous().cpu().numpy()
 
     def run(self, job: dict[str, Any], ctx: RunContext) -> list[OutputFile]:
+        from media.restore import run_restore
+
         tile = job.get("tile")
         tile = config.UPSCALE_TILE.get() if tile is None else tile
         overlap = config.UPSCALE_TILE_OVERLAP.get()

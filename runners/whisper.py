@@ -23,6 +23,7 @@ Clips are not conditioned on the text before them, the price of the batch.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -30,22 +31,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import config
 from errors import InvalidInput, UnsupportedMedia
-from media import image_header
-from media.subtitles import (
-    CAPTION_CONTENT_TYPES,
-    Segment,
-    Word,
-    segments_from_words,
-    wrap_segments,
-    write_captions,
-)
 from runtime import atomic, machine
 from runtime.protocol import OutputFile
 from runtime.runner import RunContext, Runner, RunnerSpec
+
+if TYPE_CHECKING:
+    from media.subtitles import Segment
 
 logger = logging.getLogger(__name__)
 
@@ -194,11 +189,8 @@ PROGRESS_EVERY_S = 2.0
 # previous window's text becomes the next window's prompt.
 PROMPT_TAIL_CHARS = 200
 
-CONTENT_TYPES = {
-    "json": "application/json",
-    "txt": "text/plain; charset=utf-8",
-    **CAPTION_CONTENT_TYPES,
-}
+CONTENT_TYPES = {"json": "application/json", "txt": "text/plain; charset=utf-8"}  # captions:
+# media.subtitles.CAPTION_CONTENT_TYPES
 
 
 def profile_name(model: str) -> str:
@@ -304,6 +296,8 @@ def tidy_segments(segments: list[Segment], duration_s: float) -> list[Segment]:
     (long hallucinated loops do all three); captions need none of that.
     """
 
+    from media.subtitles import Segment, Word
+
     def clamp(t: float) -> float:
         return min(max(t, 0.0), duration_s)
 
@@ -324,6 +318,8 @@ def captions_from(
     segments: list[Segment], *, max_chars_per_line: int, max_lines: int
 ) -> list[Segment]:
     """Caption events: re-cut from the words when every segment has them, else wrapped."""
+    from media.subtitles import segments_from_words, wrap_segments
+
     if segments and all(s.words for s in segments):
         words = [w for s in segments for w in s.words]
         return segments_from_words(
@@ -358,9 +354,14 @@ def segment_dicts(segments: list[Segment], *, with_words: bool) -> list[dict[str
 # --- audio in ------------------------------------------------------------------------
 
 
-# Opening a file makes FFmpeg decode a picture of each video stream (or of an image
-# sent as audio: a 1.9 MB PNG bomb decoded to 2 GB before issue 20); bound it.
-_DECODER = image_header.decoder_options(image_header.AUDIO_MAX_PIXELS)
+@functools.cache
+def _decoder() -> dict[str, str]:
+    """PyAV's decoder options for audio input."""
+    from media import image_header
+
+    # Opening a file makes FFmpeg decode a picture of each video stream (or of an image
+    # sent as audio: a 1.9 MB PNG bomb decoded to 2 GB before issue 20); bound it.
+    return image_header.decoder_options(image_header.AUDIO_MAX_PIXELS)
 
 
 @dataclass(frozen=True)
@@ -377,9 +378,11 @@ def probe(path: Path) -> AudioInfo:
     """
     import av
 
+    from media import image_header
+
     image_header.refuse_as_audio(path, field="audio")
     try:
-        with av.open(str(path), metadata_errors="ignore", options=_DECODER) as container:
+        with av.open(str(path), metadata_errors="ignore", options=_decoder()) as container:
             if not container.streams.audio:
                 kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
                 raise UnsupportedMedia(
@@ -424,7 +427,7 @@ def decode_windows(path: Path, *, max_s: float) -> Iterator[tuple[float, Any]]:
     pending_n = 0
     offset = 0
     try:
-        with av.open(str(path), metadata_errors="ignore", options=_DECODER) as container:
+        with av.open(str(path), metadata_errors="ignore", options=_decoder()) as container:
             for frame in container.decode(audio=0):
                 frame.pts = None  # resample by count; broken timestamps do not matter
                 for out in _resampled(resampler, frame, "audio", offset + pending_n):
@@ -540,6 +543,8 @@ class WhisperRunner(Runner):
         )
 
     def run(self, job: dict[str, Any], ctx: RunContext) -> list[OutputFile]:
+        from media.subtitles import CAPTION_CONTENT_TYPES, write_captions
+
         path = ctx.inputs["audio"]
         info = probe(path)
         max_s = config.MAX_AUDIO_S.get()
@@ -588,7 +593,7 @@ class WhisperRunner(Runner):
         )
         for fmt in captions:
             file = write_captions(events, ctx.scratch / f"captions.{fmt}", fmt)  # type: ignore[arg-type]
-            outputs.append(OutputFile(str(file), CONTENT_TYPES[fmt]))
+            outputs.append(OutputFile(str(file), CAPTION_CONTENT_TYPES[fmt]))
         return outputs
 
     def _transcribe(
@@ -602,6 +607,8 @@ class WhisperRunner(Runner):
         words: bool,
     ) -> _Transcript:
         import numpy as np
+
+        from media.subtitles import Segment, Word
 
         language = job.get("language")
         probability = 1.0 if language else None
