@@ -24,7 +24,7 @@ from bootstrap._profile import Profile, Weights
 from bootstrap._spec import current_target, spec_hash
 from errors import BootstrapFailed
 
-logger = logging.getLogger("bootstrap")
+logger = logging.getLogger(__name__)
 
 
 def _profiles() -> tuple[dict[str, Profile], dict[str, str]]:

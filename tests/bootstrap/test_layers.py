@@ -218,7 +218,7 @@ def test_gc_keeps_a_layer_while_a_profile_names_it(shared, tmp_path):
     layer = volume / "envs" / ref["archive"]
     os.utime(layer, (1, 1))  # far past any grace
     env = {**os.environ, "MEDIA_WORKER_ENVS_DIR": str(tmp_path / "envs")}
-    gc = [sys.executable, "-m", "bootstrap", "--volume", str(volume), "gc"]
+    gc = [sys.executable, "-m", "models", "--volume", str(volume), "gc"]
     root = Path(__file__).resolve().parents[2]
     subprocess.run(gc, cwd=root, env=env, check=True, capture_output=True)
     assert layer.exists()  # alpha and beta name it (their keys are unknown to models: kept, keep=1)

@@ -48,7 +48,7 @@ def uv_cache_dir() -> str:
 def missing_pieces() -> str | None:
     if not (ROOT / "handler.py").is_file():
         return "handler.py not present yet"
-    if not (ROOT / "bootstrap" / "__main__.py").is_file():
+    if not (ROOT / "models" / "cli.py").is_file():
         return "models/cli.py not present yet (python -m models)"
     return None
 

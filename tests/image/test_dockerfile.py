@@ -101,7 +101,7 @@ def test_project_files_are_copied(dockerfile: _dockerfile.Dockerfile, ignore: Do
     workdir = dockerfile.final.workdir()
     for name in ("handler.py", "config.py", "errors.py", "pyproject.toml", "test_input.json"):
         assert str(workdir / name) in files, f"{name} is not copied to {workdir}"
-    for package in ("bootstrap", "models", "storage"):
+    for package in ("bootstrap", "media", "models", "runners", "runtime", "storage"):
         assert str(workdir / package / "__init__.py") in files, f"{package}/ is not copied"
 
 

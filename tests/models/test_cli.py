@@ -35,7 +35,7 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         MEDIA_WORKER_CACHED_MODELS_DIR=str(tmp_path / "none"),
     )
     return subprocess.run(
-        [sys.executable, "-m", "bootstrap", *args],
+        [sys.executable, "-m", "models", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -122,7 +122,7 @@ def test_a_runner_package_is_listed_by_the_schema_and_the_bootstrap_cli(shout_en
     assert shout["properties"]["marks"]["maximum"] == 5
     assert {"$ref": "#/$defs/ShoutJob"} in json.loads(schema.stdout)["oneOf"]
 
-    status = _run(shout_env, "-m", "bootstrap", "status", "--json")
+    status = _run(shout_env, "-m", "models", "status", "--json")
     assert status.returncode == 0, status.stderr
     assert "shout" in json.loads(status.stdout)["profiles"]
 

@@ -228,7 +228,7 @@ def test_the_cli_prepares_lists_verifies_and_collects_seedvr2(seedvr2_world, wor
     root = Path(__file__).resolve().parents[3]
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "bootstrap", *args], cwd=root,
+        return subprocess.run([sys.executable, "-m", "models", *args], cwd=root,
                               env=dict(os.environ), capture_output=True, text=True,
                               timeout=600)  # fmt: skip
 
