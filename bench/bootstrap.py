@@ -33,7 +33,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import config
-from bootstrap import _build, _ensure, _pack
+from bootstrap import _build, _ensure, _pack, _restore
+from bootstrap._layout import Layout
 from bootstrap._manifest import MANIFEST_IN_ENV, read_manifest
 from bootstrap._spec import current_target
 from models.profiles import PIPER
@@ -71,7 +72,7 @@ def main() -> None:
             t = time.perf_counter()
             _ensure.ensure(PIPER, paths=paths, in_place=False)
             warm.append(time.perf_counter() - t)
-        layout = _ensure.Layout.of("piper", env.spec_hash, paths)
+        layout = Layout.of("piper", env.spec_hash, paths)
         archive = layout.archive_of(read_manifest(layout.manifest) or {})
         assert archive is not None, "prepare left no valid manifest"
         sha = hashlib.sha256(archive.read_bytes()).hexdigest()
@@ -328,7 +329,7 @@ def torch_cold_path(reps: int, root: Path | None) -> None:
     os.environ.setdefault("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv"))
     print(f"# load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     paths, env, python, digest = _kokoro_volume(root)
-    layout = _ensure.Layout.of("kokoro", digest, paths)
+    layout = Layout.of("kokoro", digest, paths)
     manifest = read_manifest(layout.manifest) or {}
     archive = layout.archive_of(manifest)
     assert archive is not None, "prepare left no valid manifest"
@@ -390,8 +391,8 @@ def torch_cold_path(reps: int, root: Path | None) -> None:
 
     def ours_split() -> None:  # the worker's own restore: layer first, then kokoro
         fresh = dataclasses.replace(paths, envs=scratch / "envs")
-        layout = _ensure.Layout.of("kokoro", digest, fresh)
-        _ensure._restore(_kokoro_profile(), layout, manifest, lambda _message: None)
+        layout = Layout.of("kokoro", digest, fresh)
+        _restore.restore(_kokoro_profile(), layout, manifest, lambda _message: None)
 
     def tar_split() -> None:
         for name, arch in (("layer", layer_archive), ("env", archive)):
@@ -427,7 +428,7 @@ def torch_cold_path(reps: int, root: Path | None) -> None:
     current = [manifest]
     for profile in others:
         built = _ensure.ensure(profile, paths=paths, in_place=False)
-        layout = _ensure.Layout.of(profile.name, built.spec_hash, paths)
+        layout = Layout.of(profile.name, built.spec_hash, paths)
         current.append(read_manifest(layout.manifest) or {})
     layers = {r["archive"]: r["archive_bytes"] for m in current for r in m.get("layers", ())}
     volume = sum(m["archive_bytes"] for m in current) + sum(layers.values())

@@ -2,7 +2,7 @@
 
 ``ensure(profile)`` is the one call the handler makes; ``python -m models``
 (status, prepare, verify, gc, doctor) is the operator's view of the same state.
-See ``_ensure`` for the walk and the file layout on the volume; ``machine`` is
+See ``_ensure`` for the walk and ``_layout`` for the files on the volume; ``machine`` is
 the one reader of the GPU facts everything else asks.
 
 Names are exported lazily (PEP 562): a runner process imports ``runtime.machine``

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bootstrap._ensure import Layout
 from bootstrap._layers import LAYER_NAME
+from bootstrap._layout import Layout
 from bootstrap._lease import is_stale
 
 # A reader may still be restoring from an archive a newer manifest replaced.

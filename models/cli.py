@@ -17,7 +17,9 @@ from typing import Any
 
 import config
 from bootstrap import _doctor, _gc, _layers, _pack, _weights
-from bootstrap._ensure import Layout, ensure, for_this_machine, is_served_in_place, local_manifest
+from bootstrap._ensure import ensure, for_this_machine
+from bootstrap._in_place import is_served_in_place
+from bootstrap._layout import Layout, local_manifest
 from bootstrap._lease import lease_state, volume_now
 from bootstrap._manifest import env_is_ready, read_manifest
 from bootstrap._profile import Profile, Weights

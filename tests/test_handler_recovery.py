@@ -27,7 +27,7 @@ import pytest
 import bootstrap
 import config
 import handler
-from bootstrap._ensure import Layout
+from bootstrap._layout import Layout
 from bootstrap._lease import Lease
 from bootstrap._profile import with_index_overrides
 from bootstrap._spec import current_target, spec_hash

@@ -13,8 +13,9 @@ import pytest
 import bootstrap
 import config
 from bootstrap import _cuda, _disk, _doctor, _gc
-from bootstrap._ensure import Layout, is_satisfied_in_place, unmet_pins
 from bootstrap._flash_attn import choose_flash_attn_wheel
+from bootstrap._in_place import is_satisfied_in_place, unmet_pins
+from bootstrap._layout import Layout
 from bootstrap._lease import is_stale, lease_state
 from bootstrap._manifest import env_is_ready
 from bootstrap._spec import Target, spec_hash

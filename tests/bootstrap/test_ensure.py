@@ -23,7 +23,9 @@ from pathlib import Path
 import pytest
 
 import config
-from bootstrap import _disk, _ensure
+from bootstrap import _disk, _ensure, _publish
+from bootstrap._in_place import is_served_in_place
+from bootstrap._layout import Layout
 from bootstrap._lease import Lease
 from bootstrap._manifest import read_manifest
 from bootstrap._spec import current_target, spec_hash
@@ -162,7 +164,7 @@ _CHILD = """
 import json, os, pathlib, sys, time
 sys.path.insert(0, {root!r})
 import config
-from bootstrap import _ensure, _lease
+from bootstrap import _ensure, _lease, _publish
 _lease.DEFAULT_LIFETIME_S = float(os.environ.get("T_LIFETIME", "120"))
 _ensure.LEASE_POLL_S = 1.0
 phase = os.environ.get("T_PAUSE")
@@ -171,7 +173,7 @@ if phase:
         if p == phase:
             pathlib.Path(os.environ["T_MARK"]).write_text(p)
             time.sleep(600)
-    _ensure._checkpoint = checkpoint
+    _publish._checkpoint = checkpoint
 from models.profiles import PIPER
 from tests.fixtures.tiers import skip_tier, small_tmpfs
 env = _ensure.ensure(PIPER, paths=config.resolve_paths(), in_place=False)
@@ -397,10 +399,10 @@ def test_overlapping_builder_whose_publish_fails_leaves_the_other_publish_intact
     paths = _paths(tmp_path)
     target = current_target()
     digest = spec_hash(PIPER, target)
-    layout = _ensure.Layout.of("piper", digest, paths)
+    layout = Layout.of("piper", digest, paths)
     layout.volume_envs.mkdir(parents=True)
     a_at_publish, b_done = threading.Event(), threading.Event()
-    real_checkpoint = _ensure._checkpoint
+    real_checkpoint = _publish._checkpoint
 
     def checkpoint(phase: str) -> None:
         if phase == "publish" and threading.current_thread().name == "builder-a":
@@ -411,16 +413,16 @@ def test_overlapping_builder_whose_publish_fails_leaves_the_other_publish_intact
                 tmp.unlink()
         real_checkpoint(phase)
 
-    monkeypatch.setattr(_ensure, "_checkpoint", checkpoint)
+    monkeypatch.setattr(_publish, "_checkpoint", checkpoint)
     errors: dict[str, BaseException] = {}
 
     def build(name: str, envs: str) -> None:
-        lay = _ensure.Layout.of("piper", digest, _paths(tmp_path, envs=envs))
+        lay = Layout.of("piper", digest, _paths(tmp_path, envs=envs))
         lay.local_envs.mkdir(parents=True, exist_ok=True)
         lease = Lease(lay.lease)  # not held: the overlap the lease failed to prevent
         lease.start_heartbeat()
         try:
-            _ensure._build_and_publish(PIPER, lay, target, lambda _m: None, lease)
+            _publish.build_and_publish(PIPER, lay, target, lambda _m: None, lease)
         except BaseException as exc:  # reported by the test thread below
             errors[name] = exc
         finally:
@@ -474,7 +476,7 @@ def test_gc_and_status_follow_the_manifest_and_spare_live_builders(published, tm
         status = json.loads(capsys.readouterr().out)["profiles"]["piper"]
         # The suite's venv has the piper extra, so there status says the profile is
         # served in place (what ensure would do); without it, the volume's archive.
-        served_here = "in-place" if _ensure.is_served_in_place(PIPER) else "volume"
+        served_here = "in-place" if is_served_in_place(PIPER) else "volume"
         assert (status["env"], status["lease"]) == (served_here, "live")
     finally:
         holder.release()

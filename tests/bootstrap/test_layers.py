@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 
 import config
-from bootstrap import _ensure, _layers, _pack
+from bootstrap import _ensure, _layers, _pack, _restore
+from bootstrap._layout import Layout
 from bootstrap._manifest import read_manifest
 from bootstrap._profile import Profile
-from bootstrap._spec import current_target
+from bootstrap._spec import current_target, spec_hash
 from models import cli
 from tests.fixtures.files import make_wheel, serve_directory
 
@@ -193,13 +194,13 @@ def test_no_half_restored_env_is_served_when_the_layer_archive_is_bad(shared, tm
     data = bytearray(archive.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size, one byte off: only the digest sees it
     archive.write_bytes(bytes(data))
-    digest = _ensure.spec_hash(alpha, current_target())
-    layout = _ensure.Layout.of("alpha", digest, machine)
+    digest = spec_hash(alpha, current_target())
+    layout = Layout.of("alpha", digest, machine)
     machine.envs.mkdir()
     problem = cli._verify_archive(layout, digest)  # `verify` re-hashes the layers too
     assert problem and ref["archive"] in problem and "sha256" in problem
     with pytest.raises(_pack.CorruptArchive):
-        _ensure._restore(alpha, layout, _manifest(machine, "alpha"), lambda m: None)
+        _restore.restore(alpha, layout, _manifest(machine, "alpha"), lambda m: None)
     assert not layout.local.exists() and not _layers.local_dir(machine.envs, ref).exists()
     assert not [p for p in machine.envs.iterdir() if p.name.startswith(".tmp-")]
     # ensure rebuilds alpha under its lease, with a new layer, and serves that

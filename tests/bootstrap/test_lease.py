@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 import config
-from bootstrap import _ensure, _lease
+from bootstrap import _lease
+from bootstrap._layout import Layout, clean_stale
 from bootstrap._lease import Lease
 
 pytestmark = pytest.mark.slow
@@ -161,11 +162,11 @@ def test_heartbeat_is_quiet_about_temps_not_written_yet_and_keeps_the_others_fre
     assert "could not touch" not in caplog.text
 
 
-def _layout(tmp_path: Path) -> _ensure.Layout:
+def _layout(tmp_path: Path) -> Layout:
     paths = config.Paths(
         home=tmp_path / "vol", envs=tmp_path / "envs", outputs=tmp_path, on_volume=True
     )
-    layout = _ensure.Layout.of("piper", "0123456789abcdef", paths)
+    layout = Layout.of("piper", "0123456789abcdef", paths)
     layout.volume_envs.mkdir(parents=True)
     layout.local_envs.mkdir(parents=True)
     return layout
@@ -203,7 +204,7 @@ def test_temps_are_removed_only_when_their_builder_is_gone(tmp_path):
         while (layout.volume_envs / names["kept fresh"]).stat().st_mtime < long_ago + 60:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        _ensure._clean_stale(layout, holding_lease=True)
+        clean_stale(layout, holding_lease=True)
     finally:
         builder.release()
     left = sorted(p.name for p in layout.volume_envs.iterdir())

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bootstrap import _weights
-from bootstrap._ensure import Layout
+from bootstrap._layout import Layout
 from bootstrap._spec import current_target, spec_hash
 from models.profiles import PROFILES
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from bootstrap._ensure import _tmp_pid
+from bootstrap._layout import tmp_pid
 from runtime import atomic
 
 
@@ -28,7 +28,7 @@ def test_a_temp_name_is_hidden_owned_and_keeps_the_suffix(name, rest):
     )
     assert atomic.temp_name(name) != temp
     # bootstrap's gc reads the owner of a temp on the shared volume from its name
-    assert _tmp_pid(temp, base)[1] == os.getpid()
+    assert tmp_pid(temp, base)[1] == os.getpid()
 
 
 def test_nothing_is_visible_until_the_block_ends_and_a_failure_leaves_nothing(tmp_path):
