@@ -520,7 +520,7 @@ ALLOW_PRIVATE_S3_ENDPOINTS = _declare(
 PRESIGN_SECONDS = _declare(
     "MEDIA_WORKER_PRESIGN_SECONDS",
     3600,
-    # SigV4's limits; models.contract's MIN/MAX_PRESIGN_S are the same (a test checks).
+    # SigV4's limits; storage's MIN/MAX_PRESIGN_S are the same (a test checks).
     _in_range(int, 60, 604_800),
     "Default lifetime of presigned output URLs (seconds, 60..604800).",
 )

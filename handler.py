@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import base64
+import dataclasses
 import logging
 import os
 import queue
@@ -224,7 +225,7 @@ def _run_job(envelope: Envelope, job_id: str, on_chunk: ChunkSink | None = None)
             **fields,
             "task": job.task,
             "model": spec.model,
-            "outputs": published,
+            "outputs": [contract.Output(**dataclasses.asdict(o)) for o in published],
             "timings": timings,
             "cold": outcome.cold,
         }

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from errors import InvalidInput
+from storage import MAX_PRESIGN_S, MIN_PRESIGN_S
 
 # "<major>.<minor>": a new field or task bumps the minor (docs/changelog.md).
 CONTRACT_VERSION = "1.7"
@@ -37,8 +38,6 @@ AudioFormat = Literal["wav", "flac", "ogg", "mp3"]
 AUDIO_FORMATS: tuple[str, ...] = get_args(AudioFormat)
 VideoFormat = Literal["mp4"]
 VIDEO_FORMATS: tuple[str, ...] = get_args(VideoFormat)
-# SigV4 presigned URLs live at most 7 days; below a minute a URL is useless.
-MIN_PRESIGN_S, MAX_PRESIGN_S = 60, 604_800
 MAX_TEXT_CHARS = 20_000
 _MEDIA_SCHEMES = ("https://", "s3://", "data:")
 

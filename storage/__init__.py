@@ -5,8 +5,9 @@ Inputs: :func:`parse_media_ref` (pure) then :func:`fetch` into the job's
 job's credentials, base64 ``data:`` URIs, all size-capped and content-type checked.
 
 Outputs: :func:`publish` uploads a runner's output files to S3-compatible storage
-and returns the contract's outputs with presigned URLs, or copies them into the
-local store when no bucket is configured (:func:`s3_settings` returns ``None``).
+with presigned URLs (lifetime ``MIN_PRESIGN_S..MAX_PRESIGN_S``), or copies them into
+the local store when no bucket is configured (:func:`s3_settings` returns ``None``);
+each file comes back as a :class:`Published`.
 
 Modules: ``_refs`` (parsing), ``_fetch`` (inputs), ``_s3`` (settings, client),
 ``_publish`` (outputs), ``_local`` (local store), ``_scratch`` (per-job dirs),
@@ -24,6 +25,9 @@ from typing import Any as _Any
 
 _EXPORTS = {
     "fetch": "storage._fetch",
+    "MAX_PRESIGN_S": "storage._publish",
+    "MIN_PRESIGN_S": "storage._publish",
+    "Published": "storage._publish",
     "publish": "storage._publish",
     "MediaRef": "storage._refs",
     "parse_media_ref": "storage._refs",
@@ -40,8 +44,11 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "MAX_PRESIGN_S",
+    "MIN_PRESIGN_S",
     "LoadedVoice",
     "MediaRef",
+    "Published",
     "S3Settings",
     "VoiceInfo",
     "delete_voice",

@@ -3,11 +3,11 @@
 Object keys: ``[<prefix>/]jobs/<job id>/<file name>``, the same in S3 and in the
 local store. The runpod SDK's local runs all share the id ``local_test``; theirs
 get a per-run key (``jobs/local_test-<utc time>-<4 hex>/``), so a second run keeps
-the first one's outputs. A runner's :class:`~runtime.protocol.OutputFile` goes in, the contract's
-:class:`~models.contract.Output` comes out. If an S3 upload still fails after
-botocore's retries, every file of the job is copied to the local store and
-:class:`errors.StorageFailed` names where each one is: nothing the worker produced
-is lost.
+the first one's outputs. A runner's :class:`~runtime.protocol.OutputFile` goes in, a
+:class:`Published` comes out (the worker makes it the contract's ``Output``). If an
+S3 upload still fails after botocore's retries, every file of the job is copied to
+the local store and :class:`errors.StorageFailed` names where each one is: nothing
+the worker produced is lost.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
 import config
 from errors import InvalidInput, StorageFailed
-from models.contract import MAX_PRESIGN_S, MIN_PRESIGN_S, Output
 from runtime.protocol import OutputFile
 
 from . import _local, _s3
@@ -35,6 +35,27 @@ logger = logging.getLogger(__name__)
 # The id the runpod SDK gives a local run that names none (`python handler.py` with
 # test_input.json, `--test_input`; runpod/serverless/modules/rp_local.py).
 LOCAL_TEST_JOB_ID = "local_test"
+
+# SigV4 presigned URLs live at most 7 days; below a minute a URL is useless. The
+# contract's output.presign_seconds bounds and MEDIA_WORKER_PRESIGN_SECONDS's range
+# are these (a test checks the setting's).
+MIN_PRESIGN_S, MAX_PRESIGN_S = 60, 604_800
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published file: the runner's ``OutputFile`` plus where it went.
+
+    The fields are the contract's ``Output`` (``models.contract``), which the worker
+    builds from this; storage knows nothing of the contract.
+    """
+
+    url: str  # presigned https URL, or file:// for the local store
+    key: str
+    content_type: str
+    bytes: int
+    sha256: str  # hex
+    duration_s: float | None = None
 
 
 def key_job_id(job_id: str, *, now: float, token: str) -> str:
@@ -57,7 +78,7 @@ def publish(
     s3: S3Settings | None,
     prefix: str | None = None,
     presign_seconds: int | None = None,
-) -> list[Output]:
+) -> list[Published]:
     """Publish a job's output files.
 
     Args:
@@ -69,7 +90,7 @@ def publish(
             ``config.PRESIGN_SECONDS`` (read now).
 
     Returns:
-        One :class:`~models.contract.Output` per file, in order: a presigned https URL
+        One :class:`Published` per file, in order: a presigned https URL
         (S3) or a ``file://`` URI (local store).
 
     Raises:
@@ -104,7 +125,7 @@ def publish(
 
 def _publish_local(
     items: list[tuple[OutputFile, str]], sums: dict[str, tuple[int, str]], *, job_id: str
-) -> list[Output]:
+) -> list[Published]:
     outputs = []
     root = _local.outputs_root()
     for file, key in items:
@@ -129,7 +150,7 @@ def _publish_s3(
     job_id: str,
     settings: S3Settings,
     lifetime: int,
-) -> list[Output]:
+) -> list[Published]:
     from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -232,8 +253,8 @@ def _size_and_sha256(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def _output(file: OutputFile, key: str, size_sha: tuple[int, str], *, url: str) -> Output:
-    return Output(
+def _output(file: OutputFile, key: str, size_sha: tuple[int, str], *, url: str) -> Published:
+    return Published(
         url=url,
         key=key,
         content_type=file.content_type,

@@ -79,10 +79,10 @@ def test_credentials_in_a_bad_url_are_not_quoted():
     assert "hunter2" not in str(info.value) and "<redacted>@mirror.example" in str(info.value)
 
 
-def test_presign_range_is_the_contracts():
-    from models import contract
+def test_presign_range_is_storages():
+    import storage
 
-    low, high = contract.MIN_PRESIGN_S, contract.MAX_PRESIGN_S
+    low, high = storage.MIN_PRESIGN_S, storage.MAX_PRESIGN_S
     assert config.PRESIGN_SECONDS.get({config.PRESIGN_SECONDS.name: str(low)}) == low
     assert config.PRESIGN_SECONDS.get({config.PRESIGN_SECONDS.name: str(high)}) == high
     for outside in (low - 1, high + 1):

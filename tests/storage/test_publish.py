@@ -15,10 +15,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from errors import InvalidInput, StorageFailed
-from models.contract import Output
 from runtime.protocol import OutputFile
+from storage import Published, publish, s3_settings
 from storage import _s3 as s3_module
-from storage import publish, s3_settings
 from storage._publish import key_job_id
 from storage._scratch import safe_job_id
 from tests.fixtures.s3 import ALLOW_PRIVATE, make_bucket, settings_for
@@ -61,7 +60,7 @@ def test_local_store(outputs: Path, tmp_path: Path, caplog) -> None:
     b = _artifact(tmp_path, "speech.mp3", 10, "audio/mpeg")
     result = publish("job-7", [a, b], s3=None, prefix="team/x/")
     data = Path(a.path).read_bytes()
-    assert result[0] == Output(
+    assert result[0] == Published(
         url=(outputs / "team/x/jobs/job-7/speech.wav").as_uri(),
         key="team/x/jobs/job-7/speech.wav",
         content_type="audio/wav",
