@@ -62,11 +62,10 @@ from runpod.serverless.modules import worker_state
 import config
 import storage
 from errors import InvalidInput, WorkerError
-from models import contract, registry
+from models import contract, jobs, registry
 from models.contract import Envelope
 from models.environments import Environments
 from models.host import RunnerHost
-from models.profiles import get_profile
 from models.tasks.base import Prepared
 from runtime import protocol as p
 
@@ -135,7 +134,7 @@ def sdk_config(*, streaming: bool = False, test_input: bool = False) -> dict[str
 
 def _run_job(envelope: Envelope, job_id: str, on_chunk: ChunkSink | None = None) -> dict[str, Any]:
     started = time.perf_counter()
-    job = contract.parse_job(envelope.get("input"))
+    job = jobs.parse_job(envelope.get("input"))
     if getattr(job, "stream", False) and on_chunk is None:
         raise InvalidInput(
             "stream: this endpoint is not a streaming one; leave out stream, or deploy "
@@ -220,7 +219,7 @@ def _run_job(envelope: Envelope, job_id: str, on_chunk: ChunkSink | None = None)
     }
     # restore: the pipeline's stage timings join the job's own timings
     timings.update(fields.pop("stage_timings", None) or {})
-    result = contract.job_result(
+    result = jobs.job_result(
         {
             **fields,
             "task": job.task,
@@ -425,7 +424,7 @@ def _checked_settings() -> tuple[str, ...]:
     profiles = config.PREPARE_PROFILES.get()
     for name in profiles:
         try:
-            get_profile(name)
+            registry.get_profile(name)
         except KeyError as exc:
             raw = os.environ[config.PREPARE_PROFILES.name]
             raise config.ConfigError(

@@ -136,9 +136,9 @@ def main() -> None:
 
     import handler
     from bootstrap import Weights
-    from models import profiles
+    from models import profiles, registry
 
-    real = profiles.get_profile("whisper_tiny")
+    real = registry.get_profile("whisper_tiny")
     (weights,) = real.weights
     profiles.PROFILES["whisper_tiny"] = dataclasses.replace(
         real, weights=(Weights(REPO, REVISION, weights.patterns),)

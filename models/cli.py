@@ -34,7 +34,7 @@ def _profiles() -> tuple[dict[str, Profile], dict[str, str]]:
     with why (a profile made from settings when one is invalid)."""
     # the CLI is the only place bootstrap meets models
     from errors import WorkerError
-    from models.profiles import get_profile, profile_names
+    from models.registry import get_profile, profile_names
 
     made: dict[str, Profile] = {}
     unmade: dict[str, str] = {}
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     command("schema", "print the job contract's JSON Schema (models/schema.json)")
     args = parser.parse_args(argv)
     if args.command == "schema":
-        from models.contract import json_schema_text
+        from models.jobs import json_schema_text
 
         sys.stdout.write(json_schema_text())
         return 0

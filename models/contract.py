@@ -1,44 +1,27 @@
-"""The job contract (version in ``CONTRACT_VERSION``): what a caller sends and gets back.
+"""The job contract's shared parts (version in ``CONTRACT_VERSION``).
 
-The pydantic models here are the reference; ``python -m models schema`` prints
-their JSON Schema and ``models/schema.json`` is the committed copy (a test keeps
-it in sync). Unknown fields are rejected everywhere so a typo never passes
-silently. Only pure validation lives here: nothing is fetched or run.
+What every task shares: the envelope, the job base and its field marks (``MEDIA``,
+``KNOB``, ``MediaRefField``), the outputs, timings and result base, the streaming
+items, and the error envelope. Each task's job model and result live in its own
+module (``models/tasks/<task>.py``); ``models.jobs`` joins them into the request
+and result unions, parses jobs and prints the JSON Schema (``python -m models
+schema``; ``models/schema.json`` is the committed copy, a test keeps it in sync).
 
-The request is the union of the tasks' job models, tagged by ``task``: each task
-module declares its own (``models/tasks/``, collected by ``models.registry``), so
-the parsing below names no task.
+Unknown fields are rejected everywhere so a typo never passes silently. Only pure
+validation lives here: nothing is fetched or run, and no task is named.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-from typing import Annotated, Any, ClassVar, Literal, TypedDict, Union, get_args
+from typing import Annotated, Any, ClassVar, Literal, TypedDict, get_args
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    TypeAdapter,
-    ValidationError,
-    create_model,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from errors import InvalidInput
 from storage import MAX_PRESIGN_S, MIN_PRESIGN_S
 
 # "<major>.<minor>": a new field or task bumps the minor (docs/changelog.md).
 CONTRACT_VERSION = "1.7"
 
-# Each word of the contract is written once, here: the Literal types are what the
-# models use, the tuples (via get_args) are what code and messages iterate over.
-AudioFormat = Literal["wav", "flac", "ogg", "mp3"]
-AUDIO_FORMATS: tuple[str, ...] = get_args(AudioFormat)
-VideoFormat = Literal["mp4"]
-VIDEO_FORMATS: tuple[str, ...] = get_args(VideoFormat)
-MAX_TEXT_CHARS = 20_000
 _MEDIA_SCHEMES = ("https://", "s3://", "data:")
 
 
@@ -154,22 +137,6 @@ class Envelope(TypedDict, total=False):
 Job = StrictModel
 """The validated job: one of the tasks' job models (``registry.TASKS[...].job``)."""
 
-
-@functools.cache
-def _job_adapter() -> TypeAdapter[Any]:
-    from models import registry  # late: the registry collects the task modules, which use us
-
-    jobs = tuple(spec.job for spec in registry.TASKS.values())
-    return TypeAdapter(Annotated[Union[jobs], Field(discriminator="task")])  # noqa: UP007
-
-
-def task_names() -> tuple[str, ...]:
-    """Every job's possible ``task`` tag, in the registry's order."""
-    from models import registry
-
-    return tuple(registry.TASKS)
-
-
 # --- Results -------------------------------------------------------------------------
 
 
@@ -193,54 +160,12 @@ class Timings(StrictModel):
     total_s: float = 0.0
 
 
-class RestoreTimings(Timings):
-    """A restore job's timings: the job's own plus the pipeline's stages."""
-
-    decode_s: float = Field(description="Decoding (CPU busy).")
-    compute_s: float = Field(description="The model's batches.")
-    encode_s: float = Field(description="Encoding and muxing.")
-
-
-class MediaInfo(BaseModel):
-    """restore: what the output holds and how it was made."""
-
-    kind: Literal["video", "image"]
-    frames: int
-    fps: float
-    width: int
-    height: int
-    duration_s: float
-    codec: str = Field(description="h264 for a video, png for an image.")
-    encoder: str = Field(description="libx264 or h264_nvenc (NVENC where the GPU has it).")
-    audio: Literal["copy", "aac", "none"] = Field(
-        description="copy: the source's audio stream remuxed untouched; aac: re-encoded "
-        "because MP4 cannot carry its codec; none: the source had none."
-    )
-
-
 class WordTiming(BaseModel):
     """One spoken word and where it is in the output audio."""
 
     word: str
     start_s: float = Field(ge=0)
     end_s: float = Field(ge=0)
-
-
-class TranscriptWord(WordTiming):
-    """One recognised word: where it is in the input, and how sure the model was."""
-
-    probability: float | None = Field(default=None, ge=0, le=1)
-
-
-class TranscriptSegment(BaseModel):
-    """One stretch of recognised speech, as the model segmented it."""
-
-    start_s: float = Field(ge=0)
-    end_s: float = Field(ge=0)
-    text: str
-    words: list[TranscriptWord] | None = Field(
-        default=None, description="With timestamps: its words, in order."
-    )
 
 
 class ResultBase(StrictModel):
@@ -260,121 +185,10 @@ class ResultBase(StrictModel):
     cold: bool = Field(description="True when this job started the runner process.")
 
 
-class TtsResult(ResultBase):
-    """A tts job's result."""
-
-    _OMITTED = frozenset({"words"})
-
-    task: Literal["tts"]
-    words: list[WordTiming] | None = Field(
-        default=None, description="Only with timestamps: every word, in order, in seconds."
-    )
-
-
-class CloneResult(ResultBase):
-    """A clone job's result."""
-
-    _OMITTED = frozenset({"words", "saved_voice"})
-
-    task: Literal["clone"]
-    words: list[WordTiming] | None = Field(
-        default=None, description="Only with timestamps: every word, in order, in seconds."
-    )
-    saved_voice: str | None = Field(
-        default=None, description="Only with save_voice: the name the reference was saved under."
-    )
-
-
-class RestoreResult(ResultBase):
-    """A restore job's result."""
-
-    _OMITTED = frozenset({"plan"})
-
-    task: Literal["restore"]
-    timings: RestoreTimings
-    media: MediaInfo
-    plan: str | None = Field(
-        default=None,
-        description="What the model's memory plan chose for this GPU (precision, VAE "
-        "tiling, BlockSwap, frames per batch) and the peak it estimated; absent for a "
-        "model that plans nothing.",
-    )
-
-
-class TranscribeResult(ResultBase):
-    """A transcribe job's result (its nulls mean something, so they are kept)."""
-
-    task: Literal["transcribe"]
-    language: str | None = Field(
-        description="The language spoken (given or detected); null on silence."
-    )
-    language_probability: float | None = Field(
-        ge=0, le=1, description="1.0 when given, else the detector's; null on silence."
-    )
-    duration_s: float = Field(ge=0, description="The input's length.")
-    text: str = Field(description="The whole transcript.")
-    segments: list[TranscriptSegment] | None = Field(
-        description="The segments ([] for silence). null when they would make the result "
-        "too big: then they are in the transcript.json output.",
-    )
-
-
-@functools.cache
-def _job_result() -> Any:
-    """What a successful runner job returns: one model per task, told apart by ``task``.
-
-    Each task names its result model (``TaskSpec.result``); a task that names none
-    gets the common fields only.
-    """
-    from models import registry
-
-    results = tuple(
-        spec.result
-        or create_model(
-            f"{spec.name.title()}Result", __base__=ResultBase, task=(Literal[spec.name], ...)
-        )
-        for spec in registry.TASKS.values()
-        if spec.serve is None
-    )
-    return Annotated[Union[results], Field(discriminator="task")]  # noqa: UP007
-
-
-@functools.cache
-def _result_adapter() -> TypeAdapter[Any]:
-    return TypeAdapter(_job_result())
-
-
-def job_result(fields: dict[str, Any]) -> ResultBase:
-    """The result model of ``fields["task"]``, validated.
-
-    Raises:
-        pydantic.ValidationError: a field is missing, mistyped, or belongs to
-            another task (a worker bug: the handler reports it as ``internal``).
-    """
-    return _result_adapter().validate_python(fields)
-
-
 def result_dict(result: ResultBase) -> dict[str, Any]:
     """``result`` as the caller receives it: its task's fields, absent extras left out."""
     omit = {name for name in result._OMITTED if getattr(result, name) is None}
     return result.model_dump(mode="json", exclude=omit or None)
-
-
-class SavedVoice(BaseModel):
-    name: str
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Of the saved reference audio.")
-    bytes: int = Field(ge=0)
-    has_reference_text: bool
-    created: str = Field(description="When it was saved (UTC, ISO 8601).")
-
-
-class VoicesResult(BaseModel):
-    """What a ``voices`` job returns: the saved voices after the action."""
-
-    task: Literal["voices"]
-    action: Literal["list", "delete"]
-    voices: list[SavedVoice]
-    deleted: str | None = None
 
 
 class StreamChunk(BaseModel):
@@ -392,20 +206,14 @@ class StreamChunk(BaseModel):
     words: list[WordTiming] | None = None
 
 
-class _Final(BaseModel):
+class FinalItem(BaseModel):
+    """Mixed into a streaming task's result: its last item, tagged ``type: "result"``.
+
+    A task that streams declares ``<Task>Final(<Task>Result, FinalItem)``;
+    ``models.jobs.StreamFinal`` is their union.
+    """
+
     type: Literal["result"] = "result"
-
-
-class TtsFinal(TtsResult, _Final):
-    """The last item of a streaming tts job: the full result, published, tagged."""
-
-
-class CloneFinal(CloneResult, _Final):
-    """The last item of a streaming clone job: the full result, published, tagged."""
-
-
-StreamFinal = Annotated[TtsFinal | CloneFinal, Field(discriminator="task")]
-"""The last item of a streaming job (only speech jobs stream)."""
 
 
 ErrorCode = Literal[
@@ -434,87 +242,3 @@ class ErrorEnvelope(BaseModel):
     error: str
     error_code: ErrorCode
     details: list[ErrorDetail] = Field(default_factory=list)
-
-
-# --- Parsing ---------------------------------------------------------------------------
-
-
-def _field_path(loc: tuple[Any, ...]) -> str:
-    # The discriminated union puts the tag ("tts") first in the location; the
-    # caller knows the job by its fields, not by pydantic's union branch.
-    parts = [str(p) for p in loc]
-    if parts and parts[0] in task_names():
-        parts = parts[1:]
-    return ".".join(parts) or "input"
-
-
-def _task_list() -> str:
-    return ", ".join(repr(t) for t in task_names())
-
-
-def _details(exc: ValidationError) -> list[dict[str, str]]:
-    details = []
-    for err in exc.errors(include_url=False, include_input=False):
-        field = (err.get("ctx") or {}).get("field") or _field_path(err["loc"])
-        message = err["msg"]
-        if err["type"] == "extra_forbidden":
-            message = "unknown field (check the spelling; see the job contract)"
-        elif err["type"] == "union_tag_invalid":
-            field, message = "task", f"must be one of {_task_list()}"
-        elif err["type"] == "union_tag_not_found":
-            field, message = "task", f"is required: one of {_task_list()}"
-        details.append({"field": field, "message": message.removeprefix("Value error, ")})
-    return details
-
-
-def _invalid(details: list[dict[str, str]]) -> InvalidInput:
-    first = details[0]
-    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
-    return InvalidInput(
-        f"{first['field']}: {first['message']}{more}", field=first["field"], details=details
-    )
-
-
-def parse_job(raw: Any) -> Job:
-    """Validate a job's ``input`` object.
-
-    Raises:
-        InvalidInput: the input is not an object, or a field is missing, unknown,
-            mistyped or out of range. ``details`` lists every problem by field.
-    """
-    if not isinstance(raw, dict):
-        raise InvalidInput("input: must be a JSON object", field="input")
-    try:
-        return _job_adapter().validate_python(raw)
-    except ValidationError as exc:
-        raise _invalid(_details(exc)) from None
-
-
-def json_schema() -> dict[str, Any]:
-    """The contract as one JSON Schema document (request, result, error)."""
-    request = _job_adapter().json_schema(ref_template="#/$defs/{model}")
-    defs = request.pop("$defs", {})
-    documents: dict[str, Any] = {
-        "JobResult": _job_result(),
-        "VoicesResult": VoicesResult,
-        "ErrorEnvelope": ErrorEnvelope,
-        "StreamChunk": StreamChunk,
-        "StreamFinal": StreamFinal,
-    }
-    for name, kind in documents.items():
-        schema = TypeAdapter(kind).json_schema(ref_template="#/$defs/{model}")
-        defs.update(schema.pop("$defs", {}))
-        defs[name] = schema
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": f"media-worker job contract v{CONTRACT_VERSION}",
-        "description": "`input` of a job request; results are JobResult (one shape per "
-        "task, with only that task's fields; VoicesResult for `voices`) or ErrorEnvelope "
-        "(a streaming endpoint yields StreamChunk items, then a StreamFinal).",
-        **request,
-        "$defs": dict(sorted(defs.items())),
-    }
-
-
-def json_schema_text() -> str:
-    return json.dumps(json_schema(), indent=2) + "\n"

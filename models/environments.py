@@ -22,7 +22,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import bootstrap
-from models.profiles import get_profile
+from models.registry import get_profile
 from runtime.protocol import ProgressFn
 
 logger = logging.getLogger(__name__)

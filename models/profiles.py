@@ -354,24 +354,16 @@ _FROM_SETTINGS: dict[str, Callable[[], Profile]] = {
 PROFILES: dict[str, Profile] = {p.name: p for p in (PIPER, CHATTERBOX, F5TTS, KOKORO)}
 
 
-def profile_names() -> tuple[str, ...]:
-    """Every profile a runner can ask for, those made per machine or from settings included.
+def built_in(name: str, facts: Machine | None = None) -> Profile | None:
+    """The built-in profile called ``name`` (one of :func:`built_in_names`), for
+    ``facts`` (default: this machine, probed once); None for any other name.
 
-    The one list the handler (``MEDIA_WORKER_PREPARE_PROFILES``), the bootstrap CLI
-    and the Dockerfile's ``BAKE_PROFILES`` (which runs that CLI) all read: this
-    module's and those declared by runner packages (``MEDIA_WORKER_RUNNER_PACKAGES``).
-    """
-    from models import registry  # late: the registry reads the runner packages, which use us
-
-    return tuple(sorted(built_in_names() | set(registry.DECLARED_PROFILES)))
-
-
-def get_profile(name: str, facts: Machine | None = None) -> Profile:
-    """The profile called ``name`` (one of :func:`profile_names`), for ``facts``
-    (default: this machine, probed once).
+    The lookup every caller uses is ``models.registry.get_profile``: it adds the
+    profiles that runner packages declare.
 
     Raises:
-        KeyError: no runner declares that profile (the message lists those that do).
+        errors.ModelUnavailable, config.ConfigError: a profile made from settings
+            cannot be made from these.
     """
     if name in PROFILES:
         return PROFILES[name]
@@ -379,11 +371,7 @@ def get_profile(name: str, facts: Machine | None = None) -> Profile:
         return _PER_MACHINE[name](machine.probe() if facts is None else facts)
     if name in _FROM_SETTINGS:
         return _FROM_SETTINGS[name]()
-    from models import registry  # late: the registry reads the runner packages, which use us
-
-    if name in registry.DECLARED_PROFILES:
-        return registry.DECLARED_PROFILES[name]
-    raise KeyError(f"no profile {name!r}; known: {', '.join(profile_names())}")
+    return None
 
 
 def built_in_names() -> frozenset[str]:

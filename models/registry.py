@@ -5,7 +5,8 @@ runner (or a task) touches no list in this file:
 
 - runner modules declare ``SPECS`` (:class:`RunnerSpec`, ``runtime/runner.py``),
 - task modules declare ``TASKS`` (:class:`TaskSpec`, ``models/tasks/base.py``),
-- either may declare ``PROFILES`` (``bootstrap.Profile``) for a runner to name.
+- either may declare ``PROFILES`` (``bootstrap.Profile``) for a runner to name;
+  :func:`get_profile` finds them beside the built-in ones (``models.profiles``).
 
 The packages read are ``models.tasks`` and ``runners``, then those named in
 ``MEDIA_WORKER_RUNNER_PACKAGES`` (an operator's own runners, on ``PYTHONPATH``).
@@ -22,8 +23,9 @@ from types import ModuleType
 from typing import Any
 
 import config
+from bootstrap import Profile
 from errors import InvalidInput, ModelUnavailable
-from models import contract
+from models import contract, profiles
 from models.tasks.base import TaskSpec
 from runtime import machine
 from runtime.machine import Machine
@@ -41,6 +43,8 @@ __all__ = [
     "decide_default",
     "default_model",
     "discover",
+    "get_profile",
+    "profile_names",
     "resolve",
     "task",
 ]
@@ -54,7 +58,7 @@ class Declared:
 
     runners: tuple[RunnerSpec, ...]
     tasks: dict[str, TaskSpec]
-    profiles: dict[str, Any]  # name -> bootstrap.Profile
+    profiles: dict[str, Profile]
 
 
 def _modules(package: ModuleType) -> Iterable[ModuleType]:
@@ -84,12 +88,9 @@ def discover(*packages: ModuleType | str) -> Declared:
             a default rule outside ``DEFAULT_RULES``; a (task, model) or a task is
             declared twice. The message names the module or the spec.
     """
-    from bootstrap import Profile
-    from models import profiles as built_in
-
     runners: list[RunnerSpec] = []
     tasks: dict[str, TaskSpec] = {}
-    declared_profiles: dict[str, Any] = {}
+    declared_profiles: dict[str, Profile] = {}
     for package in packages:
         package = importlib.import_module(package) if isinstance(package, str) else package
         for module in _modules(package):
@@ -108,7 +109,7 @@ def discover(*packages: ModuleType | str) -> Declared:
                     raise TypeError(f"{module.__name__}: task {spec.name!r} is declared twice")
                 tasks[spec.name] = spec
             declared_profiles.update((p.name, p) for p in module_profiles)
-    known_profiles = built_in.built_in_names() | set(declared_profiles)
+    known_profiles = profiles.built_in_names() | set(declared_profiles)
     seen: set[tuple[str, str]] = set()
     for spec in runners:
         what = f"runner {spec.task}/{spec.model} ({spec.runner_ref})"
@@ -134,7 +135,36 @@ def _declared() -> Declared:
 _DECLARED = _declared()
 RUNNERS: tuple[RunnerSpec, ...] = _DECLARED.runners
 TASKS: dict[str, TaskSpec] = _DECLARED.tasks
-DECLARED_PROFILES: dict[str, Any] = _DECLARED.profiles
+DECLARED_PROFILES: dict[str, Profile] = _DECLARED.profiles
+
+
+def profile_names() -> tuple[str, ...]:
+    """Every profile a runner can ask for, those made per machine or from settings included.
+
+    The one list the handler (``MEDIA_WORKER_PREPARE_PROFILES``), the operator CLI
+    and the Dockerfile's ``BAKE_PROFILES`` (which runs that CLI) all read: the
+    built-in ones (``models.profiles``) and those declared by runner packages
+    (``MEDIA_WORKER_RUNNER_PACKAGES``).
+    """
+    return tuple(sorted(profiles.built_in_names() | set(DECLARED_PROFILES)))
+
+
+def get_profile(name: str, facts: Machine | None = None) -> Profile:
+    """The profile called ``name`` (one of :func:`profile_names`), for ``facts``
+    (default: this machine, probed once). A built-in profile wins over a runner
+    package's of the same name.
+
+    Raises:
+        KeyError: no runner declares that profile (the message lists those that do).
+        errors.ModelUnavailable, config.ConfigError: a profile made from settings
+            cannot be made from these (``models.profiles``).
+    """
+    profile = profiles.built_in(name, facts)
+    if profile is None:
+        profile = DECLARED_PROFILES.get(name)
+    if profile is None:
+        raise KeyError(f"no profile {name!r}; known: {', '.join(profile_names())}")
+    return profile
 
 
 def task(name: str) -> TaskSpec:

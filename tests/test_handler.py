@@ -29,7 +29,7 @@ import requests
 import soundfile
 
 import handler
-from models import contract
+from models import contract, jobs, registry
 from tests.fixtures.tiers import small_tmpfs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +140,7 @@ def test_unexpected_exception_is_internal_without_traceback(monkeypatch, caplog)
 def _synthesize(tmp_path, job_id: str, **fields) -> tuple[dict, np.ndarray, int]:
     result = handler.handler(_job(job_id, **fields))
     assert "error" not in result, result
-    contract.job_result(result)
+    jobs.job_result(result)
     audio, rate = soundfile.read(_local_file(result["outputs"][0]), dtype="float32")
     return result, audio, rate
 
@@ -597,8 +597,6 @@ def test_log_level_setting_reaches_the_handler_and_every_line_has_a_level(tmp_pa
 @pytest.fixture
 def clone_runner(monkeypatch):
     """Registers a stand-in clone runner, as a clone model's module will."""
-    from models import registry
-
     spec = registry.RunnerSpec(
         "clone", "echo-clone", "tests.models.fixture_runners:InputEchoRunner", "piper"
     )

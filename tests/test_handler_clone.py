@@ -24,7 +24,7 @@ import soundfile
 from pydantic import TypeAdapter
 
 import handler
-from models import contract, registry
+from models import contract, jobs, registry
 from tests.fixtures import hostile
 from tests.fixtures.cloning import reference_clip as _clip
 from tests.media.test_reference_audio import voice_like
@@ -55,7 +55,7 @@ def _stop_runners():
 
 
 def test_clone_defaults_to_chatterbox():
-    job = contract.parse_job(_clone("d")["input"])
+    job = jobs.parse_job(_clone("d")["input"])
     assert registry.resolve(job).model == "chatterbox"
 
 
@@ -203,7 +203,7 @@ def test_a_streamed_clone_job_yields_chunks_that_add_up_to_its_output(tmp_path, 
     )
     *chunks, final = items
     assert final["type"] == "result" and "error" not in final, final
-    TypeAdapter(contract.StreamFinal).validate_python(final)
+    TypeAdapter(jobs.StreamFinal).validate_python(final)
     assert [c["index"] for c in chunks] == [0, 1]
     decoded = [
         soundfile.read(io.BytesIO(base64.b64decode(c["audio_base64"])), dtype="int16")[0]

@@ -32,7 +32,7 @@ from bootstrap._lease import Lease
 from bootstrap._profile import with_index_overrides
 from bootstrap._spec import current_target, spec_hash
 from errors import BootstrapFailed
-from models import contract, profiles, registry
+from models import contract, jobs, profiles, registry
 from models.environments import Environments
 from models.host import RunnerHost
 
@@ -80,7 +80,7 @@ def test_a_ready_profile_is_served_while_another_profile_builds(held_build, capl
         _wait_for(lambda: "slowtorch: waiting for" in caplog.text, thread, "wait")
         ready = handler.handler({"id": "ready-1", "input": {"task": "tts", "text": "Hello."}})
         assert "error" not in ready, ready
-        contract.job_result(ready)
+        jobs.job_result(ready)
         assert thread.is_alive()  # the slow profile is still waiting for its builder
     finally:
         held_build.release()
@@ -157,7 +157,7 @@ def built_worker(piper_volume, tmp_path, monkeypatch):
 def _speak(job_id: str) -> dict:
     result = handler.handler({"id": job_id, "input": {"task": "tts", "text": "Hello there."}})
     assert "error" not in result, result
-    return contract.job_result(result).model_dump()
+    return jobs.job_result(result).model_dump()
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ import soundfile
 from pydantic import TypeAdapter
 
 import handler
-from models import contract, registry
+from models import contract, jobs, registry
 from tests.test_handler import _free_port, _job, _local_file, _serve_api, _worker_env
 from tests.test_platform import FakePlatform, _stop
 from tests.test_platform import _worker_env as _platform_env
@@ -57,7 +57,7 @@ def test_stream_yields_sentence_chunks_that_add_up_to_the_published_audio(tmp_pa
     wall_s = time.perf_counter() - started
     *chunks, final = items
     assert final["type"] == "result" and "error" not in final, final
-    TypeAdapter(contract.StreamFinal).validate_python(final)
+    TypeAdapter(jobs.StreamFinal).validate_python(final)
     assert len(chunks) >= 3  # one per sentence at least
     for n, item in enumerate(chunks):
         contract.StreamChunk.model_validate(item)

@@ -10,9 +10,11 @@ from typing import get_args
 import pytest
 
 import errors
+import storage
 from media import speech as _audio
-from models import contract, registry
+from models import contract, jobs, registry
 from models.host import _failed_to_error
+from models.tasks._speech import AUDIO_FORMATS
 from runtime import protocol as p
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,20 +42,26 @@ def test_tasks_are_the_job_union_tags():
     # contract parses is exactly the registry's tasks.
     for name, spec in registry.TASKS.items():
         assert get_args(spec.job.model_fields["task"].annotation) == (name,)
-    assert contract.task_names() == tuple(registry.TASKS)
+    assert jobs.task_names() == tuple(registry.TASKS)
     for name in registry.TASKS:
         with pytest.raises(errors.InvalidInput) as info:
-            contract.parse_job({"task": name, "no_such_field": 1})
+            jobs.parse_job({"task": name, "no_such_field": 1})
         assert all(d["field"] != "task" for d in info.value.details)  # the tag was accepted
 
 
 def test_speech_runners_encode_every_audio_format():
-    assert tuple(_audio.ENCODINGS) == contract.AUDIO_FORMATS
+    assert tuple(_audio.ENCODINGS) == AUDIO_FORMATS
 
 
 def test_output_carries_the_runners_output_file_fields():
     runner_side = {f.name for f in dataclasses.fields(p.OutputFile)} - {"path"}
     assert runner_side <= set(contract.Output.model_fields)
+
+
+def test_a_published_file_is_the_contracts_output_field_for_field():
+    # The worker builds each Output from storage's Published by its fields.
+    published = [f.name for f in dataclasses.fields(storage.Published)]
+    assert published == list(contract.Output.model_fields)
 
 
 @pytest.mark.parametrize(

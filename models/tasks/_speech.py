@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, field_validator
 
-from models.contract import KNOB, MAX_TEXT_CHARS, AudioFormat, JobBase, without_nul
+from models.contract import KNOB, JobBase, without_nul
+
+# Each word of the contract is written once: the Literal type is what the models
+# use, the tuple (via get_args) is what code and messages iterate over.
+AudioFormat = Literal["wav", "flac", "ogg", "mp3"]
+AUDIO_FORMATS: tuple[str, ...] = get_args(AudioFormat)
+MAX_TEXT_CHARS = 20_000
 
 
 class SpeechJob(JobBase):

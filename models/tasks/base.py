@@ -1,9 +1,9 @@
 """What a task module declares: :class:`TaskSpec`, and what its hooks see: :class:`Prepared`.
 
 Worker side (pydantic is there). The registry collects every ``TASKS`` it finds
-(``models.registry.discover``); the contract's job union, the handler's hooks and
-the default-model settings all come from these specs, so the shared code names
-no task and no runner.
+(``models.registry.discover``); the job and result unions (``models.jobs``), the
+handler's hooks and the default-model settings all come from these specs, so the
+shared code names no task and no runner.
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ class TaskSpec:
             ``task: Literal[name]``): its fields, media fields (``MediaRefField``)
             and knobs (``KNOB``) are the contract fragment.
         result: the task's result model (a ``contract.ResultBase`` subclass with
-            ``task: Literal[name]``); None: the common fields only.
+            ``task: Literal[name]``); None: the common fields only. For a task
+            with ``serve``, the model of what ``serve`` returns (in the schema
+            under its own name, beside ``JobResult``).
         default_setting: the setting that names the default model; unset, the
             runners' own ``RunnerSpec.default`` rule (GPU or CPU) decides.
         before_run: after the media fields are fetched, before the runner (clone:

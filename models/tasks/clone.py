@@ -11,20 +11,21 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 import storage
-from models import contract
 from models.contract import (
     KNOB,
-    MAX_TEXT_CHARS,
+    FinalItem,
     MediaRefField,
     OutputOptions,
+    ResultBase,
     StrictModel,
+    WordTiming,
     without_nul,
 )
-from models.tasks._speech import SpeechJob
+from models.tasks._speech import MAX_TEXT_CHARS, SpeechJob
 from models.tasks.base import Prepared, TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,41 @@ class VoicesJob(StrictModel):
         return self
 
 
+class CloneResult(ResultBase):
+    """A clone job's result."""
+
+    _OMITTED = frozenset({"words", "saved_voice"})
+
+    task: Literal["clone"]
+    words: list[WordTiming] | None = Field(
+        default=None, description="Only with timestamps: every word, in order, in seconds."
+    )
+    saved_voice: str | None = Field(
+        default=None, description="Only with save_voice: the name the reference was saved under."
+    )
+
+
+class CloneFinal(CloneResult, FinalItem):
+    """The last item of a streaming clone job: the full result, published, tagged."""
+
+
+class SavedVoice(BaseModel):
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Of the saved reference audio.")
+    bytes: int = Field(ge=0)
+    has_reference_text: bool
+    created: str = Field(description="When it was saved (UTC, ISO 8601).")
+
+
+class VoicesResult(BaseModel):
+    """What a ``voices`` job returns: the saved voices after the action."""
+
+    task: Literal["voices"]
+    action: Literal["list", "delete"]
+    voices: list[SavedVoice]
+    deleted: str | None = None
+
+
 def _use_saved_voice(job: Prepared) -> None:
     request: CloneJob = job.job
     if request.voice:
@@ -148,10 +184,10 @@ def _serve_voices(request: VoicesJob, s3: Any, job_id: str) -> dict[str, Any]:
         storage.delete_voice(request.name, s3=s3, prefix=prefix)
     voices = storage.list_voices(s3=s3, prefix=prefix)
     logger.info("job=%s voices %s count=%d", job_id, request.action, len(voices))
-    return contract.VoicesResult(
+    return VoicesResult(
         task="voices",
         action=request.action,
-        voices=[contract.SavedVoice(**vars(v)) for v in voices],
+        voices=[SavedVoice(**vars(v)) for v in voices],
         deleted=request.name if request.action == "delete" else None,
     ).model_dump(mode="json", exclude_none=True)
 
@@ -160,9 +196,9 @@ TASKS = (
     TaskSpec(
         "clone",
         CloneJob,
-        result=contract.CloneResult,
+        result=CloneResult,
         before_run=_use_saved_voice,
         after_run=_save_voice,
     ),
-    TaskSpec("voices", VoicesJob, serve=_serve_voices),
+    TaskSpec("voices", VoicesJob, result=VoicesResult, serve=_serve_voices),
 )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
-from models.contract import KNOB, JobBase, MediaRefField, RestoreResult, VideoFormat
+from models.contract import KNOB, JobBase, MediaRefField, ResultBase, Timings
 from models.tasks.base import TaskSpec
+
+VideoFormat = Literal["mp4"]
 
 
 class RestoreJob(JobBase):
@@ -44,6 +46,47 @@ class RestoreJob(JobBase):
         ge=0,
         le=4096,
         description="upscale: tile side in input pixels (0: whole frames).",
+    )
+
+
+class RestoreTimings(Timings):
+    """A restore job's timings: the job's own plus the pipeline's stages."""
+
+    decode_s: float = Field(description="Decoding (CPU busy).")
+    compute_s: float = Field(description="The model's batches.")
+    encode_s: float = Field(description="Encoding and muxing.")
+
+
+class MediaInfo(BaseModel):
+    """restore: what the output holds and how it was made."""
+
+    kind: Literal["video", "image"]
+    frames: int
+    fps: float
+    width: int
+    height: int
+    duration_s: float
+    codec: str = Field(description="h264 for a video, png for an image.")
+    encoder: str = Field(description="libx264 or h264_nvenc (NVENC where the GPU has it).")
+    audio: Literal["copy", "aac", "none"] = Field(
+        description="copy: the source's audio stream remuxed untouched; aac: re-encoded "
+        "because MP4 cannot carry its codec; none: the source had none."
+    )
+
+
+class RestoreResult(ResultBase):
+    """A restore job's result."""
+
+    _OMITTED = frozenset({"plan"})
+
+    task: Literal["restore"]
+    timings: RestoreTimings
+    media: MediaInfo
+    plan: str | None = Field(
+        default=None,
+        description="What the model's memory plan chose for this GPU (precision, VAE "
+        "tiling, BlockSwap, frames per batch) and the peak it estimated; absent for a "
+        "model that plans nothing.",
     )
 
 

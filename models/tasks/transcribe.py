@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator
 
 import config
-from models.contract import JobBase, MediaRefField, TranscribeResult
+from models.contract import JobBase, MediaRefField, ResultBase, WordTiming
 from models.tasks.base import TaskSpec
 
 TranscriptFormat = Literal["json", "txt", "srt", "vtt", "ass"]
@@ -59,6 +59,41 @@ class TranscribeJob(JobBase):
     @classmethod
     def _unique(cls, value: list[str]) -> list[str]:
         return list(dict.fromkeys(value))
+
+
+class TranscriptWord(WordTiming):
+    """One recognised word: where it is in the input, and how sure the model was."""
+
+    probability: float | None = Field(default=None, ge=0, le=1)
+
+
+class TranscriptSegment(BaseModel):
+    """One stretch of recognised speech, as the model segmented it."""
+
+    start_s: float = Field(ge=0)
+    end_s: float = Field(ge=0)
+    text: str
+    words: list[TranscriptWord] | None = Field(
+        default=None, description="With timestamps: its words, in order."
+    )
+
+
+class TranscribeResult(ResultBase):
+    """A transcribe job's result (its nulls mean something, so they are kept)."""
+
+    task: Literal["transcribe"]
+    language: str | None = Field(
+        description="The language spoken (given or detected); null on silence."
+    )
+    language_probability: float | None = Field(
+        ge=0, le=1, description="1.0 when given, else the detector's; null on silence."
+    )
+    duration_s: float = Field(ge=0, description="The input's length.")
+    text: str = Field(description="The whole transcript.")
+    segments: list[TranscriptSegment] | None = Field(
+        description="The segments ([] for silence). null when they would make the result "
+        "too big: then they are in the transcript.json output.",
+    )
 
 
 TASKS = (

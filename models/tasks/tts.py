@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 import config
-from models.contract import KNOB, TtsResult
+from models.contract import KNOB, FinalItem, ResultBase, WordTiming
 from models.tasks._speech import SpeechJob
 from models.tasks.base import TaskSpec
 
@@ -20,6 +20,21 @@ class TtsJob(SpeechJob):
         default=None, min_length=1, max_length=128, description="Model-specific voice name."
     )
     speed: Annotated[float, KNOB] = Field(default=1.0, ge=0.5, le=2.0)
+
+
+class TtsResult(ResultBase):
+    """A tts job's result."""
+
+    _OMITTED = frozenset({"words"})
+
+    task: Literal["tts"]
+    words: list[WordTiming] | None = Field(
+        default=None, description="Only with timestamps: every word, in order, in seconds."
+    )
+
+
+class TtsFinal(TtsResult, FinalItem):
+    """The last item of a streaming tts job: the full result, published, tagged."""
 
 
 TASKS = (TaskSpec("tts", TtsJob, result=TtsResult, default_setting=config.DEFAULT_TTS_MODEL),)

@@ -20,7 +20,8 @@ from bootstrap._lease import is_stale, lease_state
 from bootstrap._manifest import env_is_ready
 from bootstrap._spec import Target, spec_hash
 from errors import BootstrapFailed
-from models.profiles import PIPER, PROFILES, get_profile
+from models.profiles import PIPER, PROFILES
+from models.registry import get_profile
 from runtime.machine import Machine
 
 ROOT = Path(__file__).resolve().parents[2]

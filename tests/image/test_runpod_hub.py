@@ -20,7 +20,7 @@ import pytest
 
 import config
 from bootstrap._cuda import BUILDS
-from models import contract, profiles, registry
+from models import contract, jobs, registry
 from tests.image import _dockerfile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -260,7 +260,7 @@ _MEDIA_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".mp4", ".w
 
 def _test_jobs() -> list[tuple[str, Any]]:
     """(name, parsed job) per test; parse_job raises InvalidInput naming the field."""
-    return [(t["name"], contract.parse_job(t["input"])) for t in _json(TESTS)["tests"]]
+    return [(t["name"], jobs.parse_job(t["input"])) for t in _json(TESTS)["tests"]]
 
 
 def _module(spec: registry.RunnerSpec) -> str:
@@ -311,7 +311,7 @@ def test_hub_test_media_are_well_formed_https_urls_or_real_media_in_data_uris():
 def test_presets_prepare_real_profiles_on_a_gpu_class_that_holds_their_models():
     config_ = _json(HUB)["config"]
     pools = set(config_["gpuIds"].split(","))
-    names = set(profiles.profile_names())
+    names = set(registry.profile_names())
     for preset in config_["presets"]:
         prepared = config.parse_list(str(preset["defaults"].get("MEDIA_WORKER_PREPARE", "")))
         assert set(prepared) <= names, f"{preset['name']}: unknown profile in {prepared}"
@@ -346,7 +346,7 @@ def test_profiles_the_listing_names_can_be_made_with_its_settings(monkeypatch):
     for preset in _json(HUB)["config"]["presets"]:
         named |= set(config.parse_list(str(preset["defaults"].get("MEDIA_WORKER_PREPARE", ""))))
     for name in sorted(named):
-        profiles.get_profile(name)
+        registry.get_profile(name)
 
 
 def _settings_of_tests() -> list[tuple[str, str]]:
@@ -379,6 +379,6 @@ def test_allowed_cuda_versions_are_every_version_from_the_minimum():
 
 def test_hub_test_timeouts_allow_a_cold_build_of_their_profile(monkeypatch):
     for test in _json(TESTS)["tests"]:
-        profile = profiles.get_profile(registry.resolve(contract.parse_job(test["input"])).profile)
+        profile = registry.get_profile(registry.resolve(jobs.parse_job(test["input"])).profile)
         floor_s = COLD_ALLOWANCE_S + profile.size_mb / COLD_BUILD_MB_PER_S
         assert test["timeout"] >= floor_s * 1000, f"{test['name']}: under {floor_s:.0f} s"

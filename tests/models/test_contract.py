@@ -12,14 +12,14 @@ import pytest
 from pydantic import ValidationError
 
 from errors import InvalidInput
-from models import contract
+from models import contract, jobs
 
 ROOT = Path(__file__).resolve().parents[2]
 TTS = {"task": "tts", "text": "Hello there."}
 
 
 def test_minimal_tts_gets_documented_defaults():
-    job = contract.parse_job(dict(TTS))
+    job = jobs.parse_job(dict(TTS))
     assert (job.task, job.model, job.format, job.speed, job.voice) == (
         "tts",
         None,
@@ -98,7 +98,7 @@ def test_minimal_tts_gets_documented_defaults():
 )
 def test_bad_input_names_the_field(raw, field, fragment):
     with pytest.raises(InvalidInput) as info:
-        contract.parse_job(raw)
+        jobs.parse_job(raw)
     err = info.value
     assert err.field == field
     assert err.message.startswith(f"{field}: ")
@@ -108,7 +108,7 @@ def test_bad_input_names_the_field(raw, field, fragment):
 
 def test_every_problem_is_listed_in_details():
     with pytest.raises(InvalidInput) as info:
-        contract.parse_job({"task": "tts", "text": "", "speed": 9, "extra": 1})
+        jobs.parse_job({"task": "tts", "text": "", "speed": 9, "extra": 1})
     fields = sorted(d["field"] for d in info.value.details)
     assert fields == ["extra", "speed", "text"]
     assert "(and 2 more)" in info.value.message
@@ -117,12 +117,12 @@ def test_every_problem_is_listed_in_details():
 @pytest.mark.parametrize("raw", [None, [], "tts", 3])
 def test_input_must_be_an_object(raw):
     with pytest.raises(InvalidInput, match=r"^input: must be a JSON object$"):
-        contract.parse_job(raw)
+        jobs.parse_job(raw)
 
 
 def test_committed_schema_matches_the_models():
     committed = (ROOT / "models" / "schema.json").read_text()
-    assert committed == contract.json_schema_text(), (
+    assert committed == jobs.json_schema_text(), (
         "models/schema.json is stale: run `python -m models schema > models/schema.json`"
     )
 
@@ -131,7 +131,7 @@ def test_the_docs_state_the_contract_version_the_code_has():
     readme = (ROOT / "docs/reference/contract.md").read_text()
     stated = re.findall(r"^Version (\d+\.\d+)\. The reference is the JSON Schema", readme, re.M)
     assert stated == [contract.CONTRACT_VERSION]
-    assert f"v{contract.CONTRACT_VERSION}" in contract.json_schema()["title"]
+    assert f"v{contract.CONTRACT_VERSION}" in jobs.json_schema()["title"]
 
 
 def test_schema_cli_prints_a_valid_draft_2020_schema():
@@ -190,7 +190,7 @@ _STAGES = {"decode_s": 0.1, "compute_s": 0.2, "encode_s": 0.1}
     ],
 )
 def test_a_result_carries_only_its_tasks_fields(fields, keys):
-    result = contract.result_dict(contract.job_result({**_COMMON, **fields}))
+    result = contract.result_dict(jobs.job_result({**_COMMON, **fields}))
     assert set(result) == {"task", "model", "outputs", "timings", "cold"} | keys
     assert ("decode_s" in result["timings"]) == (fields["task"] == "restore")
 
@@ -209,13 +209,13 @@ def test_a_result_carries_only_its_tasks_fields(fields, keys):
 )
 def test_a_result_refuses_fields_of_another_task(fields):
     with pytest.raises(ValidationError):
-        contract.job_result({**_COMMON, **fields})
+        jobs.job_result({**_COMMON, **fields})
 
 
 def test_the_schema_gives_each_task_its_own_closed_result():
     from jsonschema import Draft202012Validator
 
-    schema = contract.json_schema()
+    schema = jobs.json_schema()
     defs = schema["$defs"]
     assert set(defs["JobResult"]["discriminator"]["mapping"]) == {
         "tts", "clone", "restore", "transcribe"

@@ -113,7 +113,7 @@ def _run(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.Co
 
 
 @pytest.mark.slow
-def test_a_runner_package_is_listed_by_the_schema_and_the_bootstrap_cli(shout_env):
+def test_a_runner_package_is_listed_by_the_schema_and_the_operator_cli(shout_env):
     schema = _run(shout_env, "-m", "models", "schema")
     assert schema.returncode == 0, schema.stderr
     defs = json.loads(schema.stdout)["$defs"]
@@ -159,7 +159,13 @@ def test_a_runner_naming_a_missing_profile_stops_the_worker_in_words(shout_env, 
 
 # The shared code: what every job walks through. A runner's name belongs in its own
 # module, its profile and its task module, never here.
-SHARED = ("handler.py", "models/registry.py", "models/contract.py", "models/environments.py")
+SHARED = (
+    "handler.py",
+    "models/registry.py",
+    "models/contract.py",
+    "models/jobs.py",
+    "models/environments.py",
+)
 
 
 def test_the_shared_code_names_no_runner():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from errors import InvalidInput, ModelUnavailable
-from models import contract, registry
+from models import contract, jobs, registry
 from models.tasks.clone import CloneJob
 from models.tasks.restore import RestoreJob
 from models.tasks.tts import TtsJob
@@ -135,7 +135,7 @@ def test_fields_marked(job_type, mark, fields):
 
 
 def _clone(**fields):
-    return contract.parse_job(
+    return jobs.parse_job(
         {"task": "clone", "model": "plain-clone", "text": "Hi.", "reference_audio": "s3://b/k"}
         | fields
     )
@@ -164,7 +164,7 @@ def test_a_model_refuses_options_it_would_ignore(monkeypatch, fields, knobs, ref
 
 
 def test_a_task_without_a_shipped_model_is_unavailable(monkeypatch):
-    job = contract.parse_job({"task": "restore", "video": "s3://b/k.mp4"})
+    job = jobs.parse_job({"task": "restore", "video": "s3://b/k.mp4"})
     monkeypatch.setattr(registry, "RUNNERS", ())
     with pytest.raises(ModelUnavailable, match="task 'restore' has no model") as info:
         registry.resolve(job)

@@ -21,7 +21,7 @@ import soundfile
 from pydantic import TypeAdapter
 
 import handler
-from models import contract
+from models import jobs
 from tests.fixtures.cloning import CHATTERBOX_STOP_AFTER
 from tests.fixtures.cloning import reference_clip as _clip
 from tests.media.test_reference_audio import voice_like
@@ -97,7 +97,7 @@ def test_reference_by_https_url_in_a_streamed_job(chatterbox_env, https_origin):
     job["input"]["text"] = "Hello there. How are you?"
     *chunks, final = list(handler.stream_handler(job))
     assert final["type"] == "result" and "error" not in final, final
-    TypeAdapter(contract.StreamFinal).validate_python(final)
+    TypeAdapter(jobs.StreamFinal).validate_python(final)
     assert [c["index"] for c in chunks] == [0, 1]  # one chunk per sentence
     decoded = [
         soundfile.read(io.BytesIO(base64.b64decode(c["audio_base64"])), dtype="int16")[0]

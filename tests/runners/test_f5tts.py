@@ -28,7 +28,7 @@ from pydantic import TypeAdapter
 import bootstrap
 import handler
 import storage
-from models import contract
+from models import jobs
 from models.profiles import F5TTS
 from runners import f5tts
 from tests.fixtures.cloning import ROOT
@@ -118,7 +118,7 @@ def test_reference_by_https_url_in_a_streamed_job(f5_env, https_origin):
     job["input"]["text"] = "Hello there. How are you?"
     *chunks, final = list(handler.stream_handler(job))
     assert final["type"] == "result" and "error" not in final, final
-    TypeAdapter(contract.StreamFinal).validate_python(final)
+    TypeAdapter(jobs.StreamFinal).validate_python(final)
     assert [c["index"] for c in chunks] == [0, 1]
     decoded = [
         soundfile.read(io.BytesIO(base64.b64decode(c["audio_base64"])), dtype="int16")[0]

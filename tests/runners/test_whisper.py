@@ -30,7 +30,7 @@ import handler
 from bootstrap import Weights
 from bootstrap._spec import current_target, spec_hash
 from media.subtitles import Segment, Word
-from models import contract, profiles, registry
+from models import jobs, profiles, registry
 from models.environments import Environments
 from runners import whisper
 from runtime import machine
@@ -106,7 +106,7 @@ def test_captions_come_from_words_when_every_segment_has_them():
 
 def test_every_model_has_a_pinned_profile_and_a_spec():
     for model, (repo, revision) in whisper.MODELS.items():
-        profile = profiles.get_profile(whisper.profile_name(model))
+        profile = registry.get_profile(whisper.profile_name(model))
         assert [(w.repo_id, w.revision) for w in profile.weights] == [(repo, revision)]
         assert re.fullmatch(r"[0-9a-f]{40}", revision)
     served = {s.model for s in registry.RUNNERS if s.task == "transcribe"}
@@ -146,7 +146,7 @@ def test_default_model_profile_and_spec_hash_agree_on_one_gpu_fact(
     if hidden:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert registry.default_model("transcribe") == model
-    profile = profiles.get_profile(whisper.profile_name(model))
+    profile = registry.get_profile(whisper.profile_name(model))
     assert ("nvidia-cublas-cu12" in profile.pins) is cublas
     target = current_target()
     on_a_cpu_machine = spec_hash(profiles.whisper_profile(model, CPU), target)
@@ -177,7 +177,7 @@ def test_bad_transcribe_jobs_fail_before_any_work(fields, field, fragment):
 
 @pytest.mark.parametrize("name", ["timestamps", "word_timestamps"])
 def test_timestamps_is_one_name_and_the_old_one_still_works(name):
-    job = contract.parse_job(_transcribe_job(**{name: True})["input"])
+    job = jobs.parse_job(_transcribe_job(**{name: True})["input"])
     assert job.timestamps is True
     assert job.model_dump(mode="json")["timestamps"] is True  # what the runner reads
     assert "word_timestamps" not in job.model_dump(mode="json")
@@ -194,7 +194,7 @@ def test_timestamps_is_one_name_and_the_old_one_still_works(name):
     ],
 )
 def test_the_job_reaches_faster_whisper_as_its_own_arguments(fields, expected):
-    job = contract.parse_job(_transcribe_job(**fields)["input"]).model_dump(mode="json")
+    job = jobs.parse_job(_transcribe_job(**fields)["input"]).model_dump(mode="json")
     options = whisper.transcribe_options(
         job, language=job["language"], words=job["timestamps"], prompt=job["initial_prompt"]
     )
@@ -203,7 +203,7 @@ def test_the_job_reaches_faster_whisper_as_its_own_arguments(fields, expected):
 
 
 def test_formats_are_deduplicated_in_order():
-    job = contract.parse_job(_transcribe_job(formats=["srt", "json", "srt"])["input"])
+    job = jobs.parse_job(_transcribe_job(formats=["srt", "json", "srt"])["input"])
     assert job.formats == ["srt", "json"]
 
 
@@ -216,7 +216,7 @@ REPO = "tests/faster-whisper-micro"
 def whisper_env(hub_server, whisper_checkpoint, tmp_path_factory):
     """The whisper_tiny profile, pointed at the micro checkpoint, built by bootstrap."""
     commit = hub_server.add_repo(REPO, whisper_checkpoint)
-    real = profiles.get_profile("whisper_tiny")
+    real = registry.get_profile("whisper_tiny")
     (weights,) = real.weights
     profile = dataclasses.replace(real, weights=(Weights(REPO, commit, weights.patterns),))
     home = tmp_path_factory.mktemp("whisper-home")

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from errors import InvalidInput, ModelUnavailable
-from models import contract, registry
+from models import jobs, registry
 from runners import _seedvr2_plan as plan
 from runners import seedvr2
 
@@ -130,11 +130,11 @@ def test_upstream_arguments_map_the_plan():
 def test_both_sizes_are_registered_with_the_seedvr2_profile():
     specs = {s.model: s for s in registry.RUNNERS if s.task == "restore"}
     assert specs["seedvr2-3b"].profile == specs["seedvr2-7b"].profile == "seedvr2"
-    job = contract.parse_job(
+    job = jobs.parse_job(
         {"task": "restore", "model": "seedvr2-7b", "video": "s3://b/k.mp4", "batch_size": 8}
     )
     assert registry.resolve(job) is specs["seedvr2-7b"]
-    bad = contract.parse_job(
+    bad = jobs.parse_job(
         {"task": "restore", "model": "seedvr2-3b", "video": "s3://b/k.mp4",
          "batch_size": 8, "temporal_overlap": 5}
     )  # fmt: skip
@@ -143,9 +143,9 @@ def test_both_sizes_are_registered_with_the_seedvr2_profile():
 
 
 def test_seedvr2_weights_are_pinned_by_upstreams_digests_without_a_setting(monkeypatch):
-    from models.profiles import SEEDVR2_WEIGHTS, get_profile
+    from models.profiles import SEEDVR2_WEIGHTS
 
-    profile = get_profile("seedvr2")
+    profile = registry.get_profile("seedvr2")
     (source,) = profile.artifacts
     assert (source.kind, source.name, source.digest) == ("source", "seedvr2", "tree")
     assert profile.pins["torch"] == "2.13.0" and "torchvision" in profile.pins
@@ -156,19 +156,19 @@ def test_seedvr2_weights_are_pinned_by_upstreams_digests_without_a_setting(monke
     assert set(weights.patterns) == files == set(dict(SEEDVR2_WEIGHTS))
     # a commit of upstream's repo keeps the digests; an operator's mirror has its own files
     monkeypatch.setenv("MEDIA_WORKER_SEEDVR2_REVISION", "a" * 39 + "b")
-    (pinned,) = get_profile("seedvr2").weights
+    (pinned,) = registry.get_profile("seedvr2").weights
     assert (pinned.revision, pinned.sha256) == ("a" * 39 + "b", weights.sha256)
     monkeypatch.setenv("MEDIA_WORKER_SEEDVR2_REPO", "me/seedvr2-mirror")
-    (mirror,) = get_profile("seedvr2").weights
+    (mirror,) = registry.get_profile("seedvr2").weights
     assert (mirror.repo_id, mirror.sha256, set(mirror.patterns)) == ("me/seedvr2-mirror", (), files)
     monkeypatch.delenv("MEDIA_WORKER_SEEDVR2_REVISION")
     with pytest.raises(ModelUnavailable, match="MEDIA_WORKER_SEEDVR2_REVISION") as unpinned:
-        get_profile("seedvr2")
+        registry.get_profile("seedvr2")
     assert unpinned.value.field == "model"
 
 
 def test_restore_defaults_to_the_fast_tier():
-    job = contract.parse_job({"task": "restore", "video": "s3://b/k.mp4"})
+    job = jobs.parse_job({"task": "restore", "video": "s3://b/k.mp4"})
     assert registry.resolve(job).model == "upscale"
 
 

@@ -1,0 +1,158 @@
+"""The request and result unions over every registered task: parsing, results, schema.
+
+The request is the union of the tasks' job models, tagged by ``task``; a result is
+the union of their result models. Each task module declares its own
+(``models/tasks/``, collected by ``models.registry``), so this module sits above the
+registry and the parsing names no task; ``models.contract``, below both, holds what
+every task shares. ``python -m models schema`` prints :func:`json_schema_text`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, TypeAdapter, ValidationError, create_model
+
+from errors import InvalidInput
+from models import registry
+from models.contract import CONTRACT_VERSION, ErrorEnvelope, Job, ResultBase, StreamChunk
+from models.tasks.clone import CloneFinal
+from models.tasks.tts import TtsFinal
+
+# The speech tasks stream (their jobs' ``stream`` field); tts first, as the
+# committed schema lists them.
+StreamFinal = Annotated[TtsFinal | CloneFinal, Field(discriminator="task")]
+"""The last item of a streaming job (only speech jobs stream)."""
+
+
+@functools.cache
+def _job_adapter() -> TypeAdapter[Any]:
+    jobs = tuple(spec.job for spec in registry.TASKS.values())
+    return TypeAdapter(Annotated[Union[jobs], Field(discriminator="task")])  # noqa: UP007
+
+
+def task_names() -> tuple[str, ...]:
+    """Every job's possible ``task`` tag, in the registry's order."""
+    return tuple(registry.TASKS)
+
+
+@functools.cache
+def _job_result() -> Any:
+    """What a successful runner job returns: one model per task, told apart by ``task``.
+
+    Each task names its result model (``TaskSpec.result``); a task that names none
+    gets the common fields only.
+    """
+    results = tuple(
+        spec.result
+        or create_model(
+            f"{spec.name.title()}Result", __base__=ResultBase, task=(Literal[spec.name], ...)
+        )
+        for spec in registry.TASKS.values()
+        if spec.serve is None
+    )
+    return Annotated[Union[results], Field(discriminator="task")]  # noqa: UP007
+
+
+@functools.cache
+def _result_adapter() -> TypeAdapter[Any]:
+    return TypeAdapter(_job_result())
+
+
+def job_result(fields: dict[str, Any]) -> ResultBase:
+    """The result model of ``fields["task"]``, validated.
+
+    Raises:
+        pydantic.ValidationError: a field is missing, mistyped, or belongs to
+            another task (a worker bug: the handler reports it as ``internal``).
+    """
+    return _result_adapter().validate_python(fields)
+
+
+# --- Parsing ---------------------------------------------------------------------------
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    # The discriminated union puts the tag ("tts") first in the location; the
+    # caller knows the job by its fields, not by pydantic's union branch.
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in task_names():
+        parts = parts[1:]
+    return ".".join(parts) or "input"
+
+
+def _task_list() -> str:
+    return ", ".join(repr(t) for t in task_names())
+
+
+def _details(exc: ValidationError) -> list[dict[str, str]]:
+    details = []
+    for err in exc.errors(include_url=False, include_input=False):
+        field = (err.get("ctx") or {}).get("field") or _field_path(err["loc"])
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling; see the job contract)"
+        elif err["type"] == "union_tag_invalid":
+            field, message = "task", f"must be one of {_task_list()}"
+        elif err["type"] == "union_tag_not_found":
+            field, message = "task", f"is required: one of {_task_list()}"
+        details.append({"field": field, "message": message.removeprefix("Value error, ")})
+    return details
+
+
+def _invalid(details: list[dict[str, str]]) -> InvalidInput:
+    first = details[0]
+    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+    return InvalidInput(
+        f"{first['field']}: {first['message']}{more}", field=first["field"], details=details
+    )
+
+
+def parse_job(raw: Any) -> Job:
+    """Validate a job's ``input`` object.
+
+    Raises:
+        InvalidInput: the input is not an object, or a field is missing, unknown,
+            mistyped or out of range. ``details`` lists every problem by field.
+    """
+    if not isinstance(raw, dict):
+        raise InvalidInput("input: must be a JSON object", field="input")
+    try:
+        return _job_adapter().validate_python(raw)
+    except ValidationError as exc:
+        raise _invalid(_details(exc)) from None
+
+
+def json_schema() -> dict[str, Any]:
+    """The contract as one JSON Schema document (request, result, error)."""
+    request = _job_adapter().json_schema(ref_template="#/$defs/{model}")
+    defs = request.pop("$defs", {})
+    documents: dict[str, Any] = {"JobResult": _job_result()}
+    # A task no runner serves (voices) returns its own shape, named beside JobResult.
+    documents.update(
+        (spec.result.__name__, spec.result)
+        for spec in registry.TASKS.values()
+        if spec.serve is not None and spec.result is not None
+    )
+    documents.update(
+        {"ErrorEnvelope": ErrorEnvelope, "StreamChunk": StreamChunk, "StreamFinal": StreamFinal}
+    )
+    for name, kind in documents.items():
+        schema = TypeAdapter(kind).json_schema(ref_template="#/$defs/{model}")
+        defs.update(schema.pop("$defs", {}))
+        defs[name] = schema
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": f"media-worker job contract v{CONTRACT_VERSION}",
+        "description": "`input` of a job request; results are JobResult (one shape per "
+        "task, with only that task's fields; VoicesResult for `voices`) or ErrorEnvelope "
+        "(a streaming endpoint yields StreamChunk items, then a StreamFinal).",
+        **request,
+        "$defs": dict(sorted(defs.items())),
+    }
+
+
+def json_schema_text() -> str:
+    return json.dumps(json_schema(), indent=2) + "\n"
