@@ -3,6 +3,7 @@ environments, the factory profiles, and the operator's command line (``python -m
 
 Worker side only (pydantic, boto3 and huggingface_hub are there); a runner process
 never imports this package. Import the module you need (``models.contract``,
-``models.registry``, ``models.host``): this package exports nothing, so importing one
-module does not load the others. Plugin authors import ``models.plugin``.
+``models.jobs``, ``models.registry``, ``models.host``): this package exports nothing,
+so importing one module does not load the others. An operator's own task or runner
+package imports ``models.plugin``.
 """

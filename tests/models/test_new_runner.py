@@ -24,19 +24,18 @@ from pathlib import Path
 
 import pytest
 
-from models import registry
+from models import plugin, registry
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Worker side: the task's contract fragment and the runner's profile (pydantic is here).
+# Worker side: the task's contract fragment and the runner's profile (pydantic is here),
+# declared with models.plugin alone: the import path promised to operators' packages.
 TASK_MODULE = '''
 from typing import Annotated, Literal
 
 from pydantic import Field
 
-from bootstrap import Profile
-from models.contract import KNOB, JobBase, MediaRefField
-from models.tasks.base import TaskSpec
+from models.plugin import KNOB, JobBase, MediaRefField, Profile, TaskSpec
 
 
 class ShoutJob(JobBase):
@@ -165,6 +164,7 @@ SHARED = (
     "models/contract.py",
     "models/jobs.py",
     "models/environments.py",
+    "models/plugin.py",
 )
 
 
@@ -180,3 +180,10 @@ def test_the_shared_code_names_no_runner():
         text = (ROOT / path).read_text().lower()
         found = sorted(n for n in names if re.search(rf"\b{re.escape(n.lower())}\b", text))
         assert not found, f"{path} names runners {found}"
+
+
+def test_the_plugin_module_exports_exactly_what_it_lists():
+    # models.plugin is a promise to operators' packages: every listed name is there,
+    # and nothing else public sneaks in beside them (a name would become a promise).
+    public = {n for n in vars(plugin) if not n.startswith("_") and n != "annotations"}
+    assert public == set(plugin.__all__)
