@@ -14,8 +14,8 @@ declares, as the built-in ones do (``models/tasks/``, ``models/profiles.py``):
   artifacts=(Artifact(...),)),)``: what the runner's interpreter needs.
 
 The runner module itself runs in the profile's interpreter, without pydantic: it
-imports ``runtime`` only (``runtime.runner``: ``Runner``, ``RunnerSpec``,
-``RunContext``; ``runtime.protocol``: ``OutputFile``).
+imports ``runtime`` only (``Runner``, ``RunnerSpec``, ``RunContext``, ``OutputFile``).
+docs/guides/add-a-runner.md shows a whole package; a test serves it.
 """
 
 from __future__ import annotations

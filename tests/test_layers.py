@@ -164,3 +164,20 @@ def test_no_module_imports_itself_round_a_circle():
     for module, imported in edges.items():
         imported -= {m for m in imported if m.startswith(f"{module}.")}
     assert strongly_connected(edges) == []
+
+
+def test_the_conventions_table_and_the_contracts_name_every_folder():
+    """docs/conventions.md's folder table and pyproject's import-linter packages list
+    the top-level packages there are, no more and no fewer."""
+    import re
+    import tomllib
+
+    there = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()} - {"tests"}
+    assert there == set(PACKAGES)
+    text = (ROOT / "docs" / "conventions.md").read_text()
+    table = text.split("## Folders by interpreter", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (`[^|]+`) \|", table, re.M)
+    named = {name for row in rows for name in re.findall(r"`([\w.]+)/?`", row)}
+    assert named == {*PACKAGES, "config.py", "errors.py", "handler.py"}
+    linted = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    assert set(linted["root_packages"]) == set(PACKAGES)

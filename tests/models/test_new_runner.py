@@ -28,61 +28,11 @@ from models import plugin, registry
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Worker side: the task's contract fragment and the runner's profile (pydantic is here),
-# declared with models.plugin alone: the import path promised to operators' packages.
-TASK_MODULE = '''
-from typing import Annotated, Literal
-
-from pydantic import Field
-
-from models.plugin import KNOB, JobBase, MediaRefField, Profile, TaskSpec
-
-
-class ShoutJob(JobBase):
-    """Says the text louder."""
-
-    task: Literal["shout"]
-    text: str = Field(min_length=1, max_length=200)
-    source: MediaRefField | None = Field(default=None, description="Text to append.")
-    marks: Annotated[int, KNOB] = Field(default=1, ge=1, le=5)
-
-
-TASKS = (TaskSpec("shout", ShoutJob),)
-# The worker's own interpreter has this pin, so the profile runs in place (no build).
-PROFILES = (Profile(name="shout", requirements=("soundfile==SOUNDFILE",)),)
-'''
-
-# Runner side: stdlib only, run in the profile's interpreter.
-RUNNER_MODULE = """
-from runtime.protocol import OutputFile
-from runtime.runner import Runner, RunnerSpec
-
-
-class ShoutRunner(Runner):
-    def setup(self, weights):
-        self.suffix = "!"
-
-    def run(self, job, ctx):
-        text = job["text"]
-        if "source" in ctx.inputs:
-            text += " " + ctx.inputs["source"].read_text()
-        path = ctx.scratch / "shout.txt"
-        path.write_text(text.upper() + self.suffix * job["marks"])
-        ctx.progress("shouted", 1.0)
-        return [OutputFile(str(path), "text/plain")]
-
-
-SPECS = (
-    RunnerSpec(
-        "shout",
-        "loud",
-        "shout_runners.loud:ShoutRunner",
-        profile="shout",
-        knobs=("marks",),
-        default="always",
-    ),
-)
-"""
+GUIDE = ROOT / "docs" / "guides" / "add-a-runner.md"
+# The guide's two blocks are the package served here, so the guide cannot drift from
+# what works: the worker-side module (models.plugin) and the runner module (runtime).
+TASK_MODULE, RUNNER_MODULE = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), re.S)
+FACES = {"runtime", "models.plugin"}  # the two import paths promised to such packages
 
 
 @pytest.fixture
@@ -92,7 +42,9 @@ def shout_env(tmp_path):
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
     installed = importlib.metadata.version("soundfile")
-    (package / "task.py").write_text(TASK_MODULE.replace("SOUNDFILE", installed))
+    # The worker's own interpreter has this pin, so the profile runs in place (no build).
+    task = re.sub(r"soundfile==[\w.]+", f"soundfile=={installed}", TASK_MODULE)
+    (package / "task.py").write_text(task)
     (package / "loud.py").write_text(RUNNER_MODULE)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "BUCKET_"))}
     env.update(
@@ -187,3 +139,16 @@ def test_the_plugin_module_exports_exactly_what_it_lists():
     # and nothing else public sneaks in beside them (a name would become a promise).
     public = {n for n in vars(plugin) if not n.startswith("_") and n != "annotations"}
     assert public == set(plugin.__all__)
+
+
+def test_the_guides_package_imports_only_the_two_faces_and_each_name_is_exported():
+    import ast
+    import importlib
+
+    for module in (TASK_MODULE, RUNNER_MODULE):
+        for node in ast.walk(ast.parse(module)):
+            if isinstance(node, ast.ImportFrom) and node.module not in ("typing", "pydantic"):
+                assert node.module in FACES, f"the guide imports {node.module}"
+                exported = importlib.import_module(node.module).__all__
+                assert {a.name for a in node.names} <= set(exported), node.module
+            assert not isinstance(node, ast.Import), "the guide imports a module whole"
