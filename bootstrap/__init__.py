@@ -2,12 +2,11 @@
 
 ``ensure(profile)`` is the one call the handler makes; ``python -m models``
 (status, prepare, verify, gc, doctor) is the operator's view of the same state.
-See ``_ensure`` for the walk and ``_layout`` for the files on the volume; ``machine`` is
-the one reader of the GPU facts everything else asks.
+See ``_ensure`` for the walk and ``_layout`` for the files on the volume; the GPU
+facts it decides by come from ``runtime.machine``.
 
-Names are exported lazily (PEP 562): a runner process imports ``runtime.machine``
-from a profile environment that has none of the builder's dependencies
-(packaging, huggingface_hub, zstandard), so this package must not import them eagerly.
+Names are exported lazily (PEP 562): importing one of them loads only its module and
+what that needs (zstandard only with packing, huggingface_hub only when weights load).
 """
 
 from __future__ import annotations

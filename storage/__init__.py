@@ -11,13 +11,11 @@ each file comes back as a :class:`Published`.
 
 Modules: ``_refs`` (parsing), ``_fetch`` (inputs), ``_s3`` (settings, client),
 ``_publish`` (outputs), ``_local`` (local store), ``_scratch`` (per-job dirs),
-``_voices`` (saved cloning voices, volume or bucket), ``_atomic`` (temp-then-rename,
-the one way a file becomes visible; stdlib only, so bootstrap and runner processes
-import ``runtime.atomic`` too).
+``_voices`` (saved cloning voices, volume or bucket). Files become visible through
+``runtime.atomic``, as everywhere else.
 
-Names are exported lazily (PEP 562): a runner process imports ``runtime.atomic``
-from a profile environment without boto3, so this package must not import the
-S3 client eagerly.
+Names are exported lazily (PEP 562): importing one of them loads only its module
+and what that needs (boto3 only with the S3 client).
 """
 
 import importlib as _importlib
