@@ -1,9 +1,18 @@
-"""Every environment variable the worker reads, declared once.
+"""Every environment variable the worker reads, declared once, and how to declare one.
 
 Each setting has a name, a default, a parser and a one-line doc. Read a value at
 call time (``config.JOB_TIMEOUT_S.get()``), never at import, so tests and
-subprocesses can change the environment. ``python -m config`` prints the table
-that docs/reference/configuration.md carries (a test keeps them in sync).
+subprocesses can change the environment.
+
+Where a setting lives: one the worker (or several runners) reads is declared here;
+one that a single runner reads is declared by that runner's module with
+:func:`declare` (``runners.upscale.TILE``), and its readers use that object. Every
+declaration lands in :data:`SETTINGS`. This module imports no project module (it is
+the ground the others stand on), so it cannot list the runners' settings itself:
+``models.registry`` imports every runner module when it collects their ``SPECS``,
+and its ``SETTINGS`` is the whole list. The handler parses that list at start (a bad
+value exits 2 naming it), and ``python -m config`` prints it as the tables
+docs/reference/configuration.md carries (a test keeps them in sync).
 
 Derived paths come from :func:`resolve_paths`, a pure function of the environment.
 """
@@ -13,7 +22,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -108,9 +117,9 @@ def _in_range(parse: Callable[[str], T], low: T, high: T) -> Callable[[str], T]:
     return parse_in_range
 
 
-def _count(low: int, high: int) -> Callable[[str], int]:
-    """An integer in ``low..high``: every count and size has a ceiling, so a typo of
-    a few digits stops the worker instead of switching a cap off."""
+def count(low: int, high: int) -> Callable[[str], int]:
+    """A parser for an integer in ``low..high``: every count and size has a ceiling,
+    so a typo of a few digits stops the worker instead of switching a cap off."""
     return _in_range(int, low, high)
 
 
@@ -160,6 +169,7 @@ class Setting(Generic[T]):
     default: T
     parse: Callable[[str], T]
     doc: str
+    owner: str = "config"  # the module that declared it
     secret: bool = False
 
     def get(self, env: Mapping[str, str] | None = None) -> T:
@@ -181,47 +191,66 @@ class Setting(Generic[T]):
             raise ConfigError(f"{self.name}={shown!r} is invalid: {exc}") from None
 
 
+# Every setting declared so far, in declaration order: this module's below, then each
+# runner module's as it is imported (complete once models.registry has imported them).
 SETTINGS: list[Setting[Any]] = []
 
 
-def _declare(
-    name: str, default: T, parse: Callable[[str], T], doc: str, *, secret: bool = False
+def declare(
+    name: str,
+    default: T,
+    parse: Callable[[str], T],
+    doc: str,
+    *,
+    owner: str = "config",
+    secret: bool = False,
 ) -> Setting[T]:
-    setting = Setting(name, default, parse, doc, secret)
+    """Declare the setting ``name`` and add it to :data:`SETTINGS`.
+
+    Call it at a module's top level, once: a runner module declares the settings
+    only it reads with ``owner=__name__`` (the settings table groups them under
+    that module).
+
+    Raises:
+        ValueError: ``name`` is declared already (one variable, one owner).
+    """
+    if any(s.name == name for s in SETTINGS):
+        raise ValueError(f"{owner}: setting {name} is declared already")
+    setting = Setting(name, default, parse, doc, owner, secret)
     SETTINGS.append(setting)
     return setting
 
 
 # --- Volume and local disk -------------------------------------------------------
-HOME = _declare(
+HOME = declare(
     "MEDIA_WORKER_HOME",
     "",
     parse_directory,
     "Worker state root. Default: /runpod-volume/media-worker when /runpod-volume is "
     "mounted, else ~/.cache/media-worker.",
 )
-ENVS_DIR = _declare(
+ENVS_DIR = declare(
     "MEDIA_WORKER_ENVS_DIR",
     "",
     parse_directory,
     "Local-disk directory for unpacked profile environments. Default: "
     "/opt/media-worker/envs when writable, else <home>/local-envs.",
 )
-OUTPUT_DIR = _declare(
+OUTPUT_DIR = declare(
     "MEDIA_WORKER_OUTPUT_DIR",
     "",
     parse_directory,
     "Local output store (used when no S3 bucket is configured). Default: <home>/outputs "
     "on a volume, else ./outputs.",
 )
-SCRATCH_DIR = _declare(
+SCRATCH_DIR = declare(
     "MEDIA_WORKER_SCRATCH_DIR",
     "",
     parse_directory,
     "Where per-job scratch directories are made (removed when the job ends). "
     "Default: the system temp dir.",
 )
-PREPARE_PROFILES = _declare(
+PREPARE_PROFILES = declare(
     "MEDIA_WORKER_PREPARE",
     (),
     parse_list,
@@ -229,20 +258,20 @@ PREPARE_PROFILES = _declare(
 )
 
 # --- Profile builds ----------------------------------------------------------------
-INDEX_URL = _declare(
+INDEX_URL = declare(
     "MEDIA_WORKER_INDEX_URL",
     "",
     _url(*_INDEX_SCHEMES),
     "Replaces every profile's main package index (a PyPI mirror). Part of the spec hash.",
 )
-EXTRA_INDEX_URLS = _declare(
+EXTRA_INDEX_URLS = declare(
     "MEDIA_WORKER_EXTRA_INDEX_URLS",
     (),
     _url_list(*_INDEX_SCHEMES),
     "Comma-separated; replaces every profile's extra indexes (e.g. the CPU torch index "
     "https://download.pytorch.org/whl/cpu on a machine with no GPU). Part of the spec hash.",
 )
-ARTIFACT_OVERRIDES = _declare(
+ARTIFACT_OVERRIDES = declare(
     "MEDIA_WORKER_ARTIFACT_OVERRIDES",
     (),
     parse_artifact_overrides,
@@ -250,13 +279,13 @@ ARTIFACT_OVERRIDES = _declare(
     "en_core_web_sm-3.8.0-py3-none-any.whl) from an internal mirror or a rebuilt copy. "
     "A new sha256 is part of the spec hash.",
 )
-BUILD_WAIT_S = _declare(
+BUILD_WAIT_S = declare(
     "MEDIA_WORKER_BUILD_WAIT_S",
     3600.0,
     parse_seconds,
     "Longest a worker waits for another worker's build of the same profile (seconds).",
 )
-CUDA_BUILD = _declare(
+CUDA_BUILD = declare(
     "MEDIA_WORKER_CUDA_BUILD",
     "auto",
     _one_of("auto", "cu126", "cu130"),
@@ -265,14 +294,14 @@ CUDA_BUILD = _declare(
     "doctor` says which and why). cu126/cu130: prepare for another kind of machine from a "
     "Pod without a GPU. Part of the spec hash.",
 )
-IMAGE_WEIGHTS_DIR = _declare(
+IMAGE_WEIGHTS_DIR = declare(
     "MEDIA_WORKER_IMAGE_WEIGHTS_DIR",
     "/opt/media-worker/hf",
     parse_directory,
     "HF home baked into the image (BAKE_PROFILES); weights verified there are used "
     "before the volume's, read only.",
 )
-IN_PLACE = _declare(
+IN_PLACE = declare(
     "MEDIA_WORKER_IN_PLACE",
     False,
     parse_flag,
@@ -280,7 +309,7 @@ IN_PLACE = _declare(
     "in, a GPU machine that has torch): no profile environment is built or restored, and "
     "a pin it does not meet is logged as a warning, not refused. Weights are still fetched.",
 )
-CACHED_MODELS_DIR = _declare(
+CACHED_MODELS_DIR = declare(
     "MEDIA_WORKER_CACHED_MODELS_DIR",
     "/runpod-volume/huggingface-cache/hub",
     parse_directory,
@@ -288,49 +317,41 @@ CACHED_MODELS_DIR = _declare(
 )
 
 # --- Jobs and runners --------------------------------------------------------------
-DEFAULT_TTS_MODEL = _declare(
+DEFAULT_TTS_MODEL = declare(
     "MEDIA_WORKER_DEFAULT_TTS_MODEL",
     "",
     str,
     "Model used when a tts job names none. Unset: kokoro when the worker sees a CUDA GPU, "
     "else piper (decided once at start, and logged).",
 )
-MAX_TEXT_CHARS = _declare(
+MAX_TEXT_CHARS = declare(
     "MEDIA_WORKER_MAX_TEXT_CHARS",
     20_000,
-    _count(1, 20_000),
+    count(1, 20_000),
     "Longest text one tts job may ask for (characters); long text is spoken piece by "
     "piece, this bounds the whole job.",
 )
-DEFAULT_TRANSCRIBE_MODEL = _declare(
+DEFAULT_TRANSCRIBE_MODEL = declare(
     "MEDIA_WORKER_DEFAULT_TRANSCRIBE_MODEL",
     "",
     str,
     "Whisper model used when a transcribe job names none. Default: large-v3-turbo "
     "when a GPU is visible, else small.",
 )
-RUNNER_PACKAGES = _declare(
+RUNNER_PACKAGES = declare(
     "MEDIA_WORKER_RUNNER_PACKAGES",
     (),
     parse_list,
     "Python packages (comma-separated, importable) whose modules declare more runners, "
     "tasks and profiles, read after models.tasks and runners.",
 )
-WHISPER_BATCH_SIZE = _declare(
-    "MEDIA_WORKER_WHISPER_BATCH_SIZE",
-    0,
-    _count(0, 256),
-    "Clips of up to 30 s that faster-whisper's batched pipeline decodes at once; 0 "
-    "decodes one clip after another, each conditioned on the text before it. Batching "
-    "fills a GPU (and drops that conditioning).",
-)
-MAX_AUDIO_S = _declare(
+MAX_AUDIO_S = declare(
     "MEDIA_WORKER_MAX_AUDIO_S",
     4 * 3600.0,
     parse_seconds,
     "Longest audio a transcribe job accepts (seconds); longer input is invalid_input.",
 )
-STREAMING = _declare(
+STREAMING = declare(
     "MEDIA_WORKER_STREAMING",
     False,
     parse_flag,
@@ -338,54 +359,54 @@ STREAMING = _declare(
     '"stream": true yield audio chunks, and every job\'s output is a list ending with '
     'its result. 0: plain results; "stream": true is invalid_input.',
 )
-ALLOW_NONCOMMERCIAL = _declare(
+ALLOW_NONCOMMERCIAL = declare(
     "MEDIA_WORKER_ALLOW_NONCOMMERCIAL",
     False,
     parse_flag,
     "1: serve models whose weights forbid commercial use (f5tts, CC-BY-NC-4.0).",
 )
-VOICES_CACHE_ITEMS = _declare(
+VOICES_CACHE_ITEMS = declare(
     "MEDIA_WORKER_VOICES_CACHE_ITEMS",
     16,
-    _count(1, 1024),
+    count(1, 1024),
     "Speaker conditionings each cloning runner keeps in memory (least recently used go).",
 )
-JOB_TIMEOUT_S = _declare(
+JOB_TIMEOUT_S = declare(
     "MEDIA_WORKER_JOB_TIMEOUT_S",
     600.0,
     parse_seconds,
     "Longest one job may run inside a runner before it is killed (seconds).",
 )
-RUNNER_START_TIMEOUT_S = _declare(
+RUNNER_START_TIMEOUT_S = declare(
     "MEDIA_WORKER_RUNNER_START_TIMEOUT_S",
     300.0,
     parse_seconds,
     "Longest a runner may take to start and load its model (seconds).",
 )
-MAX_RUNNERS = _declare(
+MAX_RUNNERS = declare(
     "MEDIA_WORKER_MAX_RUNNERS",
     2,
-    _count(1, 64),
+    count(1, 64),
     "Most models kept loaded (a model's pool of runner processes counts once); the least "
     "recently used idle one is stopped first.",
 )
 CONCURRENCY_CEILING = 64
-MAX_CONCURRENCY = _declare(
+MAX_CONCURRENCY = declare(
     "MEDIA_WORKER_MAX_CONCURRENCY",
     1,
-    _count(1, CONCURRENCY_CEILING),
+    count(1, CONCURRENCY_CEILING),
     "Most jobs one worker serves at once. Above 1, a model that declares it (kokoro) gets a "
     "pool of runner processes, one job each, as far as free GPU memory allows.",
 )
 
 # --- Inputs -------------------------------------------------------------------------
-MAX_MEDIA_BYTES = _declare(
+MAX_MEDIA_BYTES = declare(
     "MEDIA_WORKER_MAX_MEDIA_BYTES",
     200 * 1024 * 1024,
-    _count(1, 1 << 40),
+    count(1, 1 << 40),
     "Largest input media accepted from a URL, s3:// object or data: URI (bytes).",
 )
-FETCH_TIMEOUT_S = _declare(
+FETCH_TIMEOUT_S = declare(
     "MEDIA_WORKER_FETCH_TIMEOUT_S",
     30.0,
     parse_seconds,
@@ -393,131 +414,82 @@ FETCH_TIMEOUT_S = _declare(
 )
 
 # --- Restore (video upscaling) -------------------------------------------------------
-RESTORE_MAX_INPUT_BYTES = _declare(
+RESTORE_MAX_INPUT_BYTES = declare(
     "MEDIA_WORKER_RESTORE_MAX_INPUT_BYTES",
     2 * 1024 * 1024 * 1024,
-    _count(1, 1 << 40),
+    count(1, 1 << 40),
     "Largest restore input (bytes); MEDIA_WORKER_MAX_MEDIA_BYTES also caps the fetch.",
 )
-RESTORE_MAX_DURATION_S = _declare(
+RESTORE_MAX_DURATION_S = declare(
     "MEDIA_WORKER_RESTORE_MAX_DURATION_S",
     600.0,
     parse_seconds,
     "Longest restore input (seconds).",
 )
-RESTORE_MAX_SOURCE_SIDE = _declare(
+RESTORE_MAX_SOURCE_SIDE = declare(
     "MEDIA_WORKER_RESTORE_MAX_SOURCE_SIDE",
     3840,
-    _count(16, 16_384),
+    count(16, 16_384),
     "Longest side of a restore input (pixels).",
 )
-RESTORE_MAX_TARGET_SIDE = _declare(
+RESTORE_MAX_TARGET_SIDE = declare(
     "MEDIA_WORKER_RESTORE_MAX_TARGET_SIDE",
     3840,
-    _count(16, 16_384),
+    count(16, 16_384),
     "Longest side of a restore output (pixels).",
 )
-RESTORE_MAX_FRAMES = _declare(
+RESTORE_MAX_FRAMES = declare(
     "MEDIA_WORKER_RESTORE_MAX_FRAMES",
     36_000,
-    _count(1, 10_000_000),
+    count(1, 10_000_000),
     "Most frames in a restore input.",
 )
-RESTORE_CRF = _declare(
+RESTORE_CRF = declare(
     "MEDIA_WORKER_RESTORE_CRF",
     18,
-    _count(0, 51),
+    count(0, 51),
     "H.264 quality of restored videos when a job sets no crf (0 best .. 51 worst).",
 )
-RESTORE_ENCODER = _declare(
+RESTORE_ENCODER = declare(
     "MEDIA_WORKER_RESTORE_ENCODER",
     "",
     _one_of("libx264", "h264_nvenc"),
     "Force the H.264 encoder (libx264 or h264_nvenc); empty: NVENC on an NVIDIA GPU "
     "when it opens, else libx264.",
 )
-UPSCALE_REPO = _declare(
-    "MEDIA_WORKER_UPSCALE_REPO",
-    "2kpr/Real-ESRGAN",
-    str,
-    "Hugging Face repo holding the upscale model file.",
-)
-UPSCALE_REVISION = _declare(
-    "MEDIA_WORKER_UPSCALE_REVISION",
-    "33adcbe305c326365eba1c8b731027a6308e3847",
-    parse_revision,
-    "Commit of MEDIA_WORKER_UPSCALE_REPO to use (a full 40-character hash).",
-)
-UPSCALE_FILE = _declare(
-    "MEDIA_WORKER_UPSCALE_FILE",
-    "RealESRGAN_x4plus.pth",
-    str,
-    "Model file in that repo (.pth or .safetensors, any spandrel SR architecture).",
-)
-UPSCALE_TILE = _declare(
-    "MEDIA_WORKER_UPSCALE_TILE",
-    512,
-    _count(0, 4096),
-    "Tile side for upscale inference (input pixels; 0: whole frames). Caps VRAM.",
-)
-UPSCALE_TILE_OVERLAP = _declare(
-    "MEDIA_WORKER_UPSCALE_TILE_OVERLAP",
-    16,
-    _count(0, 256),
-    "Extra input pixels read around each tile so seams do not show.",
-)
-SEEDVR2_REPO = _declare(
-    "MEDIA_WORKER_SEEDVR2_REPO",
-    "numz/SeedVR2_comfyUI",
-    str,
-    "Hugging Face repo of the SeedVR2 DiT and VAE files (upstream's model registry).",
-)
-SEEDVR2_REVISION = _declare(
-    "MEDIA_WORKER_SEEDVR2_REVISION",
-    "",
-    parse_revision,
-    "Commit of MEDIA_WORKER_SEEDVR2_REPO (a full 40-character hash). Unset: upstream's "
-    "files pinned by the sha256 its model registry lists; required for another repo.",
-)
-UPSCALE_BATCH_FRAMES = _declare(
-    "MEDIA_WORKER_UPSCALE_BATCH_FRAMES",
-    4,
-    _count(1, 256),
-    "Frames per upscale batch when a job sets no batch_size.",
-)
 
 # --- Output storage (RunPod's BUCKET_* convention) -------------------------------
-BUCKET_ENDPOINT_URL = _declare(
+BUCKET_ENDPOINT_URL = declare(
     "BUCKET_ENDPOINT_URL",
     "",
     _url("https", "http"),
     "S3-compatible endpoint, e.g. https://s3.us-east-1.amazonaws.com. Unset: local store.",
 )
-BUCKET_ACCESS_KEY_ID = _declare("BUCKET_ACCESS_KEY_ID", "", str, "S3 access key id.")
-BUCKET_SECRET_ACCESS_KEY = _declare(
+BUCKET_ACCESS_KEY_ID = declare("BUCKET_ACCESS_KEY_ID", "", str, "S3 access key id.")
+BUCKET_SECRET_ACCESS_KEY = declare(
     "BUCKET_SECRET_ACCESS_KEY", "", str, "S3 secret key (never logged).", secret=True
 )
-BUCKET_NAME = _declare("BUCKET_NAME", "", str, "Bucket that receives outputs.")
-BUCKET_REGION = _declare(
+BUCKET_NAME = declare("BUCKET_NAME", "", str, "Bucket that receives outputs.")
+BUCKET_REGION = declare(
     "BUCKET_REGION",
     "us-east-1",
     str,
     "Region used for signing (R2: auto; B2: e.g. us-west-004).",
 )
-BUCKET_ADDRESSING_STYLE = _declare(
+BUCKET_ADDRESSING_STYLE = declare(
     "BUCKET_ADDRESSING_STYLE",
     "path",
     _one_of("path", "virtual", "auto"),
     "S3 addressing style: path, virtual or auto.",
 )
-ALLOW_PRIVATE_S3_ENDPOINTS = _declare(
+ALLOW_PRIVATE_S3_ENDPOINTS = declare(
     "MEDIA_WORKER_ALLOW_PRIVATE_S3_ENDPOINTS",
     False,
     parse_bool,
     "Let a request's s3Config.endpointUrl reach loopback/private/link-local addresses "
     "(off: refused, as media URLs are). BUCKET_ENDPOINT_URL is always trusted.",
 )
-PRESIGN_SECONDS = _declare(
+PRESIGN_SECONDS = declare(
     "MEDIA_WORKER_PRESIGN_SECONDS",
     3600,
     # SigV4's limits; storage's MIN/MAX_PRESIGN_S are the same (a test checks).
@@ -526,18 +498,18 @@ PRESIGN_SECONDS = _declare(
 )
 
 # --- Hugging Face ---------------------------------------------------------------------
-HF_TOKEN = _declare(
+HF_TOKEN = declare(
     "HF_TOKEN", "", str, "Token for gated Hugging Face repos (never logged).", secret=True
 )
 
 # --- Logging ------------------------------------------------------------------------
-LOG_LEVEL = _declare(
+LOG_LEVEL = declare(
     "MEDIA_WORKER_LOG_LEVEL",
     "INFO",
     _one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", fold=str.upper),
     "Log level of the worker's logs: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
 )
-LOG_STORAGE_DEBUG = _declare(
+LOG_STORAGE_DEBUG = declare(
     "MEDIA_WORKER_LOG_STORAGE_DEBUG",
     False,
     parse_flag,
@@ -642,18 +614,40 @@ def resolve_paths(
     return Paths(home=home, envs=envs, outputs=outputs, on_volume=on_volume)
 
 
-def markdown_table() -> str:
-    """The configuration table as docs/reference/configuration.md carries it."""
-    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
-    for s in SETTINGS:
-        default = ",".join(s.default) if isinstance(s.default, tuple) else s.default
-        shown = f"`{default}`" if default not in ("", ()) else "(unset)"
-        rows.append(f"| `{s.name}` | {shown} | {s.doc} |")
-    return "\n".join(rows)
+def markdown_table(settings: Iterable[Setting[Any]]) -> str:
+    """The settings tables as docs/reference/configuration.md carries them: the
+    worker's own (this module's) first, then one per module that declares its own,
+    by module name, each in declaration order."""
+    by_owner: dict[str, list[Setting[Any]]] = {}
+    for s in settings:
+        by_owner.setdefault(s.owner, []).append(s)
+    owners = sorted(by_owner, key=lambda owner: (owner != "config", owner))
+    sections = []
+    for owner in owners:
+        path = owner.replace(".", "/") + ".py"
+        title = "The worker" if owner == "config" else f"Runner `{owner.rpartition('.')[2]}`"
+        rows = [
+            f"## {title} (`{path}`)",
+            "",
+            "| variable | default | meaning |",
+            "| --- | --- | --- |",
+        ]
+        for s in by_owner[owner]:
+            default = ",".join(s.default) if isinstance(s.default, tuple) else s.default
+            shown = f"`{default}`" if default not in ("", ()) else "(unset)"
+            rows.append(f"| `{s.name}` | {shown} | {s.doc} |")
+        sections.append("\n".join(rows))
+    return "\n\n".join(sections)
 
 
 if __name__ == "__main__":
-    print(markdown_table())
+    # Run as `python -m config`, this file is `__main__`, a module apart from the
+    # `config` that the worker and the runner modules import and declare into. This
+    # module imports no project module; the worker's registry imports every runner
+    # module (its discovery of SPECS), so its SETTINGS are the whole table.
+    from importlib import import_module
+
+    print(markdown_table(import_module("models.registry").SETTINGS))
 
 
 # --- What child processes see ----------------------------------------------------------

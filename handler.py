@@ -388,7 +388,7 @@ class _RedactCredentials(logging.Filter):
 def _secret_values(env: Mapping[str, str]) -> list[str]:
     # The access key id is not secret to S3, but with the secret it is a credential
     # and it names the account: it stays out of logs too.
-    settings = [s for s in config.SETTINGS if s.secret] + [config.BUCKET_ACCESS_KEY_ID]
+    settings = [s for s in registry.SETTINGS if s.secret] + [config.BUCKET_ACCESS_KEY_ID]
     return [v for s in settings if len(v := env.get(s.name, "").strip()) >= 4]
 
 
@@ -415,7 +415,7 @@ def _checked_settings() -> tuple[str, ...]:
     Raises:
         config.ConfigError: a setting is invalid; the message names the variable.
     """
-    for setting in config.SETTINGS:
+    for setting in registry.SETTINGS:  # config.py's and the runner modules' own
         setting.get()
     config.check_directories()
     registry.check_default_models()

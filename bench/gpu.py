@@ -756,17 +756,16 @@ def _upscale_pair(
     import numpy as np
     import torch
 
-    import config
     from media.video import probe
-    from runners.upscale import UpscaleRunner
+    from runners import upscale
     from tests.fixtures.clips import make_clip
 
     snapshot = bench.tmp / f"upscale-{variant}"
     snapshot.mkdir()
     torch.save({"params_ema": {k: torch.from_numpy(v) for k, v in state.items()}},
-               snapshot / config.UPSCALE_FILE.get())  # fmt: skip
-    runner = UpscaleRunner()
-    runner.setup({config.UPSCALE_REPO.get(): str(snapshot)})
+               snapshot / upscale.FILE.get())  # fmt: skip
+    runner = upscale.UpscaleRunner()
+    runner.setup({upscale.REPO.get(): str(snapshot)})
     src_w, src_h = size[0] // runner.scale, size[1] // runner.scale
     clip = make_clip(bench.tmp / f"{variant}.mp4", frames=frames, width=src_w, height=src_h,
                      fps=24)  # fmt: skip

@@ -89,13 +89,12 @@ def worker(args: argparse.Namespace) -> list[dict[str, Any]]:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    import config
     from runners import seedvr2
     from runtime.protocol import OutputFile
     from runtime.runner import RunContext
 
     runner = {"3b": seedvr2.SeedVR2Runner3B, "7b": seedvr2.SeedVR2Runner7B}[args.size]()
-    runner.setup({config.SEEDVR2_REPO.get(): str(args.weights)})
+    runner.setup({seedvr2.REPO.get(): str(args.weights)})
     job = {"resolution": args.resolution, "batch_size": args.batch, "seed": 42,
            "color_correction": "none"}  # fmt: skip
     runs = []

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import config
 from bootstrap import Artifact, Profile, Weights
-from runners import whisper
+from runners import seedvr2, upscale, whisper
 from runtime import machine
 from runtime.machine import Machine
 
@@ -243,9 +242,9 @@ def upscale_profile() -> Profile:
         excludes=("torchvision",),
         weights=(
             Weights(
-                config.UPSCALE_REPO.get(),
-                config.UPSCALE_REVISION.get(),
-                patterns=(config.UPSCALE_FILE.get(),),
+                upscale.REPO.get(),
+                upscale.REVISION.get(),
+                patterns=(upscale.FILE.get(),),
             ),
         ),
         smoke_imports=("torch", "av", "safetensors", "einops"),
@@ -275,7 +274,7 @@ SEEDVR2_SOURCE = Artifact(
 # lists for each (src/utils/model_registry.py at SEEDVR2_COMMIT; repository
 # numz/SeedVR2_comfyUI). They pin the weights by content: no commit of that
 # repository has to be found and set by the operator.
-SEEDVR2_REPO = "numz/SeedVR2_comfyUI"
+SEEDVR2_REPO = seedvr2.REPO.default  # upstream's repository, the setting's default
 SEEDVR2_WEIGHTS = (
     ("seedvr2_ema_3b_fp16.safetensors",
      "2fd0e03a3dad24e07086750360727ca437de4ecd456f769856e960ae93e2b304"),
@@ -292,7 +291,7 @@ def seedvr2_weights() -> Weights:
     """The SeedVR2 weights: upstream's repository pinned by its registry's digests;
     ``MEDIA_WORKER_SEEDVR2_REVISION`` pins a commit instead (an operator's mirror in
     ``MEDIA_WORKER_SEEDVR2_REPO``; the digests still apply to upstream's own repo)."""
-    repo, revision = config.SEEDVR2_REPO.get(), config.SEEDVR2_REVISION.get() or None
+    repo, revision = seedvr2.REPO.get(), seedvr2.REVISION.get() or None
     if repo != SEEDVR2_REPO and revision is None:
         from errors import ModelUnavailable
 

@@ -6,7 +6,9 @@ runner (or a task) touches no list in this file:
 - runner modules declare ``SPECS`` (:class:`RunnerSpec`, ``runtime/runner.py``),
 - task modules declare ``TASKS`` (:class:`TaskSpec`, ``models/tasks/base.py``),
 - either may declare ``PROFILES`` (``bootstrap.Profile``) for a runner to name;
-  :func:`get_profile` finds them beside the built-in ones (``models.profiles``).
+  :func:`get_profile` finds them beside the built-in ones (``models.profiles``),
+- a runner module declares the settings only it reads (``config.declare``), which
+  makes :data:`SETTINGS` the whole list once its modules are imported.
 
 The packages read are ``models.tasks`` and ``runners``, then those named in
 ``MEDIA_WORKER_RUNNER_PACKAGES`` (an operator's own runners, on ``PYTHONPATH``).
@@ -35,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "RUNNERS",
+    "SETTINGS",
     "TASKS",
     "RunnerSpec",
     "TaskSpec",
@@ -136,6 +139,9 @@ _DECLARED = _declared()
 RUNNERS: tuple[RunnerSpec, ...] = _DECLARED.runners
 TASKS: dict[str, TaskSpec] = _DECLARED.tasks
 DECLARED_PROFILES: dict[str, Profile] = _DECLARED.profiles
+# Every setting this worker reads: config.py's own and those the runner modules declare
+# beside their SPECS (each of them was imported just above, and so has declared its own).
+SETTINGS: tuple[config.Setting[Any], ...] = tuple(config.SETTINGS)
 
 
 def profile_names() -> tuple[str, ...]:

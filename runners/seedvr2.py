@@ -27,6 +27,23 @@ from runtime.runner import RunContext, Runner, RunnerSpec
 
 logger = logging.getLogger(__name__)
 
+# Settings only this runner (and its profile, models/profiles.py) reads.
+REPO = config.declare(
+    "MEDIA_WORKER_SEEDVR2_REPO",
+    "numz/SeedVR2_comfyUI",
+    str,
+    "Hugging Face repo of the SeedVR2 DiT and VAE files (upstream's model registry).",
+    owner=__name__,
+)
+REVISION = config.declare(
+    "MEDIA_WORKER_SEEDVR2_REVISION",
+    "",
+    config.parse_revision,
+    "Commit of MEDIA_WORKER_SEEDVR2_REPO (a full 40-character hash). Unset: upstream's "
+    "files pinned by the sha256 its model registry lists; required for another repo.",
+    owner=__name__,
+)
+
 # SeedVR2 is trained for restoration up to about 4x; beyond that the model's own
 # resize (NaResize, "side" mode) still runs but quality is not what users expect.
 MAX_SCALE = 4.0
@@ -165,7 +182,7 @@ class SeedVR2Runner(Runner):
         import torch
 
         self.up = self._upstream or load_upstream()
-        repo = config.SEEDVR2_REPO.get()
+        repo = REPO.get()
         if repo not in weights:
             raise ModelUnavailable(f"SeedVR2 weights {repo} are not in the cache")
         self.model_dir = weights[repo]

@@ -29,6 +29,50 @@ from runtime.runner import RunContext, Runner, RunnerSpec
 
 logger = logging.getLogger(__name__)
 
+# Settings only this runner (and its profile, models/profiles.py) reads.
+REPO = config.declare(
+    "MEDIA_WORKER_UPSCALE_REPO",
+    "2kpr/Real-ESRGAN",
+    str,
+    "Hugging Face repo holding the upscale model file.",
+    owner=__name__,
+)
+REVISION = config.declare(
+    "MEDIA_WORKER_UPSCALE_REVISION",
+    "33adcbe305c326365eba1c8b731027a6308e3847",
+    config.parse_revision,
+    "Commit of MEDIA_WORKER_UPSCALE_REPO to use (a full 40-character hash).",
+    owner=__name__,
+)
+FILE = config.declare(
+    "MEDIA_WORKER_UPSCALE_FILE",
+    "RealESRGAN_x4plus.pth",
+    str,
+    "Model file in that repo (.pth or .safetensors, any spandrel SR architecture).",
+    owner=__name__,
+)
+TILE = config.declare(
+    "MEDIA_WORKER_UPSCALE_TILE",
+    512,
+    config.count(0, 4096),
+    "Tile side for upscale inference (input pixels; 0: whole frames). Caps VRAM.",
+    owner=__name__,
+)
+TILE_OVERLAP = config.declare(
+    "MEDIA_WORKER_UPSCALE_TILE_OVERLAP",
+    16,
+    config.count(0, 256),
+    "Extra input pixels read around each tile so seams do not show.",
+    owner=__name__,
+)
+BATCH_FRAMES = config.declare(
+    "MEDIA_WORKER_UPSCALE_BATCH_FRAMES",
+    4,
+    config.count(1, 256),
+    "Frames per upscale batch when a job sets no batch_size.",
+    owner=__name__,
+)
+
 # Architectures spandrel can load that are not frame-to-frame restorers (inpainting,
 # face restoration) or need torchvision, which the profile leaves out.
 _REFUSED_ARCHS = {"LaMa", "RestoreFormer", "GFPGAN", "CodeFormer"}
@@ -96,11 +140,11 @@ class UpscaleRunner(Runner):
         import spandrel
         import torch
 
-        repo = config.UPSCALE_REPO.get()
+        repo = REPO.get()
         snapshot = weights.get(repo)
         if snapshot is None:
             raise ModelUnavailable(f"upscale weights {repo} are not in the cache")
-        path = Path(snapshot) / config.UPSCALE_FILE.get()
+        path = Path(snapshot) / FILE.get()
         model = spandrel.ModelLoader().load_from_file(str(path))
         if not isinstance(model, spandrel.ImageModelDescriptor) or (
             model.architecture.id in _REFUSED_ARCHS
@@ -158,8 +202,8 @@ class UpscaleRunner(Runner):
         from media.restore import run_restore
 
         tile = job.get("tile")
-        tile = config.UPSCALE_TILE.get() if tile is None else tile
-        overlap = config.UPSCALE_TILE_OVERLAP.get()
+        tile = TILE.get() if tile is None else tile
+        overlap = TILE_OVERLAP.get()
 
         def make_backend(size: tuple[int, int], frames_total: int) -> Any:
             return lambda frames: self.upscale(frames, size, tile, overlap)
@@ -169,7 +213,7 @@ class UpscaleRunner(Runner):
             ctx,
             max_scale=float(self.scale),
             make_backend=make_backend,
-            default_batch=config.UPSCALE_BATCH_FRAMES.get(),
+            default_batch=BATCH_FRAMES.get(),
         )
 
 

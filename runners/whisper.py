@@ -176,6 +176,17 @@ LANGUAGES = frozenset(
     ]
 )
 
+# The one setting only this runner reads.
+BATCH_SIZE = config.declare(
+    "MEDIA_WORKER_WHISPER_BATCH_SIZE",
+    0,
+    config.count(0, 256),
+    "Clips of up to 30 s that faster-whisper's batched pipeline decodes at once; 0 "
+    "decodes one clip after another, each conditioned on the text before it. Batching "
+    "fills a GPU (and drops that conditioning).",
+    owner=__name__,
+)
+
 SAMPLE_RATE = 16_000
 WINDOW_S = 600.0  # audio handed to faster-whisper at once (~40 MB of float32)
 CUT_SEARCH_S = 10.0  # a window ends at the quietest 0.1 s within its last 10 s
@@ -528,7 +539,7 @@ class WhisperRunner(Runner):
             cpu_threads=cpu_threads(),
             local_files_only=True,
         )
-        self.batch_size = config.WHISPER_BATCH_SIZE.get()
+        self.batch_size = BATCH_SIZE.get()
         self.batched = None
         if self.batch_size:
             from faster_whisper import BatchedInferencePipeline

@@ -1,8 +1,14 @@
-"""config.py: parsing, path precedence, and docs/reference/configuration.md kept in sync."""
+"""config.py: parsing, path precedence, and docs/reference/configuration.md kept in sync.
+
+The settings are config.py's and those the runner modules declare: ``registry.SETTINGS``.
+"""
 
 from __future__ import annotations
 
+import importlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,21 +16,44 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import config
+from models import registry
+from runners import upscale
 from tests.fixtures.tiers import small_tmpfs
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_readme_configuration_table_is_generated_from_config():
-    assert config.markdown_table() in (ROOT / "docs/reference/configuration.md").read_text(), (
+    table = config.markdown_table(registry.SETTINGS)
+    assert table in (ROOT / "docs/reference/configuration.md").read_text(), (
         "docs/reference/configuration.md is stale: paste `python -m config` into it"
     )
 
 
-def test_every_setting_is_documented_once():
-    names = [s.name for s in config.SETTINGS]
+def test_python_m_config_prints_every_setting_runners_included():
+    # Run as a script, config is a module of its own: it must still list the settings
+    # the runner modules declare into the imported `config`.
+    printed = subprocess.run(
+        [sys.executable, "-m", "config"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert printed == config.markdown_table(registry.SETTINGS) + "\n"
+    assert f"| `{upscale.TILE.name}` |" in printed
+
+
+def test_every_setting_is_documented_once_by_the_module_that_owns_it():
+    names = [s.name for s in registry.SETTINGS]
     assert len(names) == len(set(names))
-    assert all(s.doc.strip() for s in config.SETTINGS)
+    assert all(s.doc.strip() for s in registry.SETTINGS)
+    assert {s.owner for s in registry.SETTINGS} >= {"config", "runners.upscale"}
+    for setting in registry.SETTINGS:  # the table groups by owner: it must be true
+        owner = importlib.import_module(setting.owner)
+        assert any(v is setting for v in vars(owner).values()), setting.name
+
+
+def test_a_setting_is_declared_once():
+    with pytest.raises(ValueError, match="MEDIA_WORKER_UPSCALE_TILE is declared already"):
+        config.declare(upscale.TILE.name, 1, int, "a second owner", owner="tests")
+    assert [s.name for s in config.SETTINGS].count(upscale.TILE.name) == 1
 
 
 @pytest.mark.parametrize(
@@ -252,15 +281,18 @@ def _hostile(setting: config.Setting) -> st.SearchStrategy[str] | None:
     return None
 
 
-_ATTACKED = [s for s in config.SETTINGS if _hostile(s) is not None]
+_ATTACKED = [s for s in registry.SETTINGS if _hostile(s) is not None]
 
 
 def test_every_setting_has_a_kind_or_is_free_text():
     # A new setting parsed with plain str must be declared free text here on purpose;
     # numbers, flags and paths get hostile values by their kind automatically.
-    free = {s.name for s in config.SETTINGS if s.parse is str}
+    assert {"runners.upscale", "runners.seedvr2", "runners.whisper"} <= {
+        s.owner for s in _ATTACKED
+    }, "the settings runner modules declare are attacked too"
+    free = {s.name for s in registry.SETTINGS if s.parse is str}
     assert free <= _FREE_TEXT, f"give these settings a parser by kind: {free - _FREE_TEXT}"
-    for setting in config.SETTINGS:
+    for setting in registry.SETTINGS:
         if setting.parse is str:
             assert _hostile(setting) is None, setting.name
 
@@ -288,8 +320,8 @@ def test_an_empty_setting_is_unset(setting, raw):
         (config.RESTORE_CRF, "0", 0),
         (config.RESTORE_CRF, "51", 51),
         (config.RESTORE_ENCODER, "H264_NVENC", "h264_nvenc"),
-        (config.UPSCALE_REVISION, "ABCDEF0123" * 4, "abcdef0123" * 4),
-        (config.UPSCALE_TILE, "0", 0),
+        (upscale.REVISION, "ABCDEF0123" * 4, "abcdef0123" * 4),
+        (upscale.TILE, "0", 0),
         (config.SCRATCH_DIR, "/scratch", "/scratch"),
     ],
 )

@@ -18,6 +18,7 @@ import pytest
 from packaging.specifiers import SpecifierSet
 
 import config
+from models import registry
 from tests.image import _dockerfile
 from tests.image._context import context_files, image_files
 from tests.image._dockerignore import DockerIgnore
@@ -234,9 +235,9 @@ def test_runtime_environment(dockerfile: _dockerfile.Dockerfile):
     env = dockerfile.final.env()
     assert env.get("PYTHONUNBUFFERED") == "1"
     assert env.get("MEDIA_WORKER_ENVS_DIR") == str(config.IMAGE_ENVS_DIR)
-    declared = {s.name for s in config.SETTINGS}
+    declared = {s.name for s in registry.SETTINGS}
     unknown = {k for k in env if k.startswith("MEDIA_WORKER_") and k not in declared}
-    assert not unknown, f"ENV sets variables config.py does not declare: {unknown}"
+    assert not unknown, f"ENV sets variables no setting declares: {unknown}"
     assert "MEDIA_WORKER_HOME" not in env, "an image-wide home would hide the mounted volume"
 
 

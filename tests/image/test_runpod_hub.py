@@ -170,9 +170,9 @@ def _inputs() -> dict[str, dict[str, Any]]:
 
 
 def test_every_hub_variable_is_one_the_worker_reads():
-    declared = {s.name for s in config.SETTINGS} | PLATFORM_ENV
+    declared = {s.name for s in registry.SETTINGS} | PLATFORM_ENV
     unknown = set(_inputs()) - declared
-    assert not unknown, f"hub.json offers variables config.py does not declare: {unknown}"
+    assert not unknown, f"hub.json offers variables no setting declares: {unknown}"
     test_env = {e["key"] for e in _json(TESTS).get("config", {}).get("env", [])}
     assert not (test_env - declared), f"tests.json sets unknown variables {test_env - declared}"
 
@@ -194,7 +194,7 @@ def test_hub_covers_storage_credentials_and_volume_settings():
 
 
 def test_defaults_parse_and_options_contain_them():
-    settings = {s.name: s for s in config.SETTINGS}
+    settings = {s.name: s for s in registry.SETTINGS}
     for key, spec in _inputs().items():
         if "default" not in spec:
             continue
@@ -211,7 +211,7 @@ def test_defaults_parse_and_options_contain_them():
 
 def test_presets_only_set_offered_variables_with_valid_values():
     inputs = _inputs()
-    settings = {s.name: s for s in config.SETTINGS}
+    settings = {s.name: s for s in registry.SETTINGS}
     for preset in _json(HUB)["config"].get("presets", []):
         for key, value in preset["defaults"].items():
             assert key in inputs, f"preset {preset['name']!r} sets {key}, which is not offered"

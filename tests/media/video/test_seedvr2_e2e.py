@@ -290,11 +290,10 @@ def test_seedvr2_bench_runs_both_paths_small(seedvr2_world, tmp_path):
 _BETWEEN_BATCHES = """
 import json, sys
 import numpy as np
-import config
 from runners import _seedvr2_plan as plan, seedvr2
 
 runner = seedvr2.SeedVR2Runner3B()
-runner.setup({config.SEEDVR2_REPO.get(): sys.argv[1]})
+runner.setup({seedvr2.REPO.get(): sys.argv[1]})
 memory = plan.plan_memory("3b", free_vram_gb=None, width=128, height=96, batch=5, fp8_ok=False)
 args = plan.upstream_arguments(memory, resolution=96, overlap=0, seed=1, device="cpu")
 frames = np.random.default_rng(0).integers(0, 255, (5, 24, 32, 3), dtype=np.uint8)
