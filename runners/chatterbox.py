@@ -16,6 +16,7 @@ from typing import Any
 
 import config
 from errors import InvalidInput
+from runtime.device import torch_device
 from runtime.protocol import OutputFile
 from runtime.runner import RunContext, Runner, RunnerSpec
 
@@ -50,7 +51,7 @@ class ChatterboxRunner(Runner):
         from media.reference_audio import ReferenceSpec
 
         self._reference = ReferenceSpec("chatterbox", **REFERENCE)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch_device()
         self._torch = torch
         self._model = ChatterboxTTS.from_local(weights[REPO], device)
         self._builtin = self._model.conds  # None when the snapshot has no conds.pt

@@ -28,6 +28,7 @@ from typing import Any
 
 import config
 from errors import InvalidInput, ModelUnavailable
+from runtime.device import torch_device
 from runtime.protocol import OutputFile
 from runtime.runner import RunContext, Runner, RunnerSpec
 
@@ -107,7 +108,7 @@ class F5Runner(Runner):
             ckpt_file=str(snapshot / CHECKPOINT),
             vocab_file=str(snapshot / VOCAB),
             vocoder_local_path=weights[VOCODER_REPO],
-            device="cuda" if torch.cuda.is_available() else "cpu",
+            device=torch_device(),
         )
         self._infer = infer_batch_process
         self._seed = seed_everything

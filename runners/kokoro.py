@@ -28,6 +28,7 @@ from typing import Any
 
 from errors import InvalidInput
 from runtime.checks import check_text_length
+from runtime.device import torch_device
 from runtime.protocol import OutputFile
 from runtime.runner import RunContext, Runner, RunnerSpec
 
@@ -170,12 +171,11 @@ class KokoroRunner(Runner):
     """One KModel on the best device, one KPipeline (G2P) per language, voices cached."""
 
     def setup(self, weights: dict[str, str]) -> None:
-        import torch
         from kokoro import KModel
 
         root = Path(weights[REPO_ID])
         self.root = root
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch_device()
         self.model = (
             KModel(
                 repo_id=REPO_ID,

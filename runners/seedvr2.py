@@ -22,6 +22,7 @@ from typing import Any
 import config
 from errors import InvalidInput, ModelUnavailable
 from runners import _seedvr2_plan as plan
+from runtime.device import torch_device
 from runtime.protocol import OutputFile
 from runtime.runner import RunContext, Runner, RunnerSpec
 
@@ -186,7 +187,7 @@ class SeedVR2Runner(Runner):
         if repo not in weights:
             raise ModelUnavailable(f"SeedVR2 weights {repo} are not in the cache")
         self.model_dir = weights[repo]
-        cuda = torch.cuda.is_available()
+        cuda = torch_device() == "cuda"
         self.device = "cuda:0" if cuda else "cpu"
         # fp8 e4m3 matmuls need Ada/Hopper (compute capability 8.9+)
         self.fp8_ok = cuda and torch.cuda.get_device_capability() >= (8, 9)

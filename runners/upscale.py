@@ -24,6 +24,7 @@ from typing import Any
 
 import config
 from errors import InvalidInput, ModelUnavailable
+from runtime.device import torch_device
 from runtime.protocol import OutputFile
 from runtime.runner import RunContext, Runner, RunnerSpec
 
@@ -153,7 +154,7 @@ class UpscaleRunner(Runner):
                 f"{path.name}: {model.architecture.id} is not a super-resolution model "
                 "this runner serves; set MEDIA_WORKER_UPSCALE_FILE to one (e.g. RealESRGAN)"
             )
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch.device(torch_device())
         self.dtype = torch.float32
         if self.device.type == "cuda" and model.supports_half:
             self.dtype = torch.float16
