@@ -4,7 +4,7 @@ Stdlib only at import time (a profile environment has neither pydantic nor boto3
 Modules: ``runner`` (the runner base and its spec), ``protocol`` (the host <-> runner
 messages), ``_child`` (the runner process loop), ``machine`` (the machine's facts),
 ``atomic`` (the one way a file becomes visible), ``checks`` (input checks a runner's
-``check`` hook runs in the worker).
+``check`` hook runs in the worker), ``device`` (which torch device a runner uses).
 
 This package is the runner author's one import: ``from runtime import Runner,
 RunnerSpec, RunContext, OutputFile`` (see docs/guides/add-a-runner.md). An operator's
