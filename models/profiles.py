@@ -46,9 +46,9 @@ PIPER = Profile(
 # and one torch on the volume instead of two). torchaudio 2.11 is the newest
 # release and loads beside a newer torch; chatterbox uses only its pure-Python parts
 # (s3gen's Resample, kaldi fbank), and the suite runs this very profile, built from
-# PyPI, through the handler (tests/test_clone_models.py). Its other pins (transformers
-# 5.2.0, diffusers 0.29.0, numpy<1.26) are upstream's. av reads the reference clip
-# (media/reference_audio.py); soxr resamples.
+# PyPI (tests/fixtures/cloning.py), through the handler (tests/runners/test_chatterbox.py).
+# Its other pins (transformers 5.2.0, diffusers 0.29.0, numpy<1.26) are upstream's. av
+# reads the reference clip (media/reference_audio.py); soxr resamples.
 #
 # Where torch comes from: a GPU worker reads it from TORCH_CUDA_INDEX (its build
 # chosen per machine, see bootstrap); a machine without a GPU, or one that cannot
