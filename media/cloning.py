@@ -85,13 +85,7 @@ def speak_by_sentence(
     pieces = split_text(job["text"], max_chars(max_chars_per_call))
     if not pieces:
         raise InvalidInput("text: nothing speakable in the text", field="text")
-    speech = SpeechAssembler(
-        ctx,
-        rate=rate,
-        out_rate=job.get("sample_rate"),
-        fmt=job.get("format", "wav"),
-        stream=bool(job.get("stream")),
-    )
+    speech = SpeechAssembler.for_job(ctx, job, rate=rate)
     for n, piece in enumerate(pieces, start=1):
         speech.add(synthesize(n, piece))
         speech.spoke(n, len(pieces))

@@ -113,6 +113,19 @@ class SpeechAssembler:
         self._in_samples = 0
         self.words: list[dict[str, Any]] = []
 
+    @classmethod
+    def for_job(cls, ctx: RunContext, job: dict[str, Any], *, rate: int) -> SpeechAssembler:
+        """The assembler for a speech job: ``rate`` is the model's own sample rate;
+        the job's ``sample_rate`` (else ``rate``), ``format`` (else wav) and ``stream``
+        decide what is written and whether pieces are streamed."""
+        return cls(
+            ctx,
+            rate=rate,
+            out_rate=job.get("sample_rate"),
+            fmt=job.get("format", "wav"),
+            stream=bool(job.get("stream")),
+        )
+
     @property
     def duration_s(self) -> float:
         return self._out_samples / self.out_rate

@@ -245,13 +245,7 @@ class KokoroRunner(Runner):
 
         if job.get("seed") is not None:
             torch.manual_seed(int(job["seed"]))  # the vocoder's noise source
-        speech = SpeechAssembler(
-            ctx,
-            rate=SAMPLE_RATE,
-            out_rate=job.get("sample_rate"),
-            fmt=job.get("format", "wav"),
-            stream=bool(job.get("stream")),
-        )
+        speech = SpeechAssembler.for_job(ctx, job, rate=SAMPLE_RATE)
         speed = float(job.get("speed", 1.0))
         spoken = 0
 

@@ -90,13 +90,7 @@ class PiperRunner(Runner):
 
         voice = self._voice(job.get("voice"))
         syn = SynthesisConfig(length_scale=voice.config.length_scale / float(job.get("speed", 1.0)))
-        speech = SpeechAssembler(
-            ctx,
-            rate=voice.config.sample_rate,
-            out_rate=job.get("sample_rate"),
-            fmt=job.get("format", "wav"),
-            stream=bool(job.get("stream")),
-        )
+        speech = SpeechAssembler.for_job(ctx, job, rate=voice.config.sample_rate)
         spoken = 0
         pieces = split_text(job["text"], max_chars(MAX_PIECE_CHARS), pack=not job.get("stream"))
         for n, piece in enumerate(pieces, start=1):

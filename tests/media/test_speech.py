@@ -39,6 +39,25 @@ def test_piece_edges_fade_to_zero_so_seams_do_not_click(tmp_path):
     assert abs(audio[1200] - 0.8) < 1e-3 and abs(audio[3600] + 0.8) < 1e-3
 
 
+@pytest.mark.parametrize(
+    ("job", "rate", "fmt", "streamed"),
+    [
+        ({}, 24000, "wav", False),  # the model's rate, wav, one file at the end
+        ({"sample_rate": 16000, "format": "flac", "stream": True}, 16000, "flac", True),
+    ],
+)
+def test_a_jobs_rate_format_and_stream_decide_what_the_assembler_writes(
+    tmp_path, job, rate, fmt, streamed
+):
+    ctx, sent = _ctx(tmp_path)
+    speech = _audio.SpeechAssembler.for_job(ctx, {"text": "Hi.", **job}, rate=24000)
+    speech.add(np.zeros(24000, np.float32))
+    (out,) = speech.finish()
+    info = soundfile.info(out.path)
+    assert (info.samplerate, info.format) == (rate, fmt.upper())
+    assert info.frames == rate and bool(sent) is streamed
+
+
 @pytest.mark.parametrize(("out_rate", "fmt"), [(None, "wav"), (16000, "wav"), (44100, "flac")])
 def test_streamed_chunks_add_up_to_the_full_output(tmp_path, out_rate, fmt):
     ctx, sent = _ctx(tmp_path)

@@ -138,9 +138,7 @@ class ReferenceRunner(Runner):
         )
         ctx.progress(f"cache {'hit' if hit else 'miss'} text={job.get('reference_text')}", None)
         audio, rate = soundfile.read(ref.path, dtype="float32")
-        speech = SpeechAssembler(
-            ctx, rate=rate, out_rate=None, fmt=job["format"], stream=bool(job.get("stream"))
-        )
+        speech = SpeechAssembler.for_job(ctx, job, rate=rate)
         half = len(audio) // 2  # two pieces: a streaming job gets two chunks
         speech.add(audio[:half])
         speech.add(audio[half:])
