@@ -50,6 +50,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,39 @@ from runtime import protocol as p
 
 logger = logging.getLogger("handler")
 
-_HOST = RunnerHost()
-_ENVIRONMENTS = Environments()
+
+class Worker:
+    """What jobs are served with: the runner host (warm runner processes) and the
+    environments (per-profile readiness).
+
+    The process serves with one, made at import; ``current()`` is it. Tests and
+    benches serve with their own: ``with Worker(environments).installed():`` makes it
+    current until the block ends, then stops its runners.
+    """
+
+    def __init__(self, environments: Environments | None = None) -> None:
+        self.host = RunnerHost()
+        self.environments = environments if environments is not None else Environments()
+
+    @contextmanager
+    def installed(self) -> Iterator[Worker]:
+        global _current
+        previous, _current = _current, self
+        try:
+            yield self
+        finally:
+            _current = previous
+            self.host.shutdown()
+
+
+_current = Worker()
+
+
+def current() -> Worker:
+    """The worker jobs are served with now."""
+    return _current
+
+
 # RunPod's limit on one streamed item; each chunk's base64 must stay under it.
 MAX_STREAM_ITEM_BYTES = 1_000_000
 ChunkSink = Callable[[p.Chunk], None]
@@ -87,9 +119,9 @@ def _progress(envelope: Envelope, job_id: str, message: str, fraction: float | N
         runpod.serverless.progress_update(envelope, update)
 
 
-def _concurrency(current: int) -> int:
+def _concurrency(taking: int) -> int:
     """The SDK's ``concurrency_modifier``: how many jobs this worker takes at once."""
-    return _HOST.capacity(config.MAX_CONCURRENCY.get())
+    return current().host.capacity(config.MAX_CONCURRENCY.get())
 
 
 # One thread per job in flight (the SDK takes at most the concurrency, which the
@@ -145,6 +177,7 @@ def _run_job(envelope: Envelope, job_id: str, on_chunk: ChunkSink | None = None)
     if task.serve is not None:  # a task no runner serves
         return task.serve(job, storage.s3_settings(envelope.get("s3Config")), job_id)
     spec = registry.resolve(job)
+    worker = current()
     prefix = storage.validate_prefix(job.output.prefix) if job.output.prefix else None
     s3 = storage.s3_settings(envelope.get("s3Config"))
     logger.info("job=%s accepted task=%s model=%s", job_id, job.task, spec.model)
@@ -166,7 +199,7 @@ def _run_job(envelope: Envelope, job_id: str, on_chunk: ChunkSink | None = None)
         fetch_s = time.perf_counter() - t
 
         t = time.perf_counter()
-        env, ensured_now = _ENVIRONMENTS.get(spec.profile, report)
+        env, ensured_now = worker.environments.get(spec.profile, report)
         bootstrap_s = time.perf_counter() - t if ensured_now else 0.0
 
         def repair() -> Path:
@@ -175,11 +208,11 @@ def _run_job(envelope: Envelope, job_id: str, on_chunk: ChunkSink | None = None)
             # Nothing was streamed yet: a start failure comes before any chunk.
             nonlocal env, bootstrap_s
             t = time.perf_counter()
-            env = _ENVIRONMENTS.repair(spec.profile, env, report)
+            env = worker.environments.repair(spec.profile, env, report)
             bootstrap_s += time.perf_counter() - t
             return env.python
 
-        outcome = _HOST.run(
+        outcome = worker.host.run(
             name=spec.model,
             python=env.python,
             runner_ref=spec.runner_ref,
@@ -348,10 +381,12 @@ def _is_test_input_run(argv: list[str]) -> bool:
 
 
 def _prepare_in_background(profiles: tuple[str, ...]) -> None:
+    environments = current().environments
+
     def prepare() -> None:
         for name in profiles:
             try:
-                _ENVIRONMENTS.get(name, lambda message, fraction=None: None)
+                environments.get(name, lambda message, fraction=None: None)
                 logger.info("prepared profile %s in the background", name)
             except WorkerError as exc:
                 logger.error("background prepare of %s failed: %s", name, exc.message)
@@ -441,7 +476,7 @@ def main() -> None:
         logger.error("configuration: %s", exc.args[0])
         sys.exit(2)
     _configure_logging(config.LOG_LEVEL.get(), storage_debug=config.LOG_STORAGE_DEBUG.get())
-    atexit.register(_HOST.shutdown)
+    atexit.register(current().host.shutdown)
     if profiles:
         _prepare_in_background(profiles)
     if config.STREAMING.get():

@@ -1,17 +1,23 @@
 """Hand the handler a profile environment as ready, for benches that measure warm jobs.
 
 A bench that already has a profile's interpreter (and its weights) skips
-bootstrap this way: the handler's readiness registry is replaced by one whose
-``ensure`` returns that environment for the profile (what ``bootstrap.ensure``
-returns when everything is warm) and really ensures any other profile.
+bootstrap this way: it serves its jobs with a ``handler.Worker`` whose readiness
+registry's ``ensure`` returns that environment for the profile (what
+``bootstrap.ensure`` returns when everything is warm) and really ensures any other
+profile.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import handler
 
 
-def hand_ready(profile: str, python: Path, weights: dict[str, Path]) -> None:
+def hand_ready(profile: str, python: Path, weights: dict[str, Path]) -> handler.Worker:
+    """A worker that finds ``profile`` ready; serve with it inside ``.installed()``."""
     import bootstrap
     import handler
     from models.environments import Environments
@@ -28,4 +34,4 @@ def hand_ready(profile: str, python: Path, weights: dict[str, Path]) -> None:
     def ensure(p: bootstrap.Profile, **kwargs: object) -> bootstrap.Environment:
         return env if p.name == profile else bootstrap.ensure(p, **kwargs)
 
-    handler._ENVIRONMENTS = Environments(ensure)
+    return handler.Worker(Environments(ensure))

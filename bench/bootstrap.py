@@ -269,7 +269,7 @@ def _first_job(paths: config.Paths, env: dict[str, str]) -> tuple[float, dict, l
         "t = time.perf_counter()\n"
         "r = handler.handler({'id': 'cold1', 'input': {'task': 'tts', 'model': 'kokoro', "
         "'text': 'The worker restores its environment, loads the model and speaks.'}})\n"
-        "handler._HOST.shutdown()\n"
+        "handler.current().host.shutdown()\n"
         "print(json.dumps({'handler_s': time.perf_counter() - t, 'result': r}))\n"
     )
     child = {

@@ -1116,7 +1116,7 @@ def _e2e_jobs(bench: Bench, home: Path, cached: Path) -> list[Row]:
         ("restore", "upscale", {"video": video, "resolution": 144 if bench.small else 1080}),
     ]
     rows = []
-    try:
+    with handler.Worker().installed():
         for task, model, fields in jobs:
             for run in ("cold", "warm"):
                 job = {
@@ -1145,8 +1145,6 @@ def _e2e_jobs(bench: Bench, home: Path, cached: Path) -> list[Row]:
                         note=f"through handler.handler; {out['content_type']}",
                     )
                 )
-    finally:
-        handler._HOST.shutdown()
     return rows
 
 

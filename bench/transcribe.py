@@ -143,8 +143,11 @@ def main() -> None:
     profiles.PROFILES["whisper_tiny"] = dataclasses.replace(
         real, weights=(Weights(REPO, REVISION, weights.patterns),)
     )
-    if args.whisper_python:
+    worker = (
         hand_ready("whisper_tiny", args.whisper_python, {REPO: snapshot})
+        if args.whisper_python
+        else handler.Worker()
+    )
 
     # Speech-like on/off bursts of a tone; a FLAC file, as a caller would send.
     t = np.arange(int(16_000 * args.seconds)) / 16_000
@@ -169,34 +172,34 @@ def main() -> None:
         assert "error" not in result, result
         return result
 
-    cold = job()  # builds or restores the environment, starts the runner
-    env, _ = handler._ENVIRONMENTS.get("whisper_tiny", lambda *a: None)  # ready: no work
-    raw = subprocess.Popen(
-        [str(env.python), "-c", RAW, str(path), str(model_dir)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    with worker.installed():
+        cold = job()  # builds or restores the environment, starts the runner
+        env, _ = worker.environments.get("whisper_tiny", lambda *a: None)  # ready: no work
+        raw = subprocess.Popen(
+            [str(env.python), "-c", RAW, str(path), str(model_dir)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
 
-    def raw_once() -> float:
-        raw.stdin.write("run\n")
-        raw.stdin.flush()
-        return json.loads(raw.stdout.readline())["s"]
+        def raw_once() -> float:
+            raw.stdin.write("run\n")
+            raw.stdin.flush()
+            return json.loads(raw.stdout.readline())["s"]
 
-    raw_once()  # warm
-    # Interleaved (raw, ours, raw, ours...): on a shared machine, load that comes and
-    # goes then weighs on both sides alike.
-    raw_times, ours_times, last = [], [], cold
-    for _ in range(args.runs):
-        raw_times.append(raw_once())
-        start = time.perf_counter()
-        last = job()
-        ours_times.append(time.perf_counter() - start)
-    raw.stdin.close()
-    raw.wait(timeout=60)
-    handler._HOST.shutdown()
+        raw_once()  # warm
+        # Interleaved (raw, ours, raw, ours...): on a shared machine, load that comes and
+        # goes then weighs on both sides alike.
+        raw_times, ours_times, last = [], [], cold
+        for _ in range(args.runs):
+            raw_times.append(raw_once())
+            start = time.perf_counter()
+            last = job()
+            ours_times.append(time.perf_counter() - start)
+        raw.stdin.close()
+        raw.wait(timeout=60)
     raw_s, ours_s = statistics.median(raw_times), statistics.median(ours_times)
 
     print(

@@ -190,9 +190,12 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="mw-bench-voices-"))
     os.environ["MEDIA_WORKER_HOME"] = str(home)
     os.environ.setdefault("MEDIA_WORKER_LOG_LEVEL", "WARNING")
+    import handler
+
     results: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
     if not args.no_piper:
-        results["piper"] = (ours("piper", PIPER_TEXT, args.runs), raw_piper(args.runs))
+        with handler.Worker().installed():
+            results["piper"] = (ours("piper", PIPER_TEXT, args.runs), raw_piper(args.runs))
     if args.kokoro_python:
         weights = args.kokoro_weights or home / "kokoro-full"
         if not (weights / "config.json").exists():
@@ -205,8 +208,8 @@ def main() -> None:
                 check=True,
                 capture_output=True,
             )
-        hand_ready("kokoro", args.kokoro_python, {"hexgrad/Kokoro-82M": weights})
-        mine = ours("kokoro", KOKORO_TEXT, args.runs, voice="af_heart")
+        with hand_ready("kokoro", args.kokoro_python, {"hexgrad/Kokoro-82M": weights}).installed():
+            mine = ours("kokoro", KOKORO_TEXT, args.runs, voice="af_heart")
         raw = subprocess.run(
             [
                 *(str(args.kokoro_python), __file__, "--raw-kokoro", str(weights)),
@@ -219,9 +222,6 @@ def main() -> None:
         )
         results["kokoro"] = (mine, json.loads(raw.stdout.strip().splitlines()[-1]))
 
-    import handler
-
-    handler._HOST.shutdown()
     print(f"{'runner':8} {'what':10} {'ours':>9} {'raw':>9} {'ours/raw':>9}")
     ratios = []
     for runner, (mine, raw) in results.items():

@@ -41,6 +41,16 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     monkeypatch.setenv("RUNPOD_LOG_LEVEL", "INFO")
 
 
+@pytest.fixture(scope="module")
+def handler_worker():
+    """A ``handler.Worker`` of the module's own, serving its jobs: runners stay warm
+    from test to test and stop when the module ends."""
+    import handler
+
+    with handler.Worker().installed() as worker:
+        yield worker
+
+
 @pytest.fixture(scope="session")
 def uv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One uv cache for the session, so only the first Piper build downloads."""

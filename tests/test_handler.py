@@ -33,6 +33,8 @@ from models import contract, jobs, registry
 from tests.fixtures.tiers import small_tmpfs
 
 ROOT = Path(__file__).resolve().parents[1]
+# Jobs run in runners of the module's own worker, stopped when it ends.
+pytestmark = pytest.mark.usefixtures("handler_worker")
 
 
 def _job(job_id: str = "t1", **fields) -> dict:
@@ -43,12 +45,6 @@ def _local_file(output: dict) -> Path:
     url = urlparse(output["url"])
     assert url.scheme == "file"
     return Path(urllib.request.url2pathname(url.path))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _stop_runners():
-    yield
-    handler._HOST.shutdown()
 
 
 # --- Errors before any work: fast --------------------------------------------------

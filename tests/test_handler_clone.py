@@ -29,6 +29,9 @@ from tests.fixtures import hostile
 from tests.fixtures.cloning import reference_clip as _clip
 from tests.media.test_reference_audio import voice_like
 
+# Jobs run in runners of the module's own worker, stopped when it ends.
+pytestmark = pytest.mark.usefixtures("handler_worker")
+
 
 def _local_file(output: dict) -> Path:
     url = urlparse(output["url"])
@@ -43,12 +46,6 @@ def _clone(job_id: str, **fields) -> dict:
 def _error(result: dict) -> tuple[str, str]:
     envelope = contract.ErrorEnvelope.model_validate(result)
     return envelope.error_code, envelope.details[0].field
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _stop_runners():
-    yield
-    handler._HOST.shutdown()
 
 
 # --- Pre-flight: no runner, no fetch ----------------------------------------------

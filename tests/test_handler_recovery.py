@@ -34,7 +34,6 @@ from bootstrap._spec import current_target, spec_hash
 from errors import BootstrapFailed
 from models import contract, jobs, profiles, registry
 from models.environments import Environments
-from models.host import RunnerHost
 
 # A profile that waits: its build is "in progress" elsewhere (the lease is held), and
 # when the lease is released the build stops at the disk-space check (no download).
@@ -53,12 +52,14 @@ def held_build(monkeypatch):
     monkeypatch.setenv("MEDIA_WORKER_BUILD_WAIT_S", "90")  # bounds the wait if jobs queue
     monkeypatch.setitem(profiles.PROFILES, SLOW.name, SLOW)
     monkeypatch.setattr(registry, "RUNNERS", (*registry.RUNNERS, SLOW_SPEC))
-    monkeypatch.setattr(handler, "_ENVIRONMENTS", Environments())
     digest = spec_hash(with_index_overrides(SLOW), current_target())
     lease = Lease(Layout.of(SLOW.name, digest, config.resolve_paths()).lease)
     assert lease.try_acquire(5)
-    yield lease
-    lease.release()
+    try:
+        with handler.Worker().installed():
+            yield lease
+    finally:
+        lease.release()
 
 
 def _wait_for(predicate, thread: threading.Thread, what: str) -> None:
@@ -86,7 +87,6 @@ def test_a_ready_profile_is_served_while_another_profile_builds(held_build, capl
         held_build.release()
         thread.join(timeout=120)
     assert results["slow"]["error_code"] == "bootstrap_failed"
-    handler._HOST.shutdown()
 
 
 @pytest.mark.slow
@@ -123,12 +123,12 @@ def test_two_jobs_for_the_same_unready_profile_share_one_ensure(held_build, monk
     assert "free" in outcomes[0].message or "space" in outcomes[0].message
 
 
-def test_seed_for_piper_is_rejected_before_any_model_loads(monkeypatch):
-    def no_runner(**kwargs):
-        raise AssertionError("no runner may start for a rejected job")
-
-    monkeypatch.setattr(handler._HOST, "run", no_runner)
-    result = handler.handler({"id": "seed-1", "input": {"task": "tts", "text": "Hi.", "seed": 7}})
+def test_seed_for_piper_is_rejected_before_any_model_loads():
+    with handler.Worker().installed() as worker:
+        result = handler.handler(
+            {"id": "seed-1", "input": {"task": "tts", "text": "Hi.", "seed": 7}}
+        )
+        assert worker.host.live == {}  # no runner started for a rejected job
     envelope = contract.ErrorEnvelope.model_validate(result)
     assert envelope.error_code == "invalid_input"
     assert [d.field for d in envelope.details] == ["seed"]
@@ -143,15 +143,9 @@ def built_worker(piper_volume, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDIA_WORKER_HOME", str(home))
     monkeypatch.setenv("MEDIA_WORKER_ENVS_DIR", str(tmp_path / "envs"))
     monkeypatch.setenv("MEDIA_WORKER_OUTPUT_DIR", str(tmp_path / "out"))
-    monkeypatch.setattr(
-        handler,
-        "_ENVIRONMENTS",
-        Environments(ensure=functools.partial(bootstrap.ensure, in_place=False)),
-    )
-    host = RunnerHost()
-    monkeypatch.setattr(handler, "_HOST", host)
-    yield tmp_path / "envs"
-    host.shutdown()
+    environments = Environments(ensure=functools.partial(bootstrap.ensure, in_place=False))
+    with handler.Worker(environments).installed():
+        yield tmp_path / "envs"
 
 
 def _speak(job_id: str) -> dict:
@@ -173,7 +167,7 @@ def test_a_damaged_environment_under_a_warm_worker_is_repaired(built_worker, dam
     else:
         shutil.rmtree(root)
     # The runner dies too (the OOM killer), so the next job must start one from disk.
-    pid = handler._HOST.live["piper"]
+    pid = handler.current().host.live["piper"]
     os.kill(pid, signal.SIGKILL)
     os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
 

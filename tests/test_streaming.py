@@ -30,12 +30,8 @@ from tests.test_platform import _worker_env as _platform_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "The first sentence is here. A second one follows it! And is there a third?"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _stop_runners():
-    yield
-    handler._HOST.shutdown()
+# Jobs run in runners of the module's own worker, stopped when it ends.
+pytestmark = pytest.mark.usefixtures("handler_worker")
 
 
 def _decode(item: dict) -> tuple[np.ndarray, int]:

@@ -207,17 +207,16 @@ def test_an_unreachable_hub_fails_the_job_as_bootstrap_failed_naming_repo_and_en
     handler, with Piper served in place and a weights pin added to its profile."""
     import handler
     from models import profiles
-    from models.environments import Environments
 
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
     monkeypatch.setenv("MEDIA_WORKER_CACHED_MODELS_DIR", str(tmp_path / "none"))
     pin = Weights("tests/unreachable-model", "c" * 40, ("*.safetensors",))
     monkeypatch.setitem(profiles.PROFILES, "piper", dataclasses.replace(PIPER, weights=(pin,)))
-    monkeypatch.setattr(handler, "_ENVIRONMENTS", Environments())
-    result = handler.handler(
-        {"id": "hub-down", "input": {"task": "tts", "model": "piper", "text": "Hi."}}
-    )
+    with handler.Worker().installed():  # whose environments know nothing ready yet
+        result = handler.handler(
+            {"id": "hub-down", "input": {"task": "tts", "model": "piper", "text": "Hi."}}
+        )
     assert result["error_code"] == "bootstrap_failed", result
     assert "tests/unreachable-model@cccccccc" in result["error"]
     assert f"the hub at {endpoint} could not be reached" in result["error"]

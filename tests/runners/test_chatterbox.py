@@ -36,14 +36,8 @@ RATE = 24_000
 MAX_SENTENCE_S = CHATTERBOX_STOP_AFTER * 0.04 + 0.05
 
 
-@pytest.fixture(scope="module")
-def _runner_for_the_module():
-    yield
-    handler._HOST.shutdown()
-
-
 @pytest.fixture
-def chatterbox_env(chatterbox_volume, monkeypatch, _runner_for_the_module):
+def chatterbox_env(chatterbox_volume, monkeypatch, handler_worker):
     for name, value in chatterbox_volume.env.items():
         monkeypatch.setenv(name, value)
     return chatterbox_volume

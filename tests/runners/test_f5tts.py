@@ -58,14 +58,8 @@ def test_reference_text_ends_as_f5_expects(text, expected):
     assert f5tts.reference_text(text) == expected
 
 
-@pytest.fixture(scope="module")
-def _runner_for_the_module():
-    yield
-    handler._HOST.shutdown()
-
-
 @pytest.fixture
-def f5_env(f5tts_volume, monkeypatch, _runner_for_the_module):
+def f5_env(f5tts_volume, monkeypatch, handler_worker):
     for name, value in f5tts_volume.env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("MEDIA_WORKER_ALLOW_NONCOMMERCIAL", "1")

@@ -108,11 +108,12 @@ def _job(job_id: str, **fields) -> dict:
 )
 def test_bad_kokoro_jobs_fail_before_any_model_loads(monkeypatch, fields, field, fragment):
     monkeypatch.setenv("MEDIA_WORKER_MAX_TEXT_CHARS", "100")
-    result = handler.handler(_job("k-bad", **fields))
+    with handler.Worker().installed() as worker:
+        result = handler.handler(_job("k-bad", **fields))
+        assert "kokoro" not in worker.host.live  # decided before any runner started
     assert result["error_code"] == "invalid_input", result
     assert result["details"][0]["field"] == field
     assert fragment in result["error"]
-    assert "kokoro" not in handler._HOST.live  # decided before any runner started
 
 
 # --- slow: the real library ---------------------------------------------------------
@@ -211,8 +212,8 @@ def kokoro_env(kokoro_volume, monkeypatch):
     for name, value in kokoro_volume.items():
         if name.isupper():  # the env vars; not built_python or weights_dir
             monkeypatch.setenv(name, value)
-    yield kokoro_volume
-    handler._HOST.shutdown()
+    with handler.Worker().installed():
+        yield kokoro_volume
 
 
 def _audio(output: dict) -> tuple[np.ndarray, int]:

@@ -31,7 +31,6 @@ from bootstrap import Weights
 from bootstrap._spec import current_target, spec_hash
 from media.subtitles import Segment, Word
 from models import jobs, profiles, registry
-from models.environments import Environments
 from runners import whisper
 from runtime import machine
 from runtime.machine import CPU, Machine
@@ -225,15 +224,11 @@ def whisper_env(hub_server, whisper_checkpoint, tmp_path_factory):
         mp.setenv("HF_ENDPOINT", hub_server.endpoint)
         mp.setenv("MEDIA_WORKER_HOME", str(home))
         mp.setenv("MEDIA_WORKER_ENVS_DIR", str(home / "local-envs"))
-        # A registry of ready profiles of this module's own: the patched profile is
-        # never remembered past it.
-        environments = Environments()
-        mp.setattr(handler, "_ENVIRONMENTS", environments)
-        env, _ = environments.get("whisper_tiny", lambda *a: None)
-        try:
+        # A worker of this module's own: the patched profile's environment is never
+        # remembered past it.
+        with handler.Worker().installed() as worker:
+            env, _ = worker.environments.get("whisper_tiny", lambda *a: None)
             yield env
-        finally:
-            handler._HOST.shutdown()
 
 
 def _bursts(seconds: float, *, gaps: bool = True) -> np.ndarray:
@@ -451,14 +446,13 @@ def test_media_without_audio_or_that_does_not_decode_is_unsupported(whisper_env,
 
 @pytest.mark.slow
 def test_audio_over_the_cap_is_invalid_input(whisper_env, monkeypatch):
-    handler._HOST.shutdown()  # the cap is read by the runner process, from its start
     monkeypatch.setenv("MEDIA_WORKER_MAX_AUDIO_S", "3")
-    try:
+    # The cap is read by the runner process, from its start: a worker of its own
+    # starts one with it (and stops it before the next test).
+    with handler.Worker(handler.current().environments).installed():
         result = handler.handler(
             _transcribe_job("tr-long", model="tiny", audio=_wav_uri(_bursts(6)))
         )
-    finally:
-        handler._HOST.shutdown()
     assert result["error_code"] == "invalid_input", result
     assert result["details"][0]["field"] == "audio"
     assert "MEDIA_WORKER_MAX_AUDIO_S" in result["error"]

@@ -13,6 +13,7 @@ upstream's encode / DiT / decode, corrects colours and encodes H.264.
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import shutil
 import tarfile
@@ -27,7 +28,6 @@ import bootstrap
 import handler
 from bootstrap._artifacts import tree_digest
 from models import profiles
-from models.environments import Environments
 from tests.fixtures import seedvr2 as fx
 from tests.fixtures.clips import make_clip, make_image, read_back
 from tests.fixtures.files import serve_directory
@@ -88,18 +88,18 @@ def seedvr2_world(tmp_path_factory, hub_server, uv_cache):
     env["MEDIA_WORKER_SEEDVR2_REVISION"] = hub_server.add_repo(REPO, files)
     yield {**env, "counts": counts, "tree": tree, "weights": str(weights),
            "built_python": str(built.python)}  # fmt: skip
-    handler._HOST.shutdown()
     shutil.rmtree(work, ignore_errors=True)  # gigabytes of CUDA libraries
 
 
 @pytest.fixture
-def worker(seedvr2_world, monkeypatch, tmp_path) -> Path:
+def worker(seedvr2_world, monkeypatch, tmp_path, handler_worker) -> Path:
+    """The world's settings for a test whose jobs run in the module's worker; yields
+    where outputs are published."""
     for name, value in seedvr2_world.items():
         if name.isupper():
             monkeypatch.setenv(name, value)
     out = tmp_path / "store"
     monkeypatch.setenv("MEDIA_WORKER_OUTPUT_DIR", str(out))
-    monkeypatch.setattr(handler, "_ENVIRONMENTS", Environments())
     return out
 
 
@@ -204,14 +204,11 @@ def test_a_batch_boundary_with_overlap_blends_and_keeps_every_frame(worker, tmp_
 def test_each_cap_is_refused_by_name(worker, tmp_path, monkeypatch, fields, env, field, fragment):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    if env:
-        handler._HOST.shutdown()  # runners read their settings when they start
     src = make_clip(tmp_path / "in.mp4", frames=5, width=32, height=24)
-    try:
+    # Runners read their settings when they start: a job under settings of its own
+    # runs in a worker of its own, whose runner stops before the next test.
+    with handler.Worker().installed() if env else contextlib.nullcontext():
         result = handler.handler(_job("sv-cap", src, "video/mp4", **fields))
-    finally:
-        if env:
-            handler._HOST.shutdown()  # the next test's runner starts with its own settings
     assert result["error_code"] == "invalid_input", result
     assert result["details"][0]["field"] == field
     assert fragment in result["error"]

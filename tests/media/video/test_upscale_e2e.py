@@ -12,6 +12,7 @@ indexes (torch from PyTorch's CUDA index, about 3 GB).
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import os
 import signal
@@ -28,7 +29,6 @@ import pytest
 
 import bootstrap
 import handler
-from models.environments import Environments
 from models.profiles import upscale_profile
 from tests.fixtures import hostile, sr_models
 from tests.fixtures.clips import make_clip, make_image, read_back
@@ -70,18 +70,17 @@ def world(tmp_path_factory: pytest.TempPathFactory, hub_server) -> dict[str, str
     compact = sr_models.safetensors_bytes(sr_models.compact(features=8, convs=2))
     env["compact_revision"] = hub_server.add_repo(COMPACT_REPO, {COMPACT: compact})
     yield env
-    handler._HOST.shutdown()
 
 
 @pytest.fixture
-def worker(world, clean_environ, monkeypatch, tmp_path) -> Path:
+def worker(world, clean_environ, monkeypatch, tmp_path, handler_worker) -> Path:
+    """The world's settings for a test whose jobs run in the module's worker; yields
+    where outputs are published."""
     for name, value in world.items():
         if name.isupper():
             monkeypatch.setenv(name, value)
     out = tmp_path / "store"
     monkeypatch.setenv("MEDIA_WORKER_OUTPUT_DIR", str(out))
-    # a fresh registry of ready profiles: each test's settings pick its weights
-    monkeypatch.setattr(handler, "_ENVIRONMENTS", Environments())
     return out
 
 
@@ -188,16 +187,15 @@ def test_resolution_below_the_model_scale_is_reached_by_a_final_resize(worker, t
     ],
 )  # fmt: skip
 def test_limits_and_unreachable_targets_fail_with_the_field(
-    worker, tmp_path, monkeypatch, request, fields, env, code, field, fragment
+    worker, tmp_path, monkeypatch, fields, env, code, field, fragment
 ):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    if env:
-        handler._HOST.shutdown()  # runners read their settings when they start
-        # ...and keep them: the next test must not meet this runner's caps
-        request.addfinalizer(handler._HOST.shutdown)
     src = make_clip(tmp_path / "c.mp4", frames=8)
-    result = handler.handler(_job("up-bad", src, "video/mp4", **fields))
+    # Runners read their settings when they start: a job under settings of its own
+    # runs in a worker of its own, whose runner stops before the next test.
+    with handler.Worker().installed() if env else contextlib.nullcontext():
+        result = handler.handler(_job("up-bad", src, "video/mp4", **fields))
     assert result["error_code"] == code, result
     assert result["details"][0]["field"] == field
     assert fragment in result["error"]
@@ -251,7 +249,7 @@ def test_hostile_inputs_fail_naming_the_field_and_leave_nothing(
 
 
 def _runner_hwm_kb() -> int:
-    pid = handler._HOST.live["upscale"]
+    pid = handler.current().host.live["upscale"]
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
@@ -260,13 +258,13 @@ def _runner_hwm_kb() -> int:
 
 @pytest.fixture
 def compact_worker(world, worker, monkeypatch) -> Path:
-    """The worker serving the Compact model from its .safetensors file."""
+    """The worker serving the Compact model from its .safetensors file: a worker of
+    its own, whose environments fetch these weights and whose runner loads them."""
     monkeypatch.setenv("MEDIA_WORKER_UPSCALE_REPO", COMPACT_REPO)
     monkeypatch.setenv("MEDIA_WORKER_UPSCALE_REVISION", world["compact_revision"])
     monkeypatch.setenv("MEDIA_WORKER_UPSCALE_FILE", COMPACT)
-    handler._HOST.shutdown()  # the runner loads its model file when it starts
-    yield worker
-    handler._HOST.shutdown()
+    with handler.Worker().installed():
+        yield worker
 
 
 def test_runner_peak_memory_stays_flat_as_the_clip_gets_ten_times_longer(compact_worker, tmp_path):
@@ -298,7 +296,7 @@ def test_job_killed_mid_encode_publishes_nothing(compact_worker, tmp_path, monke
         while time.monotonic() < deadline:
             partial = [p for p in scratch.rglob(".tmp-restored-*.mp4") if p.stat().st_size]
             if partial:
-                os.kill(handler._HOST.live["upscale"], signal.SIGKILL)
+                os.kill(handler.current().host.live["upscale"], signal.SIGKILL)
                 killed.set()
                 return
             time.sleep(0.02)
