@@ -192,7 +192,8 @@ def test_timestamps_is_one_name_and_the_old_one_still_works(name):
         ({"language": "de", "initial_prompt": "Hallo"}, {"language": "de"}),
     ],
 )
-def test_the_job_reaches_faster_whisper_as_its_own_arguments(fields, expected):
+def test_transcribe_options_name_the_job_in_faster_whispers_terms(fields, expected):
+    # What the runner passes on; the call itself: the slow test of the same claim below.
     job = jobs.parse_job(_transcribe_job(**fields)["input"]).model_dump(mode="json")
     options = whisper.transcribe_options(
         job, language=job["language"], words=job["timestamps"], prompt=job["initial_prompt"]
@@ -373,14 +374,98 @@ def test_a_video_is_accepted_and_its_audio_track_transcribed_with_vad_and_transl
     _assert_transcript_shape(result, 4.0, words=False)
 
 
+def _model_dir(checkpoint: dict[str, bytes], root: Path) -> Path:
+    model = root / "model"
+    model.mkdir()
+    for name, data in checkpoint.items():
+        (model / name).write_bytes(data)
+    return model
+
+
+# Runs in the profile's interpreter: the runner as its process sets it up, with a spy
+# on the faster-whisper object it calls (the model, or the batched pipeline), which
+# records each call's keyword arguments and forwards them to the real method.
+_SPY_SCRIPT = """
+import json, sys
+from pathlib import Path
+from runners import whisper
+from runtime.runner import RunContext
+model, audio, scratch, jobs = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+runner = whisper.WhisperRunner()
+runner.setup({"micro": model})
+target = runner.batched if runner.batched is not None else runner.model
+real = target.transcribe
+calls = []
+def spy(samples, **kwargs):
+    calls[-1].append({k: v for k, v in kwargs.items() if k != "clip_timestamps"})
+    return real(samples, **kwargs)
+target.transcribe = spy
+for n, job in enumerate(json.loads(jobs)):
+    calls.append([])
+    (scratch / str(n)).mkdir()
+    runner.run(job, RunContext(f"spy-{n}", scratch / str(n), lambda m, f: None,
+                               inputs={"audio": audio}))
+print(json.dumps(calls))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch_size", ["0", "4"], ids=["model", "batched"])
+def test_the_job_reaches_faster_whisper_as_its_own_arguments(
+    whisper_env, whisper_checkpoint, tmp_path, batch_size
+):
+    model = _model_dir(whisper_checkpoint, tmp_path)
+    audio = tmp_path / "tone.flac"
+    soundfile.write(audio, _bursts(4.0), SR)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    fields = [
+        {},
+        {
+            "translate": True,
+            "vad": True,
+            "timestamps": True,
+            "language": "en",
+            "initial_prompt": "Glossary: RunPod.",
+        },
+    ]
+    jobs = [
+        contract.parse_job(_transcribe_job(**f)["input"]).model_dump(mode="json") for f in fields
+    ]
+    done = subprocess.run(
+        [str(whisper_env.python), "-c", _SPY_SCRIPT, str(model), str(audio), str(scratch),
+         json.dumps(jobs)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "MEDIA_WORKER_WHISPER_BATCH_SIZE": batch_size},
+    )  # fmt: skip
+    plain, everything = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(plain) == len(everything) == 1  # 4 s: one window, one call each
+    for (call,) in (plain, everything):
+        assert call.pop("batch_size", None) == (int(batch_size) or None)
+    assert plain[0] == {
+        "language": None,
+        "task": "transcribe",
+        "word_timestamps": False,
+        "vad_filter": False,
+        "initial_prompt": None,
+    }
+    assert everything[0] == {
+        "language": "en",
+        "task": "translate",
+        "word_timestamps": True,
+        "vad_filter": True,
+        "initial_prompt": "Glossary: RunPod.",
+    }
+
+
 @pytest.mark.slow
 def test_batched_runner_decodes_quiet_cut_clips_across_the_whole_audio(
     whisper_env, whisper_checkpoint, tmp_path
 ):
-    model = tmp_path / "model"
-    model.mkdir()
-    for name, data in whisper_checkpoint.items():
-        (model / name).write_bytes(data)
+    model = _model_dir(whisper_checkpoint, tmp_path)
     audio = tmp_path / "long.flac"
     soundfile.write(audio, _bursts(75.0), SR)
     (tmp_path / "scratch").mkdir()
