@@ -58,7 +58,8 @@ MUTANTS = (
         '        "task": "translate" if job.get("translate") else "transcribe",\n',
         "",
         (
-            "tests/runners/test_whisper.py::test_the_job_reaches_faster_whisper_as_its_own_arguments",
+            "tests/runners/test_whisper.py::"
+            "test_transcribe_options_name_the_job_in_faster_whispers_terms",
         ),
         "translate must reach faster-whisper as task='translate'",
     ),
@@ -68,9 +69,64 @@ MUTANTS = (
         '        "vad_filter": bool(job.get("vad")),\n',
         "",
         (
-            "tests/runners/test_whisper.py::test_the_job_reaches_faster_whisper_as_its_own_arguments",
+            "tests/runners/test_whisper.py::"
+            "test_transcribe_options_name_the_job_in_faster_whispers_terms",
         ),
         "vad must reach faster-whisper as vad_filter",
+    ),
+    # The same two options dropped where the runner calls faster-whisper, past the
+    # helper's test: only the slow test that records what the call received sees it.
+    Mutant(
+        "whisper-call-task",
+        "runners/whisper.py",
+        "found, info = self.model.transcribe(samples, **options)",
+        "found, info = self.model.transcribe("
+        'samples, **{k: v for k, v in options.items() if k != "task"})',
+        (
+            "tests/runners/test_whisper.py::test_the_job_reaches_faster_whisper_as_its_own_arguments",
+        ),
+        "translate must reach WhisperModel.transcribe as task='translate'",
+    ),
+    Mutant(
+        "whisper-call-vad",
+        "runners/whisper.py",
+        "found, info = self.model.transcribe(samples, **options)",
+        "found, info = self.model.transcribe("
+        'samples, **{k: v for k, v in options.items() if k != "vad_filter"})',
+        (
+            "tests/runners/test_whisper.py::test_the_job_reaches_faster_whisper_as_its_own_arguments",
+        ),
+        "vad must reach WhisperModel.transcribe as vad_filter",
+    ),
+    Mutant(
+        "clone-reference-key",
+        "media/cloning.py",
+        '    return file_sha256(ctx.inputs["reference_audio"])\n',
+        '    return ctx.inputs["reference_audio"].name\n',
+        (
+            "tests/test_handler_clone.py::"
+            "test_the_reference_cache_is_keyed_by_the_recordings_content",
+        ),
+        "the cloning cache must key a reference by its content, not its file name",
+    ),
+    Mutant(
+        "seed-not-applied",
+        "runners/kokoro.py",
+        '            torch.manual_seed(int(job["seed"]))  # the vocoder\'s noise source\n',
+        "            pass\n",
+        (
+            "tests/runners/test_kokoro.py::"
+            "test_plain_jobs_are_24khz_deterministic_with_a_seed_and_grow_with_text",
+        ),
+        "a job's seed must seed the model's sampling, so the same seed repeats the audio",
+    ),
+    Mutant(
+        "pool-never-grows",
+        "models/host.py",
+        "                if count == 0 or (count < size and self._fits(vram_mb, free_mb)):\n",
+        "                if count == 0:\n",
+        ("tests/test_concurrency.py::test_a_pool_serves_jobs_at_once_each_in_its_own_process",),
+        "a runner's pool must grow past one process to serve jobs at once",
     ),
     Mutant(
         "ssrf",

@@ -156,6 +156,29 @@ def test_saved_voice_round_trip_through_the_handler(tmp_path, reference_runner, 
 
 
 @pytest.mark.slow
+def test_the_reference_cache_is_keyed_by_the_recordings_content(tmp_path, reference_runner, caplog):
+    caplog.set_level(logging.INFO, logger="handler")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    short = _data_uri(_clip(tmp_path / "a", seconds=3.0), "audio/mpeg")
+    long = _data_uri(_clip(tmp_path / "b", seconds=4.5), "audio/mpeg")
+
+    def duration_s(job_id: str, clip: str) -> float:
+        result = handler.handler(_clone(job_id, model="refecho", reference_audio=clip))
+        assert "error" not in result, result
+        audio, rate = soundfile.read(_local_file(result["outputs"][0]))
+        return len(audio) / rate
+
+    assert 2.9 <= duration_s("k1", short) <= 3.4
+    # another recording, fetched to the same place in its job: a miss, its own voice
+    assert 4.4 <= duration_s("k2", long) <= 4.9
+    assert "job=k2 progress cache miss" in caplog.text
+    # the first recording again, fetched anew: the same content hits
+    assert 2.9 <= duration_s("k3", short) <= 3.4
+    assert "job=k3 progress cache hit" in caplog.text
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("make", "mime", "code", "fragment"),
     [
