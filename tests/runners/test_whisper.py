@@ -429,12 +429,12 @@ def test_the_job_reaches_faster_whisper_as_its_own_arguments(
             "initial_prompt": "Glossary: RunPod.",
         },
     ]
-    jobs = [
-        contract.parse_job(_transcribe_job(**f)["input"]).model_dump(mode="json") for f in fields
+    runner_inputs = [
+        jobs.parse_job(_transcribe_job(**f)["input"]).model_dump(mode="json") for f in fields
     ]
     done = subprocess.run(
         [str(whisper_env.python), "-c", _SPY_SCRIPT, str(model), str(audio), str(scratch),
-         json.dumps(jobs)],
+         json.dumps(runner_inputs)],
         capture_output=True,
         text=True,
         check=True,
