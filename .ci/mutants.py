@@ -47,7 +47,7 @@ MUTANTS = (
         "    for key in [k for k in ctx if k not in _KEEP]:\n        del ctx[key]\n",
         "    pass\n",
         (
-            "tests/media/video/test_seedvr2_plan.py::"
+            "tests/runners/test_seedvr2_plan.py::"
             "test_call_upstream_keeps_only_the_device_context_between_batches",
         ),
         "upstream's context must be pruned to its kept keys between batches",

@@ -312,7 +312,7 @@ def seedvr2_profile() -> Profile:
     Upstream imports torchvision (transforms), so it is pinned from the same index as
     torch: PyPI's torchvision is a CUDA build that loads only beside PyPI's torch (the
     suite builds this profile from PyPI on a CPU: tests/media/video/
-    test_seedvr2_e2e.py). The requirements are upstream's (its pyproject.toml at
+    tests/runners/test_seedvr2.py). The requirements are upstream's (its pyproject.toml at
     that commit) pinned to the releases current when this was written.
     """
     return Profile(

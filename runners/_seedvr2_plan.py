@@ -1,7 +1,7 @@
 """SeedVR2 glue decisions: batch size, model file, precision, BlockSwap, VAE tiling.
 
 Pure functions over plain data (no torch, no upstream import), tested with tables
-(``tests/media/video/test_seedvr2_plan.py``). The runner measures the free VRAM
+(``tests/runners/test_seedvr2_plan.py``). The runner measures the free VRAM
 and hands these decisions to upstream (numz/ComfyUI-SeedVR2_VideoUpscaler,
 read at v2.5.23: ``inference_cli.py`` ``_process_frames_core`` and
 ``src/core/generation_utils.py``): which facts come from where is said per constant.

@@ -28,18 +28,16 @@ SMOKE_TESTS: dict[str, tuple[str, ...]] = {
     "g2p.py": ("tests/runners/test_kokoro.py::test_g2p_bench_runs_with_the_profile_interpreter",),
     "gpu.py": (
         "tests/runners/test_kokoro.py::test_gpu_bench_cpu_path_runs_with_the_profile_interpreter",
-        "tests/media/video/test_upscale_e2e.py::"
+        "tests/runners/test_upscale.py::"
         "test_gpu_bench_upscale_rows_run_on_the_cpu_with_the_profile_interpreter",
     ),
     "reference_audio.py": ("tests/test_bench.py::test_reference_audio_bench_runs",),
     "restore.py": (
-        "tests/media/video/test_upscale_e2e.py::test_restore_bench_runs_small",
+        "tests/runners/test_upscale.py::test_restore_bench_runs_small",
         "tests/test_bench.py::test_restore_bench_measures_x264_presets",
     ),
     "startup.py": ("tests/test_bench.py::test_startup_bench_runs",),
-    "seedvr2.py": (
-        "tests/media/video/test_seedvr2_e2e.py::test_seedvr2_bench_runs_both_paths_small",
-    ),
+    "seedvr2.py": ("tests/runners/test_seedvr2.py::test_seedvr2_bench_runs_both_paths_small",),
     "transcribe.py": ("tests/runners/test_whisper.py::test_transcribe_bench_runs_small",),
     "tts_overhead.py": ("tests/test_bench.py::test_tts_overhead_bench_runs_small",),
     "voices.py": (

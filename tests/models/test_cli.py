@@ -148,7 +148,7 @@ def test_cli_prepares_lists_verifies_and_collects_the_factory_profiles(
     """upscale and seedvr2 are made from settings, not listed in a table: the CLI
     (and so the Dockerfile's BAKE_PROFILES, which runs it) reads the handler's lookup.
     The upscale build takes torch from the local CPU wheel, as on any GPU-less machine.
-    seedvr2 prepared for real: tests/media/video/test_seedvr2_e2e.py."""
+    seedvr2 prepared for real: tests/runners/test_seedvr2.py."""
     vol = tmp_path / "vol"
     cli = f"python -m models --volume {vol}"
     upscale_file = {"RealESRGAN_x4plus.pth": os.urandom(2048)}

@@ -2,7 +2,7 @@
 
 The test venv has no torch (the runner profiles do), so the answers are checked
 against a stand-in module; the slow runner tests call the helper with real torch
-(a CPU build: tests/media/video/test_upscale_e2e.py).
+(a CPU build: tests/runners/test_upscale.py).
 """
 
 from __future__ import annotations

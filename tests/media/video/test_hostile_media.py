@@ -3,7 +3,7 @@ path (issue 20): each is refused with the field named, within bounded memory, an
 leaves nothing that looks like an output.
 
 The pipeline runs with a numpy backend (pixel doubling), so no model environment is
-needed; tests/media/video/test_upscale_e2e.py runs the same files through the
+needed; tests/runners/test_upscale.py runs the same files through the
 handler and the real upscale runner.
 """
 

@@ -1,6 +1,6 @@
 """Seams between batches: the frames two batches share are cross-faded, none dropped
 or repeated. The model here is a function whose output says which batch made it;
-the tiny SeedVR2 does the same in ``test_seedvr2_e2e.py``."""
+the tiny SeedVR2 does the same in ``tests/runners/test_seedvr2.py``."""
 
 from __future__ import annotations
 

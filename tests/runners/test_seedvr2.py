@@ -222,7 +222,7 @@ def test_the_cli_prepares_lists_verifies_and_collects_seedvr2(seedvr2_world, wor
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[3]
+    root = Path(__file__).resolve().parents[2]
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "models", *args], cwd=root,
@@ -264,7 +264,7 @@ def test_seedvr2_bench_runs_both_paths_small(seedvr2_world, tmp_path):
     import os
     import subprocess
 
-    root = Path(__file__).resolve().parents[3]
+    root = Path(__file__).resolve().parents[2]
     clip = make_clip(tmp_path / "in.mp4", frames=5, width=32, height=24, audio=None)
     runs = []
     for path in ("upstream", "worker"):
@@ -308,7 +308,7 @@ def test_the_runner_keeps_only_upstreams_device_context_between_batches(seedvr2_
 
     from runners import seedvr2
 
-    root = Path(__file__).resolve().parents[3]
+    root = Path(__file__).resolve().parents[2]
     done = subprocess.run(
         [seedvr2_world["built_python"], "-c", _BETWEEN_BATCHES, seedvr2_world["weights"]],
         cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True,

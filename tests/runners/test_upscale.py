@@ -317,7 +317,7 @@ def test_gpu_bench_upscale_rows_run_on_the_cpu_with_the_profile_interpreter(worl
     out = subprocess.run(
         [world["built_python"], "bench/gpu.py", "--device", "cpu", "--small",
          "--only", "upscale"],
-        cwd=Path(__file__).resolve().parents[3],
+        cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
         timeout=600,
@@ -344,7 +344,7 @@ def test_restore_bench_without_torch_says_to_use_ensure():
     """From the repo's own venv (no torch), as a new user first runs it."""
     done = subprocess.run(
         [sys.executable, "bench/restore.py"],
-        cwd=Path(__file__).resolve().parents[3],
+        cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
         timeout=120,

@@ -1,6 +1,6 @@
 """SeedVR2 glue: batch planning, memory policy and upstream argument mapping, as tables.
 
-Upstream itself runs in ``test_seedvr2_e2e.py`` (real jobs through the handler).
+Upstream itself runs in ``tests/runners/test_seedvr2.py`` (real jobs through the handler).
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def test_restore_defaults_to_the_fast_tier():
 
 def test_call_upstream_keeps_only_the_device_context_between_batches():
     """The glue's own contract, where upstream's source is absent (it runs for real in
-    test_seedvr2_e2e.py): whatever upstream's phases put in the context, only the
+    tests/runners/test_seedvr2.py): whatever upstream's phases put in the context, only the
     device keys stay after the batch. Upstream's functions here only fill the context."""
 
     def phase(ctx, **_):
