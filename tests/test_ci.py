@@ -80,13 +80,21 @@ version = "0"
 
 [project.optional-dependencies]
 piper = []
-dev = ["pytest", "ruff"]
+dev = ["pytest", "ruff", "import-linter"]
 
 [tool.setuptools]
-py-modules = []
+packages = ["sample"]
 
 [tool.ruff]
 line-length = 100
+
+[tool.importlinter]
+root_packages = ["sample"]
+
+[[tool.importlinter.contracts]]
+name = "low never imports high"
+type = "layers"
+layers = ["sample.high", "sample.low"]
 """
 
 
@@ -100,6 +108,9 @@ def test_ci_run_removes_its_log_when_green_and_keeps_it_when_red(tmp_path):
     for name in ("run", "check_skips.py"):
         shutil.copy2(ROOT / ".ci" / name, repo / ".ci" / name)
     (repo / "pyproject.toml").write_text(_PROJECT)
+    (repo / "sample").mkdir()
+    for name in ("__init__", "high", "low"):
+        (repo / "sample" / f"{name}.py").write_text("")
     (repo / "tests").mkdir()
     sample = repo / "tests" / "test_sample.py"
     sample.write_text("def test_sample():\n    assert 1 + 1 == 2\n")
