@@ -11,7 +11,7 @@ declaration lands in :data:`SETTINGS`. This module imports no project module (it
 the ground the others stand on), so it cannot list the runners' settings itself:
 ``models.registry`` imports every runner module when it collects their ``SPECS``,
 and its ``SETTINGS`` is the whole list. The handler parses that list at start (a bad
-value exits 2 naming it), and ``python -m config`` prints it as the tables
+value exits 2 naming it), and ``python -m models settings`` prints it as the tables
 docs/reference/configuration.md carries (a test keeps them in sync).
 
 Derived paths come from :func:`resolve_paths`, a pure function of the environment.
@@ -638,16 +638,6 @@ def markdown_table(settings: Iterable[Setting[Any]]) -> str:
             rows.append(f"| `{s.name}` | {shown} | {s.doc} |")
         sections.append("\n".join(rows))
     return "\n\n".join(sections)
-
-
-if __name__ == "__main__":
-    # Run as `python -m config`, this file is `__main__`, a module apart from the
-    # `config` that the worker and the runner modules import and declare into. This
-    # module imports no project module; the worker's registry imports every runner
-    # module (its discovery of SPECS), so its SETTINGS are the whole table.
-    from importlib import import_module
-
-    print(markdown_table(import_module("models.registry").SETTINGS))
 
 
 # --- What child processes see ----------------------------------------------------------

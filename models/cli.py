@@ -1,4 +1,4 @@
-"""``python -m models``: status, prepare, verify, gc, doctor, schema.
+"""``python -m models``: status, prepare, verify, gc, doctor, schema, settings.
 
 Logs go to stderr, reports to stdout. ``--volume DIR`` points at any state root
 (a Pod sees the volume at /workspace, a serverless worker at /runpod-volume;
@@ -409,11 +409,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", type=int, default=1, help="old archives kept per profile")
     command("doctor", "one readable report of what is wrong and how to fix it")
     command("schema", "print the job contract's JSON Schema (models/schema.json)")
+    command("settings", "print every setting, runners' included (docs/reference/configuration.md)")
     args = parser.parse_args(argv)
     if args.command == "schema":
         from models.jobs import json_schema_text
 
         sys.stdout.write(json_schema_text())
+        return 0
+    if args.command == "settings":
+        from models.registry import SETTINGS  # complete: the registry read every runner
+
+        print(config.markdown_table(SETTINGS))
         return 0
     args.cached_models = args.cached_models or Path(config.CACHED_MODELS_DIR.get())
     logging.basicConfig(

@@ -26,15 +26,17 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_readme_configuration_table_is_generated_from_config():
     table = config.markdown_table(registry.SETTINGS)
     assert table in (ROOT / "docs/reference/configuration.md").read_text(), (
-        "docs/reference/configuration.md is stale: paste `python -m config` into it"
+        "docs/reference/configuration.md is stale: paste `python -m models settings` into it"
     )
 
 
-def test_python_m_config_prints_every_setting_runners_included():
-    # Run as a script, config is a module of its own: it must still list the settings
-    # the runner modules declare into the imported `config`.
+def test_the_settings_command_prints_every_setting_runners_included():
     printed = subprocess.run(
-        [sys.executable, "-m", "config"], cwd=ROOT, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "models", "settings"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert printed == config.markdown_table(registry.SETTINGS) + "\n"
     assert f"| `{upscale.TILE.name}` |" in printed

@@ -90,7 +90,7 @@ CLI = (
     ("python -m models", ("-m", "models", "--help")),
     *(
         (f"python -m models {c}", ("-m", "models", c, "--help"))
-        for c in ("status", "prepare", "verify", "gc", "doctor", "schema")
+        for c in ("status", "prepare", "verify", "gc", "doctor", "schema", "settings")
     ),
 )
 
@@ -103,8 +103,8 @@ def cli_reference() -> str:
         "Generated from the commands' own `--help` (`python -m tests.test_docs` rewrites "
         "this page; a test keeps it current). What the commands do and when to run them: "
         "[the volume](../concepts/volume.md). Other entry points: `python handler.py` "
-        "(the worker; [quick start](../../README.md)), `python -m config` (the "
-        "[settings](configuration.md) table).\n"
+        "(the worker; [quick start](../../README.md)); `python -m models settings` prints "
+        "the [settings](configuration.md) table.\n"
     ]
     for title, args in CLI:
         out = subprocess.run(
