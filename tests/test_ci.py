@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -98,11 +99,20 @@ layers = ["sample.high", "sample.low"]
 """
 
 
+# Writes into tmp_path, as the real suite's builds do, so a kept basetemp would show.
+_SAMPLE = """\
+def test_sample(tmp_path):
+    (tmp_path / "env").write_bytes(bytes(1024))
+    assert 1 + 1 == {total}
+"""
+
+
 @pytest.mark.slow
 def test_ci_run_removes_its_log_when_green_and_keeps_it_when_red(tmp_path):
     """.ci/run itself, on a one-test project with the same layout: a green run leaves
     no log in the temp folder (it left 2.3 MB there every time); a red run keeps it
-    and prints where it is."""
+    and prints where it is. Neither leaves the tests' temporary files behind: red
+    runs' basetemps once piled up to 49 GB and failed the next run's builds."""
     repo = tmp_path / "repo"
     (repo / ".ci").mkdir(parents=True)
     for name in ("run", "check_skips.py"):
@@ -113,7 +123,7 @@ def test_ci_run_removes_its_log_when_green_and_keeps_it_when_red(tmp_path):
         (repo / "sample" / f"{name}.py").write_text("")
     (repo / "tests").mkdir()
     sample = repo / "tests" / "test_sample.py"
-    sample.write_text("def test_sample():\n    assert 1 + 1 == 2\n")
+    sample.write_text(_SAMPLE.format(total=2))
     temp = tmp_path / "tmp"
     temp.mkdir()
     env = {**os.environ, "TMPDIR": str(temp)}
@@ -126,11 +136,13 @@ def test_ci_run_removes_its_log_when_green_and_keeps_it_when_red(tmp_path):
     green = ci()
     assert green.returncode == 0, green.stdout + green.stderr
     assert "1 passed" in green.stdout
+    assert re.search(r"^disk: \d+ GB free for the run's temporary files", green.stdout, re.M)
     assert list(temp.iterdir()) == []
 
-    sample.write_text("def test_sample():\n    assert 1 + 1 == 3\n")
+    sample.write_text(_SAMPLE.format(total=3))
     red = ci()
     assert red.returncode == 1, red.stdout + red.stderr
     (log,) = temp.glob("media-worker-ci.*.log")
     assert f"full log kept: {log}" in red.stdout
     assert "1 failed" in red.stdout and "assert 1 + 1 == 3" in log.read_text()
+    assert list(temp.iterdir()) == [log]
