@@ -113,7 +113,11 @@ def test_lease_whose_heartbeat_stopped_expires(tmp_path):
     assert stalled.try_acquire(1)
     stalled._stop.set()  # a frozen builder: alive, no heartbeat
     stalled._beat.join()
-    assert Lease(path).try_acquire(_lease.CLOCK_SLOP_S + 10)
+    taker = Lease(path)
+    try:
+        assert taker.try_acquire(_lease.CLOCK_SLOP_S + 10)
+    finally:
+        taker.release()  # its heartbeat would outlive the test (and its tmp_path)
 
 
 def test_heartbeat_retries_after_an_error(tmp_path, monkeypatch):
