@@ -121,6 +121,10 @@ class Weights:
             registry). Without a revision the commit is whichever the repository's
             ``main`` holds at download time, accepted only when its files have these
             digests; the commit fetched is recorded and reused from then on.
+        required: the globs a snapshot is unusable without; a copy found outside the
+            volume's cache (RunPod's cached models) is taken when it holds these.
+            Other patterns are optional: downloaded and used when the repository has
+            them. Default: every pattern is required.
     """
 
     repo_id: str
@@ -128,6 +132,7 @@ class Weights:
     patterns: tuple[str, ...] = ("*",)
     repo_type: str = "model"
     sha256: tuple[tuple[str, str], ...] = ()
+    required: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", self.repo_id):
@@ -146,6 +151,12 @@ class Weights:
                 raise ValueError(f"weights {self.repo_id}: {name}: {digest!r} is not a SHA-256")
         if self.revision is None:
             object.__setattr__(self, "patterns", tuple(name for name, _ in self.sha256))
+        if self.required is None:
+            object.__setattr__(self, "required", self.patterns)
+        elif isinstance(self.required, str) or not set(self.required) <= set(self.patterns):
+            raise ValueError(
+                f"weights {self.repo_id}: required must be a tuple of some of its patterns"
+            )
 
     @property
     def pin(self) -> str:

@@ -147,11 +147,17 @@ def weights_state(w: Weights, *, hf_home: Path, cached_models: Path) -> str:
 
 
 def _in_cached_models(w: Weights, cached_models: Path) -> Path | None:
+    """RunPod's snapshot of ``w``, when it holds every required file.
+
+    Optional patterns are not asked for: a conversion published without one (Systran's
+    faster-whisper tiny to large-v2 have no ``preprocessor_config.json``) is still the
+    model, and refusing it would download it again onto the volume.
+    """
     snap = snapshot_dir(cached_models, w)
     if not snap.is_dir():
         return None
     files = _local_files(snap)
-    if all(any(fnmatch.fnmatch(f, p) for f in files) for p in w.patterns):
+    if all(any(fnmatch.fnmatch(f, p) for f in files) for p in w.required or ()):
         return snap
     return None
 

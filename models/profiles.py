@@ -209,7 +209,12 @@ def whisper_profile(model: str, facts: Machine) -> Profile:
         name=whisper.profile_name(model),
         requirements=WHISPER_REQUIREMENTS + (WHISPER_CUDA_REQUIREMENTS if gpu else ()),
         weights=(
-            Weights(repo, revision, patterns=whisper.MODEL_FILES + whisper.MODEL_FILES_OPTIONAL),
+            Weights(
+                repo,
+                revision,
+                patterns=whisper.MODEL_FILES + whisper.MODEL_FILES_OPTIONAL,
+                required=whisper.MODEL_FILES,
+            ),
         ),
         smoke_imports=("faster_whisper", "ctranslate2", "av", "onnxruntime", "pysubs2"),
         size_mb=1000 if gpu else 350,

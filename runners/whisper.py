@@ -59,10 +59,13 @@ MODELS: dict[str, tuple[str, str]] = {
         "0a363e9161cbc7ed1431c9597a8ceaf0c4f78fcf",
     ),
 }
-# The files faster-whisper reads from a model directory (tokenizer.json: without it
-# faster-whisper would download openai/whisper-tiny's tokenizer at load time).
-MODEL_FILES = ("model.bin", "config.json", "tokenizer.json", "preprocessor_config.json")
-MODEL_FILES_OPTIONAL = ("vocabulary.*",)
+# The files faster-whisper cannot load a model directory without (tokenizer.json:
+# without it faster-whisper would download openai/whisper-tiny's tokenizer at load
+# time), and those it reads only when present: preprocessor_config.json came with the
+# large-v3 conversions (faster-whisper PR #578; tiny to large-v2 have none), and the
+# vocabulary is .txt or .json by converter version (PR #311).
+MODEL_FILES = ("model.bin", "config.json", "tokenizer.json")
+MODEL_FILES_OPTIONAL = ("preprocessor_config.json", "vocabulary.*")
 
 # large-v3-turbo: near large-v3 accuracy at several times its speed on a GPU. small:
 # the largest that transcribes faster than real time in int8 on a few CPU cores.

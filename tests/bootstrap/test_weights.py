@@ -342,3 +342,69 @@ def test_weights_pinned_by_sha256_follow_main_once_and_record_the_commit(hf_hub,
     assert f"a.safetensors: sha256 {changed}, pinned {pins[0][1]}" in refused.value.message
     assert "b.safetensors" not in refused.value.message
     assert not [p for p in fresh.rglob("*") if p.is_file()]  # refused before any download
+
+
+# The files of Systran's faster-whisper conversions on the hub: tiny to large-v2 came
+# from CTranslate2 < 3.16 (vocabulary.txt, no preprocessor_config.json); large-v3 was
+# converted with --copy_files tokenizer.json preprocessor_config.json (vocabulary.json).
+_SYSTRAN_FILES = ("config.json", "model.bin", "tokenizer.json", "README.md", ".gitattributes")
+_SYSTRAN_LAYOUTS = {
+    model: (*_SYSTRAN_FILES, "vocabulary.txt")
+    for model in ("tiny", "base", "small", "medium", "large-v2")
+} | {"large-v3": (*_SYSTRAN_FILES, "vocabulary.json", "preprocessor_config.json")}
+
+
+@pytest.mark.parametrize("model", sorted(_SYSTRAN_LAYOUTS))
+def test_whisper_models_in_runpod_cached_models_are_served_with_zero_hub_requests(
+    model, hf_hub, tmp_path
+):
+    """A RunPod cached model laid out as its Systran repository is used as it is,
+    whether or not the conversion has the optional preprocessor_config.json."""
+    from models.profiles import whisper_profile
+    from runtime.machine import Machine
+
+    (weights,) = whisper_profile(model, Machine()).weights
+    cached = tmp_path / "huggingface-cache" / "hub"
+    snap = _weights.snapshot_dir(cached, weights)
+    snap.mkdir(parents=True)
+    for name in _SYSTRAN_LAYOUTS[model]:
+        (snap / name).write_bytes(b"{}")
+    got = _weights.ensure_weights(
+        [weights], hf_home=tmp_path / "hf", cached_models=cached, on_progress=print
+    )
+    assert got == {weights.repo_id: snap}
+    assert hf_hub.requests == []
+    assert _weights.weights_state(weights, hf_home=tmp_path / "hf", cached_models=cached) == (
+        "present"
+    )
+
+
+def test_a_cached_model_without_a_required_file_is_not_used(hf_hub, tmp_path):
+    """tokenizer.json is required (without it faster-whisper fetches a tokenizer from
+    the hub at load time): a cached copy that lacks it is passed over for the hub."""
+    files = {"config.json": b"{}", "model.bin": b"\0" * 8, "tokenizer.json": b"{}"}
+    commit = hf_hub.add_repo("tests/whisper-like", files)
+    weights = Weights(
+        "tests/whisper-like",
+        commit,
+        patterns=("model.bin", "config.json", "tokenizer.json", "preprocessor_config.json"),
+        required=("model.bin", "config.json", "tokenizer.json"),
+    )
+    cached = tmp_path / "huggingface-cache" / "hub"
+    snap = _weights.snapshot_dir(cached, weights)
+    snap.mkdir(parents=True)
+    for name in ("config.json", "model.bin", "preprocessor_config.json"):
+        (snap / name).write_bytes(files.get(name, b"{}"))
+    hf_home = tmp_path / "hf"
+    got = _weights.ensure_weights(
+        [weights], hf_home=hf_home, cached_models=cached, on_progress=print
+    )
+    assert got[weights.repo_id].is_relative_to(hf_home)
+    assert (got[weights.repo_id] / "tokenizer.json").read_bytes() == b"{}"
+    assert any("/resolve/" in path for _, path in hf_hub.requests)
+
+
+def test_required_files_must_be_among_the_patterns():
+    with pytest.raises(ValueError, match="required must be a tuple of some of its patterns"):
+        Weights("o/n", "a" * 40, patterns=("*.json",), required=("model.bin",))
+    assert Weights("o/n", "a" * 40, patterns=("*.json", "*.bin")).required == ("*.json", "*.bin")
