@@ -138,6 +138,10 @@ def test_ci_run_removes_its_log_when_green_and_keeps_it_when_red(tmp_path):
     assert "1 passed" in green.stdout
     assert re.search(r"^disk: \d+ GB free for the run's temporary files", green.stdout, re.M)
     assert list(temp.iterdir()) == []
+    assert "SeedVR2 source for its tier: none (that tier skips)" in green.stdout
+
+    vendored = tmp_path / "shared" / "vendor" / "seedvr2-src"  # beside the checkout
+    vendored.mkdir(parents=True)
 
     sample.write_text(_SAMPLE.format(total=3))
     red = ci()
@@ -146,3 +150,22 @@ def test_ci_run_removes_its_log_when_green_and_keeps_it_when_red(tmp_path):
     assert f"full log kept: {log}" in red.stdout
     assert "1 failed" in red.stdout and "assert 1 + 1 == 3" in log.read_text()
     assert list(temp.iterdir()) == [log]
+    assert f"SeedVR2 source for its tier: {vendored}" in red.stdout
+
+
+def test_the_seedvr2_source_is_found_skipped_without_or_refused_when_set_wrong(
+    tmp_path, monkeypatch
+):
+    from tests.fixtures import seedvr2 as fx
+
+    monkeypatch.setattr(fx, "DEFAULT_SOURCE", tmp_path / "carry")
+    monkeypatch.delenv(fx.SOURCE_ENV, raising=False)
+    assert fx.find_source() is None  # a user's clone: the tier skips, saying why
+    assert fx.SOURCE_ENV in fx.missing_source_reason()
+    monkeypatch.setenv(fx.SOURCE_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="holds no SeedVR2 checkout"):
+        fx.find_source()
+    (tmp_path / "tree" / "src" / "core").mkdir(parents=True)
+    (tmp_path / "tree" / "src" / "core" / "generation_phases.py").write_text("")
+    monkeypatch.setenv(fx.SOURCE_ENV, str(tmp_path / "tree"))
+    assert fx.find_source() == tmp_path / "tree"
