@@ -162,6 +162,15 @@ class PiperRunner(Runner):
                     speech.add(chunk.audio_float_array)
             else:
                 chunks = list(chunks)
+                if any(c.phoneme_alignments is None for c in chunks):
+                    # Piper patches the graph only when onnx imports and the voice has
+                    # the tensor it looks for; otherwise it logs and speaks untimed.
+                    raise InvalidInput(
+                        f"timestamps: voice {job.get('voice') or DEFAULT_VOICE!r} gives no "
+                        "phoneme alignments (piper-tts could not patch its ONNX graph; "
+                        "is the onnx package installed?)",
+                        field="timestamps",
+                    )
                 for chunk, words in zip(chunks, _timed(voice, piece, chunks), strict=True):
                     spoken += 1
                     speech.add(chunk.audio_float_array, words)
@@ -179,7 +188,7 @@ def _timed(voice: Any, piece: str, chunks: list[Any]) -> list[list[dict[str, Any
         (i, start, end)
         for i, chunk in enumerate(chunks)
         for start, end in word_spans(
-            (a.phoneme, int(a.num_samples)) for a in chunk.phoneme_alignments or ()
+            (a.phoneme, int(a.num_samples)) for a in chunk.phoneme_alignments
         )
     ]
     tokens = piece.split()

@@ -113,3 +113,24 @@ def test_a_job_without_timestamps_has_no_words():
     assert "error" not in result, result
     assert result.get("words") is None
     assert [Path(o["key"]).suffix for o in result["outputs"]] == [".wav"]
+
+
+@pytest.mark.slow
+def test_without_onnx_timestamps_fail_naming_the_field_and_plain_jobs_still_work(
+    tmp_path, monkeypatch
+):
+    """piper-tts logs and speaks untimed when it cannot patch the graph: the job must
+    say so instead of returning no words."""
+    blocked = tmp_path / "blocked"
+    (blocked / "onnx").mkdir(parents=True)
+    (blocked / "onnx" / "__init__.py").write_text("raise ImportError('onnx blocked by a test')\n")
+    monkeypatch.setenv("PYTHONPATH", str(blocked))
+    with handler.Worker().installed():
+        timed = handler.handler(
+            {"id": "piper-no-onnx", "input": {"task": "tts", "text": "Hi.", "timestamps": True}}
+        )
+        plain = handler.handler({"id": "piper-plain-2", "input": {"task": "tts", "text": "Hi."}})
+    assert timed["error_code"] == "invalid_input", timed
+    assert timed["details"][0]["field"] == "timestamps"
+    assert "onnx" in timed["error"]
+    assert "error" not in plain, plain
