@@ -78,22 +78,22 @@ def word_spans(phonemes: Iterable[tuple[str, int]]) -> list[tuple[int, int]]:
     """``(start, end)`` in samples of each spoken word in one chunk's alignment.
 
     ``phonemes`` are ``(phoneme, samples)`` in order. A word is a run between
-    boundaries holding at least one phoneme that is not punctuation; it ends where its
-    last such phoneme ends (a trailing "." is the pause after it).
+    boundaries holding at least one phoneme that is not punctuation; it spans its
+    first to its last such phoneme (a trailing "." is the pause after it, an opening
+    quote the pause before).
     """
     spans: list[tuple[int, int]] = []
-    pos, start, end = 0, None, None
+    pos, start, end = 0, None, 0
     for phoneme, samples in phonemes:
         if phoneme in _BOUNDARIES:
-            if start is not None and end is not None:
+            if start is not None:
                 spans.append((start, end))
-            start = end = None
-        else:
+            start = None
+        elif phoneme not in _PUNCTUATION:
             start = pos if start is None else start
-            if phoneme not in _PUNCTUATION:
-                end = pos + samples
+            end = pos + samples
         pos += samples
-    if start is not None and end is not None:
+    if start is not None:
         spans.append((start, end))
     return spans
 

@@ -34,6 +34,7 @@ def test_word_spans_are_the_runs_between_spaces_ending_at_their_last_sound():
 
 def test_punctuation_alone_is_no_word_and_empty_alignments_have_none():
     assert word_spans(_aligned("a , b")) == [(100, 200), (500, 600)]
+    assert word_spans(_aligned("“a”")) == [(200, 300)]  # quotes are pauses around it
     assert word_spans([]) == []
     assert word_spans([("^", 10), ("$", 10)]) == []
 
