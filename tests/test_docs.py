@@ -123,3 +123,18 @@ def test_the_cli_reference_is_the_clis_own_help():
 
 if __name__ == "__main__":
     (ROOT / "docs" / "reference" / "cli.md").write_text(cli_reference())
+
+
+def test_the_contract_references_knob_table_is_each_runners_knobs():
+    """docs/reference/contract.md's "honours" column is RunnerSpec.knobs, row by row."""
+    text = (ROOT / "docs" / "reference" / "contract.md").read_text()
+    table = text.split("| model | honours | refuses |", 1)[1].split("\n\n", 1)[0]
+    honoured: dict[str, set[str]] = {}
+    for line in table.splitlines()[2:]:
+        models, knobs, _ = (c.strip() for c in line.strip().strip("|").split("|"))
+        if "whisper" in models:
+            continue  # their own fields, not knobs
+        for model in re.findall(r"`([\w.-]+)`", models):
+            honoured[model] = set(re.findall(r"`(\w+)`", knobs))
+    served = {s.model: set(s.knobs) for s in registry.RUNNERS if s.task != "transcribe"}
+    assert honoured == served
