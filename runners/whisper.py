@@ -660,7 +660,7 @@ class WhisperRunner(Runner):
                 if now - last_report >= PROGRESS_EVERY_S:
                     last_report = now
                     _report(ctx, offset + seg.end, total_s)
-            if segments:
+            if segments and job.get("condition_on_previous_text", True):
                 prompt = " ".join(s.text for s in segments[-8:])[-PROMPT_TAIL_CHARS:]
         _report(ctx, done_s, total_s or done_s)
         return _Transcript(segments, language, probability, total_s or done_s)
@@ -680,7 +680,42 @@ def transcribe_options(
         "word_timestamps": words,
         "vad_filter": bool(job.get("vad")),
         "initial_prompt": prompt,
+        "beam_size": job.get("beam_size", 5),
+        "best_of": job.get("best_of", 5),
+        "patience": job.get("patience", 1.0),
+        "length_penalty": job.get("length_penalty", 1.0),
+        "temperature": temperatures(
+            job.get("temperature"), job.get("temperature_increment_on_fallback")
+        ),
+        "compression_ratio_threshold": job.get("compression_ratio_threshold", 2.4),
+        "log_prob_threshold": job.get("logprob_threshold", -1.0),
+        "no_speech_threshold": job.get("no_speech_threshold", 0.6),
+        "condition_on_previous_text": job.get("condition_on_previous_text", True),
+        "suppress_tokens": job.get("suppress_tokens", [-1]),
     }
+
+
+# faster-whisper's (and openai-whisper's) fallback ladder.
+DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+def temperatures(temperature: float | list[float] | None, step: float | None) -> list[float]:
+    """The temperatures faster-whisper tries in turn for a window. Pure.
+
+    None: the default ladder. A list: as given. One number: alone, or with ``step``
+    the ladder from it up to 1.0 (as openai-whisper's CLI and worker-faster_whisper
+    build it from ``temperature_increment_on_fallback``).
+    """
+    if temperature is None:
+        return list(DEFAULT_TEMPERATURES)
+    if isinstance(temperature, list):
+        return list(temperature)
+    if not step:
+        return [temperature]
+    ladder = [temperature]
+    while (nxt := round(ladder[-1] + step, 6)) <= 1.0:
+        ladder.append(nxt)
+    return ladder
 
 
 @dataclass(frozen=True)

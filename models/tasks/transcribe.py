@@ -55,10 +55,87 @@ class TranscribeJob(JobBase):
     )
     max_lines: int = Field(default=2, ge=1, le=3, description="Most lines per subtitle.")
 
+    # Whisper's decoding options, with faster-whisper's defaults (WhisperModel.transcribe,
+    # faster-whisper 1.2.1) and the names openai-whisper and worker-faster_whisper use.
+    beam_size: int = Field(
+        default=5, ge=1, le=16, description="Beams when decoding at temperature 0."
+    )
+    best_of: int = Field(
+        default=5, ge=1, le=16, description="Candidates sampled at a temperature above 0."
+    )
+    patience: float = Field(default=1.0, gt=0, le=10, description="Beam search patience.")
+    length_penalty: float = Field(
+        default=1.0, ge=0, le=10, description="Exponent of the length penalty in beam search."
+    )
+    temperature: float | list[float] | None = Field(
+        default=None,
+        description="Sampling temperature, or the ladder tried in turn when a window "
+        "fails the thresholds below (each 0 to 1). Default: 0, 0.2, ..., 1.0.",
+        examples=[0.0, [0.0, 0.4, 0.8]],
+    )
+    temperature_increment_on_fallback: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="With one `temperature`: the ladder from it up to 1.0 in these "
+        "steps. Without it, one temperature means no fallback.",
+    )
+    compression_ratio_threshold: float | None = Field(
+        default=2.4,
+        gt=0,
+        description="A window whose text compresses better than this (gzip ratio) is "
+        "decoded again hotter; null: never.",
+    )
+    logprob_threshold: float | None = Field(
+        default=-1.0,
+        le=0,
+        validation_alias=AliasChoices("logprob_threshold", "log_prob_threshold"),
+        description="A window whose mean token log probability is below this is decoded "
+        "again hotter; null: never. Also accepted as `log_prob_threshold`.",
+    )
+    no_speech_threshold: float | None = Field(
+        default=0.6,
+        ge=0,
+        le=1,
+        description="A window whose no-speech probability is above this, with a low "
+        "log probability, is silence; null: never.",
+    )
+    condition_on_previous_text: bool = Field(
+        default=True,
+        description="Prompt each window with the text before it (false: only with "
+        "`initial_prompt`; avoids a repetition loop carrying over).",
+    )
+    suppress_tokens: list[int] = Field(
+        default_factory=lambda: [-1],
+        max_length=1000,
+        description="Token ids never emitted; -1 stands for Whisper's default set of "
+        "symbols. Also accepted as a comma-separated string ('-1,50364').",
+    )
+
     @field_validator("formats")
     @classmethod
     def _unique(cls, value: list[str]) -> list[str]:
         return list(dict.fromkeys(value))
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperatures(cls, value: float | list[float] | None) -> float | list[float] | None:
+        ladder = value if isinstance(value, list) else [] if value is None else [value]
+        if isinstance(value, list) and not 1 <= len(value) <= 10:
+            raise ValueError("give 1 to 10 temperatures")
+        if any(not 0 <= t <= 1 for t in ladder):
+            raise ValueError("each temperature must be between 0 and 1")
+        return value
+
+    @field_validator("suppress_tokens", mode="before")
+    @classmethod
+    def _token_list(cls, value: object) -> object:
+        if isinstance(value, str):  # worker-faster_whisper's and openai-whisper's CLI form
+            try:
+                return [int(part) for part in value.split(",") if part.strip()]
+            except ValueError:
+                raise ValueError("a comma-separated list of token ids, e.g. '-1'") from None
+        return value
 
 
 class TranscriptWord(WordTiming):

@@ -152,6 +152,21 @@ def test_default_model_profile_and_spec_hash_agree_on_one_gpu_fact(
     assert (spec_hash(profile, target) == on_a_cpu_machine) is hidden
 
 
+# The decoding options a job sets, by faster-whisper's names.
+DECODING = (
+    "beam_size",
+    "best_of",
+    "patience",
+    "length_penalty",
+    "temperature",
+    "compression_ratio_threshold",
+    "log_prob_threshold",
+    "no_speech_threshold",
+    "condition_on_previous_text",
+    "suppress_tokens",
+)
+
+
 def _transcribe_job(job_id: str = "tr", **fields) -> dict:
     return {"id": job_id, "input": {"task": "transcribe", "audio": "https://x/a.wav", **fields}}
 
@@ -165,6 +180,13 @@ def _transcribe_job(job_id: str = "tr", **fields) -> dict:
         ({"formats": []}, "formats", "at least 1 item"),
         ({"model": "huge"}, "model", "unknown model 'huge' for task 'transcribe'"),
         ({"max_lines": 4}, "max_lines", "less than or equal to 3"),
+        ({"beam_size": 0}, "beam_size", "greater than or equal to 1"),
+        ({"temperature": 1.5}, "temperature", "between 0 and 1"),
+        ({"temperature": [0.0, -0.2]}, "temperature", "between 0 and 1"),
+        ({"temperature": []}, "temperature", "1 to 10 temperatures"),
+        ({"no_speech_threshold": 2}, "no_speech_threshold", "less than or equal to 1"),
+        ({"logprob_threshold": 0.5}, "logprob_threshold", "less than or equal to 0"),
+        ({"suppress_tokens": "-1,x"}, "suppress_tokens", "comma-separated list of token ids"),
     ],
 )
 def test_bad_transcribe_jobs_fail_before_any_work(fields, field, fragment):
@@ -199,7 +221,60 @@ def test_transcribe_options_name_the_job_in_faster_whispers_terms(fields, expect
         job, language=job["language"], words=job["timestamps"], prompt=job["initial_prompt"]
     )
     assert options.items() >= expected.items()
-    assert set(options) == {"language", "task", "word_timestamps", "vad_filter", "initial_prompt"}
+
+
+def test_decoding_options_default_to_faster_whispers_and_take_every_name():
+    plain = jobs.parse_job(_transcribe_job()["input"]).model_dump(mode="json")
+    options = whisper.transcribe_options(plain, language=None, words=False, prompt=None)
+    # faster-whisper 1.2.1's own defaults (WhisperModel.transcribe's signature)
+    assert {k: options[k] for k in DECODING} == {
+        "beam_size": 5,
+        "best_of": 5,
+        "patience": 1.0,
+        "length_penalty": 1.0,
+        "temperature": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+        "compression_ratio_threshold": 2.4,
+        "log_prob_threshold": -1.0,
+        "no_speech_threshold": 0.6,
+        "condition_on_previous_text": True,
+        "suppress_tokens": [-1],
+    }
+    tuned = jobs.parse_job(
+        _transcribe_job(
+            beam_size=1, best_of=2, patience=2, length_penalty=0.5, temperature=0.2,
+            temperature_increment_on_fallback=0.3, compression_ratio_threshold=None,
+            log_prob_threshold=-2, no_speech_threshold=None, condition_on_previous_text=False,
+            suppress_tokens="-1, 50364",
+        )["input"]
+    ).model_dump(mode="json")  # fmt: skip
+    options = whisper.transcribe_options(tuned, language=None, words=False, prompt=None)
+    assert {k: options[k] for k in DECODING} == {
+        "beam_size": 1,
+        "best_of": 2,
+        "patience": 2.0,
+        "length_penalty": 0.5,
+        "temperature": [0.2, 0.5, 0.8],
+        "compression_ratio_threshold": None,
+        "log_prob_threshold": -2.0,
+        "no_speech_threshold": None,
+        "condition_on_previous_text": False,
+        "suppress_tokens": [-1, 50364],
+    }
+
+
+@pytest.mark.parametrize(
+    ("temperature", "step", "ladder"),
+    [
+        (None, None, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]),
+        (0.0, None, [0.0]),
+        ([0.0, 0.5], 0.1, [0.0, 0.5]),  # a list is taken as given
+        (0.0, 0.2, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]),  # no 0.6000000000000001
+        (0.5, 0.3, [0.5, 0.8]),
+        (1.0, 0.2, [1.0]),
+    ],
+)
+def test_temperature_ladders(temperature, step, ladder):
+    assert whisper.temperatures(temperature, step) == ladder
 
 
 def test_formats_are_deduplicated_in_order():
@@ -432,6 +507,17 @@ def test_the_job_reaches_faster_whisper_as_its_own_arguments(
             "timestamps": True,
             "language": "en",
             "initial_prompt": "Glossary: RunPod.",
+            "beam_size": 2,
+            "best_of": 3,
+            "patience": 1.5,
+            "length_penalty": 0.8,
+            "temperature": 0.2,
+            "temperature_increment_on_fallback": 0.4,
+            "compression_ratio_threshold": 2.0,
+            "logprob_threshold": -0.5,
+            "no_speech_threshold": 0.3,
+            "condition_on_previous_text": False,
+            "suppress_tokens": "-1,50364",
         },
     ]
     runner_inputs = [
@@ -456,6 +542,16 @@ def test_the_job_reaches_faster_whisper_as_its_own_arguments(
         "word_timestamps": False,
         "vad_filter": False,
         "initial_prompt": None,
+        "beam_size": 5,
+        "best_of": 5,
+        "patience": 1.0,
+        "length_penalty": 1.0,
+        "temperature": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+        "compression_ratio_threshold": 2.4,
+        "log_prob_threshold": -1.0,
+        "no_speech_threshold": 0.6,
+        "condition_on_previous_text": True,
+        "suppress_tokens": [-1],
     }
     assert everything[0] == {
         "language": "en",
@@ -463,6 +559,16 @@ def test_the_job_reaches_faster_whisper_as_its_own_arguments(
         "word_timestamps": True,
         "vad_filter": True,
         "initial_prompt": "Glossary: RunPod.",
+        "beam_size": 2,
+        "best_of": 3,
+        "patience": 1.5,
+        "length_penalty": 0.8,
+        "temperature": [0.2, 0.6, 1.0],
+        "compression_ratio_threshold": 2.0,
+        "log_prob_threshold": -0.5,
+        "no_speech_threshold": 0.3,
+        "condition_on_previous_text": False,
+        "suppress_tokens": [-1, 50364],
     }
 
 
