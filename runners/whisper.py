@@ -58,7 +58,32 @@ MODELS: dict[str, tuple[str, str]] = {
         "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
         "0a363e9161cbc7ed1431c9597a8ceaf0c4f78fcf",
     ),
+    # Distil-Whisper's CTranslate2 conversions, the repositories faster-whisper's own
+    # "distil-*" aliases name; each commit is the one several public projects pin.
+    "distil-small.en": (
+        "Systran/faster-distil-whisper-small.en",
+        "ef77d90526ccd62cde3808ee70626a01e5cf83e4",
+    ),
+    "distil-medium.en": (
+        "Systran/faster-distil-whisper-medium.en",
+        "80ddfce281f77766d8943d63109199fc8145dfa5",
+    ),
+    "distil-large-v2": (
+        "Systran/faster-distil-whisper-large-v2",
+        "fe9b404fc56de3f7c38606ef9ba6fd83526d05e4",
+    ),
+    "distil-large-v3": (
+        "Systran/faster-distil-whisper-large-v3",
+        "c3058b475261292e64a0412df1d2681c06260fab",
+    ),
+    "distil-large-v3.5": (
+        "distil-whisper/distil-large-v3.5-ct2",
+        "9793ccc07920e0f830e1dba0343efcdf0ef8c903",
+    ),
 }
+# Distil-Whisper was distilled on English speech only: these models neither detect
+# nor translate other languages.
+ENGLISH_ONLY = frozenset(m for m in MODELS if m.startswith("distil-"))
 # The files faster-whisper cannot load a model directory without (tokenizer.json:
 # without it faster-whisper would download openai/whisper-tiny's tokenizer at load
 # time), and those it reads only when present: preprocessor_config.json came with the
@@ -208,18 +233,33 @@ CONTENT_TYPES = {"json": "application/json", "txt": "text/plain; charset=utf-8"}
 
 
 def profile_name(model: str) -> str:
-    """The profile that serves ``model``: ``large-v3-turbo`` -> ``whisper_large_v3_turbo``."""
-    return "whisper_" + model.replace("-", "_")
+    """The profile that serves ``model``: ``large-v3-turbo`` -> ``whisper_large_v3_turbo``,
+    ``distil-large-v3.5`` -> ``whisper_distil_large_v3_5``."""
+    return "whisper_" + model.replace("-", "_").replace(".", "_")
 
 
-def check_job(job: Any) -> None:
-    """Pre-flight check in the handler: the language is one Whisper knows."""
+def check_job(job: Any, model: str) -> None:
+    """Pre-flight check in the handler: the language is one Whisper knows, and one
+    ``model`` (the one serving the job, named or the default) speaks."""
     if job.language is not None and job.language not in LANGUAGES:
         raise InvalidInput(
             f"language: {job.language!r} is not a Whisper language code (e.g. en, de, fr, "
             "zh, yue); leave it out to detect the language",
             field="language",
         )
+    if model in ENGLISH_ONLY:
+        if job.language not in (None, "en"):
+            raise InvalidInput(
+                f"language: model {model!r} transcribes English only; use a "
+                f"multilingual model (large-v3-turbo, small...) for {job.language!r}",
+                field="language",
+            )
+        if job.translate:
+            raise InvalidInput(
+                f"translate: model {model!r} is English only and cannot translate; use "
+                "a multilingual model (large-v3-turbo, small...)",
+                field="translate",
+            )
 
 
 # GPU memory each model needs, declared for the runner host's eviction (not measured
@@ -233,6 +273,12 @@ VRAM_MB: dict[str, int] = {
     "large-v2": 4100,
     "large-v3": 4100,
     "large-v3-turbo": 2700,
+    # distil: 166 M, 394 M, 756 M (v2, v3, v3.5) parameters, the same allowance
+    "distil-small.en": 1400,
+    "distil-medium.en": 1800,
+    "distil-large-v2": 2600,
+    "distil-large-v3": 2600,
+    "distil-large-v3.5": 2600,
 }
 
 SPECS = tuple(
@@ -241,7 +287,7 @@ SPECS = tuple(
         model,
         "runners.whisper:WhisperRunner",
         profile=profile_name(model),
-        check=check_job,
+        check=functools.partial(check_job, model=model),
         vram_mb=VRAM_MB[model],
         default={GPU_DEFAULT_MODEL: "gpu", CPU_DEFAULT_MODEL: "cpu"}.get(model, ""),
     )

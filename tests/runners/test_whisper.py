@@ -196,6 +196,27 @@ def test_bad_transcribe_jobs_fail_before_any_work(fields, field, fragment):
     assert fragment in result["error"]
 
 
+def test_english_only_models_refuse_other_languages_and_translation(monkeypatch):
+    for fields, field in (({"language": "de"}, "language"), ({"translate": True}, "translate")):
+        result = handler.handler(_transcribe_job(model="distil-large-v3", **fields))
+        assert result["error_code"] == "invalid_input", result
+        assert result["details"][0]["field"] == field
+        assert "English only" in result["error"] and "large-v3-turbo" in result["error"]
+    # the same for a job that names no model, where the default is a distil model
+    monkeypatch.setenv("MEDIA_WORKER_DEFAULT_TRANSCRIBE_MODEL", "distil-small.en")
+    result = handler.handler(_transcribe_job(language="fr"))
+    assert result["details"][0]["field"] == "language", result
+    assert registry.resolve(jobs.parse_job(_transcribe_job(language="en")["input"])).model == (
+        "distil-small.en"
+    )
+
+
+def test_distil_profiles_are_named_within_the_profile_rules():
+    assert whisper.profile_name("distil-large-v3.5") == "whisper_distil_large_v3_5"
+    for model in whisper.ENGLISH_ONLY:
+        assert registry.get_profile(whisper.profile_name(model)).name == whisper.profile_name(model)
+
+
 @pytest.mark.parametrize("name", ["timestamps", "word_timestamps"])
 def test_timestamps_is_one_name_and_the_old_one_still_works(name):
     job = jobs.parse_job(_transcribe_job(**{name: True})["input"])
