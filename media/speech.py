@@ -30,13 +30,19 @@ from runtime import atomic
 from runtime.protocol import OutputFile
 from runtime.runner import RunContext
 
-# soundfile format and subtype per output format; content types per RFC 3003/5334/2361.
+# soundfile format and subtype per output format; content types per RFC 3003/5334/2361
+# and 7845 (Ogg Opus). Raw PCM is little-endian, as OpenAI's "pcm" format is, so it is
+# not audio/L16 (big-endian by RFC 2586); its type carries the rate and sample layout.
 ENCODINGS: dict[str, tuple[str, str, str]] = {
     "wav": ("WAV", "PCM_16", "audio/wav"),
     "flac": ("FLAC", "PCM_16", "audio/flac"),
     "ogg": ("OGG", "VORBIS", "audio/ogg"),
     "mp3": ("MP3", "MPEG_LAYER_III", "audio/mpeg"),
+    "opus": ("OGG", "OPUS", "audio/ogg; codecs=opus"),
+    "pcm": ("RAW", "PCM_16", "audio/pcm"),
 }
+# The rates an Opus stream can carry (RFC 6716); libsndfile refuses any other.
+OPUS_RATES = (8_000, 12_000, 16_000, 24_000, 48_000)
 FADE_S = 0.005
 # Encoded bytes per streamed chunk: its base64 (4/3 larger) stays well under
 # RunPod's 1 MB per stream item. Sized for 16-bit PCM, the largest format here.
@@ -57,7 +63,10 @@ def write_audio(path: Path, audio: Any, rate: int, fmt: str) -> None:
     # Encode in memory, then write the bytes with Python's own I/O: libsndfile
     # reports a full disk as "System error.", Python as ENOSPC with the file name.
     encoded = io.BytesIO()
-    soundfile.write(encoded, audio, rate, format=sf_format, subtype=subtype)
+    # Raw PCM has no header to say its byte order: little-endian, as audio/L16 users
+    # (and every other output here) expect.
+    endian = "LITTLE" if sf_format == "RAW" else "FILE"
+    soundfile.write(encoded, audio, rate, format=sf_format, subtype=subtype, endian=endian)
     try:
         atomic.write_bytes(path, encoded.getbuffer())
     except OSError as exc:
@@ -69,6 +78,23 @@ def write_audio(path: Path, audio: Any, rate: int, fmt: str) -> None:
             f"{path.parent}; free space there, or set MEDIA_WORKER_SCRATCH_DIR to a "
             "larger disk"
         ) from None
+
+
+def content_type(fmt: str, rate: int) -> str:
+    """The output's media type; raw PCM names its rate and layout, having no header."""
+    base = ENCODINGS[fmt][2]
+    return f"{base};rate={rate};channels=1;format=s16le" if fmt == "pcm" else base
+
+
+def output_rate(fmt: str, model_rate: int, asked: int | None) -> int:
+    """The rate a job's audio is written at: the one it asked for, else the model's;
+    for Opus, which carries only a few rates, the nearest one at or above the model's
+    (22,050 Hz speech is written at 24,000 Hz)."""
+    if asked:
+        return asked
+    if fmt == "opus" and model_rate not in OPUS_RATES:
+        return next((r for r in OPUS_RATES if r >= model_rate), OPUS_RATES[-1])
+    return model_rate
 
 
 def max_chunk_samples(budget_bytes: int = MAX_CHUNK_FILE_BYTES) -> int:
@@ -118,11 +144,12 @@ class SpeechAssembler:
         """The assembler for a speech job: ``rate`` is the model's own sample rate;
         the job's ``sample_rate`` (else ``rate``), ``format`` (else wav) and ``stream``
         decide what is written and whether pieces are streamed."""
+        fmt = job.get("format", "wav")
         return cls(
             ctx,
             rate=rate,
-            out_rate=job.get("sample_rate"),
-            fmt=job.get("format", "wav"),
+            out_rate=output_rate(fmt, rate, job.get("sample_rate")),
+            fmt=fmt,
             stream=bool(job.get("stream")),
         )
 
@@ -177,7 +204,7 @@ class SpeechAssembler:
             write_audio(path, part, self.out_rate, self.fmt)
             self._ctx.emit_chunk(
                 path,
-                content_type=ENCODINGS[self.fmt][2],
+                content_type=content_type(self.fmt, self.out_rate),
                 format=self.fmt,
                 sample_rate=self.out_rate,
                 offset_s=offset_s,
@@ -194,7 +221,9 @@ class SpeechAssembler:
         audio = np.concatenate(self._pieces) if self._pieces else np.zeros(0, np.float32)
         final = self._ctx.scratch / f"{name}.{self.fmt}"
         write_audio(final, audio, self.out_rate, self.fmt)
-        outputs = [OutputFile(str(final), ENCODINGS[self.fmt][2], round(self.duration_s, 3))]
+        outputs = [
+            OutputFile(str(final), content_type(self.fmt, self.out_rate), round(self.duration_s, 3))
+        ]
         if captions:
             outputs += _caption_files(self.words, self._ctx.scratch / name)
         return outputs

@@ -14,6 +14,7 @@ import storage
 from media import speech as _audio
 from models import contract, jobs, registry
 from models.host import _failed_to_error
+from models.tasks import _speech
 from models.tasks._speech import AUDIO_FORMATS
 from runtime import protocol as p
 
@@ -51,6 +52,7 @@ def test_tasks_are_the_job_union_tags():
 
 def test_speech_runners_encode_every_audio_format():
     assert tuple(_audio.ENCODINGS) == AUDIO_FORMATS
+    assert _audio.OPUS_RATES == _speech.OPUS_RATES  # the job's check, the writer's rates
 
 
 def test_output_carries_the_runners_output_file_fields():

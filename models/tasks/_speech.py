@@ -4,22 +4,31 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, get_args
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from models.contract import KNOB, JobBase, without_nul
 
 # Each word of the contract is written once: the Literal type is what the models
 # use, the tuple (via get_args) is what code and messages iterate over.
-AudioFormat = Literal["wav", "flac", "ogg", "mp3"]
+AudioFormat = Literal["wav", "flac", "ogg", "mp3", "opus", "pcm"]
 AUDIO_FORMATS: tuple[str, ...] = get_args(AudioFormat)
 MAX_TEXT_CHARS = 20_000
+# The rates an Opus stream can carry (RFC 6716; media.speech.OPUS_RATES, which the
+# worker does not import, is the same tuple and a test keeps them equal).
+OPUS_RATES = (8_000, 12_000, 16_000, 24_000, 48_000)
 
 
 class SpeechJob(JobBase):
     """What the speech tasks (tts, clone) share: the text, the audio format, streaming."""
 
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-    format: AudioFormat = "wav"
+    format: AudioFormat = Field(
+        default="wav",
+        description="wav (16-bit), flac, ogg (Vorbis), mp3, opus (Ogg Opus; 22,050 Hz "
+        "speech is written at 24,000 Hz, the nearest rate Opus carries) or pcm (raw "
+        "16-bit little-endian mono, as OpenAI's pcm; the rate is in the output's content "
+        "type, audio/pcm;rate=...;channels=1;format=s16le).",
+    )
     sample_rate: int | None = Field(
         default=None, ge=8_000, le=48_000, description="Resample the output to this rate (Hz)."
     )
@@ -33,6 +42,14 @@ class SpeechJob(JobBase):
         description="Return per-word start/end times (`words`) and publish .srt, .vtt and .ass "
         "captions beside the audio. Only models that align (see docs/tasks/).",
     )
+
+    @field_validator("sample_rate")
+    @classmethod
+    def _opus_rates(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("format") == "opus" and value not in OPUS_RATES:
+            rates = ", ".join(str(r) for r in OPUS_RATES)
+            raise ValueError(f"opus carries only {rates} Hz")
+        return value
 
     @field_validator("text")
     @classmethod

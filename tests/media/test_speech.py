@@ -58,6 +58,40 @@ def test_a_jobs_rate_format_and_stream_decide_what_the_assembler_writes(
     assert info.frames == rate and bool(sent) is streamed
 
 
+@pytest.mark.parametrize(
+    ("fmt", "model_rate", "asked", "written"),
+    [
+        ("wav", 22050, None, 22050),
+        ("wav", 22050, 16000, 16000),
+        ("opus", 22050, None, 24000),  # Piper's rate: the next one Opus carries
+        ("opus", 24000, None, 24000),  # Kokoro's: carried as it is
+        ("opus", 44100, None, 48000),
+        ("opus", 22050, 16000, 16000),
+    ],
+)
+def test_the_output_rate_is_asked_or_the_models_or_the_nearest_opus_rate(
+    fmt, model_rate, asked, written
+):
+    assert _audio.output_rate(fmt, model_rate, asked) == written
+
+
+def test_opus_and_pcm_are_written_at_their_rates_and_say_so(tmp_path):
+    ctx, _ = _ctx(tmp_path)
+    tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(22050) / 22050)).astype(np.float32)
+    speech = _audio.SpeechAssembler.for_job(ctx, {"format": "opus"}, rate=22050)
+    speech.add(tone)
+    (opus,) = speech.finish(name="a")
+    info = soundfile.info(opus.path)
+    assert (info.format, info.subtype, info.samplerate) == ("OGG", "OPUS", 24000)
+    assert opus.content_type == "audio/ogg; codecs=opus" and opus.path.endswith(".opus")
+    speech = _audio.SpeechAssembler.for_job(ctx, {"format": "pcm"}, rate=22050)
+    speech.add(tone)
+    (pcm,) = speech.finish(name="b")
+    raw = np.frombuffer(Path(pcm.path).read_bytes(), dtype="<i2")
+    assert len(raw) == 22050 and pcm.content_type == "audio/pcm;rate=22050;channels=1;format=s16le"
+    assert np.allclose(raw[5000:5100] / 32767, tone[5000:5100], atol=2e-3)  # no header
+
+
 @pytest.mark.parametrize(("out_rate", "fmt"), [(None, "wav"), (16000, "wav"), (44100, "flac")])
 def test_streamed_chunks_add_up_to_the_full_output(tmp_path, out_rate, fmt):
     ctx, sent = _ctx(tmp_path)

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import pysubs2
 import pytest
 import soundfile
@@ -135,3 +136,64 @@ def test_without_onnx_timestamps_fail_naming_the_field_and_plain_jobs_still_work
     assert timed["details"][0]["field"] == "timestamps"
     assert "onnx" in timed["error"]
     assert "error" not in plain, plain
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("handler_worker")
+@pytest.mark.parametrize(
+    ("fmt", "codec", "rate"),
+    # FFmpeg decodes mp3 with its float decoder, and Opus always at 48 kHz (the
+    # stream's own rate, 24 kHz here, is in its header: soundfile reads it below).
+    [("wav", "pcm_s16le", 22050), ("flac", "flac", 22050), ("ogg", "vorbis", 22050),
+     ("mp3", "mp3float", 22050), ("opus", "opus", 48000)],
+)  # fmt: skip
+def test_every_format_decodes_with_pyav_to_its_rate_and_duration(fmt, codec, rate):
+    import av
+
+    result = handler.handler(
+        {"id": f"piper-{fmt}", "input": {"task": "tts", "text": "One two three.", "format": fmt}}
+    )
+    assert "error" not in result, result
+    (output,) = result["outputs"]
+    with av.open(str(_local(output))) as container:
+        (stream,) = container.streams.audio
+        assert (stream.codec_context.name, stream.codec_context.sample_rate) == (codec, rate)
+        samples = sum(frame.samples for frame in container.decode(stream))
+    # mp3 and opus decoders add their priming/padding samples: within 60 ms
+    assert abs(samples / rate - output["duration_s"]) < 0.06, (samples / rate, output)
+    if fmt == "opus":
+        assert soundfile.info(str(_local(output))).samplerate == 24000
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("handler_worker")
+def test_pcm_is_raw_little_endian_at_the_rate_its_type_names():
+    result = handler.handler(
+        {"id": "piper-pcm", "input": {"task": "tts", "text": "One two three.", "format": "pcm"}}
+    )
+    assert "error" not in result, result
+    (output,) = result["outputs"]
+    assert output["content_type"] == "audio/pcm;rate=22050;channels=1;format=s16le"
+    data = _local(output).read_bytes()
+    assert len(data) % 2 == 0
+    assert abs(len(data) / 2 / 22050 - output["duration_s"]) < 1e-3
+    wav = handler.handler(
+        {"id": "piper-pcm-wav", "input": {"task": "tts", "text": "One two three."}}
+    )  # Piper's noise is unseeded: compare lengths and loudness, not samples
+    samples, _ = soundfile.read(_local(wav["outputs"][0]), dtype="int16")
+    raw = np.frombuffer(data, "<i2")
+    assert abs(len(raw) - len(samples)) < 22050 * 0.3
+    assert 0.5 < np.abs(raw).mean() / np.abs(samples).mean() < 2  # not byte-swapped noise
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("handler_worker")
+def test_a_streamed_opus_job_yields_opus_chunks():
+    job = {"id": "piper-opus-stream", "input": {"task": "tts", "text": TEXT, "format": "opus",
+                                                "stream": True}}  # fmt: skip
+    *chunks, final = handler.stream_handler(job)
+    assert "error" not in final, final
+    for chunk in chunks:
+        assert (chunk["format"], chunk["sample_rate"]) == ("opus", 24000)
+        info = soundfile.info(io.BytesIO(base64.b64decode(chunk["audio_base64"])))
+        assert (info.subtype, info.samplerate) == ("OPUS", 24000)
