@@ -95,13 +95,54 @@ VOICES: tuple[str, ...] = (
     "pm_santa",
 )
 _BLEND_PART = re.compile(r"^\s*([a-z]{2}_[a-z]+)\s*(?::\s*([0-9]*\.?[0-9]+)\s*)?$")
+# Kokoro-FastAPI's blend form: "af_bella+af_sky" or "af_bella(2)+af_sky(1)".
+_PLUS_PART = re.compile(r"^\s*([a-z]{2}_[a-z]+|[a-z]+)\s*(?:\(\s*([0-9]*\.?[0-9]+)\s*\))?\s*$")
+# OpenAI's speech voices that Kokoro publishes under the same name. The others
+# (ash, ballad, coral, sage, shimmer, verse) have no Kokoro voice and are refused with
+# the list, rather than mapped to a voice that does not sound like them.
+OPENAI_VOICES = {
+    "alloy": "af_alloy",
+    "echo": "am_echo",
+    "fable": "bm_fable",
+    "nova": "af_nova",
+    "onyx": "am_onyx",
+}
+_OPENAI_UNMATCHED = ("ash", "ballad", "coral", "sage", "shimmer", "verse")
+
+
+def canonical_voice(spec: str) -> str:
+    """``spec`` in this worker's blend form (``a:w,b:w``): OpenAI's voice names become
+    Kokoro's (``alloy`` -> ``af_alloy``) and Kokoro-FastAPI's ``a(2)+b(1)`` becomes
+    ``a:2,b:1``. Anything else is returned as it is, for :func:`parse_voice` to judge.
+
+    Raises:
+        InvalidInput: an OpenAI voice Kokoro has no counterpart for (field ``voice``).
+    """
+    if spec.strip() in _OPENAI_UNMATCHED:
+        raise InvalidInput(
+            f"voice: OpenAI's {spec.strip()!r} has no Kokoro voice; Kokoro has "
+            f"{', '.join(OPENAI_VOICES)} under OpenAI's names, and these: {', '.join(VOICES)}",
+            field="voice",
+        )
+    parts = spec.split("+") if "+" in spec else [spec]
+    out = []
+    for raw in parts:
+        match = _PLUS_PART.match(raw) if "+" in spec or "(" in raw else None
+        if match is None:
+            out.append(OPENAI_VOICES.get(raw.strip(), raw))
+            continue
+        name = OPENAI_VOICES.get(match.group(1), match.group(1))
+        out.append(f"{name}:{match.group(2)}" if match.group(2) else name)
+    return ",".join(out)
 
 
 def parse_voice(spec: str | None, known: tuple[str, ...] = VOICES) -> list[tuple[str, float]]:
     """``[(voice, weight), ...]`` with weights summing to 1, from a name or a blend.
 
     ``af_bella`` -> ``[("af_bella", 1.0)]``; ``af_bella:0.7,af_sky:0.3`` keeps the
-    weights (normalised); ``af_bella,af_sky`` weighs them equally.
+    weights (normalised); ``af_bella,af_sky`` weighs them equally. Kokoro-FastAPI's
+    ``af_bella(7)+af_sky(3)`` and OpenAI's names (``nova``) are read as well
+    (:func:`canonical_voice`).
 
     Raises:
         InvalidInput: malformed, an unknown voice (the message lists the valid
@@ -111,7 +152,7 @@ def parse_voice(spec: str | None, known: tuple[str, ...] = VOICES) -> list[tuple
     if spec is None:
         return [(DEFAULT_VOICE, 1.0)]
     parts: list[tuple[str, float]] = []
-    for raw in spec.split(","):
+    for raw in canonical_voice(spec).split(","):
         match = _BLEND_PART.match(raw)
         if match is None:
             raise InvalidInput(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, get_args
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 
 from models.contract import KNOB, JobBase, without_nul
 
@@ -21,13 +21,22 @@ OPUS_RATES = (8_000, 12_000, 16_000, 24_000, 48_000)
 class SpeechJob(JobBase):
     """What the speech tasks (tts, clone) share: the text, the audio format, streaming."""
 
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    # OpenAI's speech API (and Kokoro-FastAPI) name three of these fields otherwise:
+    # input, response_format, return_timestamps. Their requests are read as they are.
+    text: str = Field(
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        validation_alias=AliasChoices("text", "input"),
+        description="What to say. Also accepted as `input` (OpenAI's name).",
+    )
     format: AudioFormat = Field(
         default="wav",
+        validation_alias=AliasChoices("format", "response_format"),
         description="wav (16-bit), flac, ogg (Vorbis), mp3, opus (Ogg Opus; 22,050 Hz "
         "speech is written at 24,000 Hz, the nearest rate Opus carries) or pcm (raw "
         "16-bit little-endian mono, as OpenAI's pcm; the rate is in the output's content "
-        "type, audio/pcm;rate=...;channels=1;format=s16le).",
+        "type, audio/pcm;rate=...;channels=1;format=s16le). Also accepted as "
+        "`response_format` (OpenAI's name).",
     )
     sample_rate: int | None = Field(
         default=None, ge=8_000, le=48_000, description="Resample the output to this rate (Hz)."
@@ -39,8 +48,10 @@ class SpeechJob(JobBase):
     )
     timestamps: Annotated[bool, KNOB] = Field(
         default=False,
+        validation_alias=AliasChoices("timestamps", "return_timestamps"),
         description="Return per-word start/end times (`words`) and publish .srt, .vtt and .ass "
-        "captions beside the audio. Only models that align (see docs/tasks/).",
+        "captions beside the audio. Only models that align (see docs/tasks/). Also "
+        "accepted as `return_timestamps` (Kokoro-FastAPI's name).",
     )
 
     @field_validator("sample_rate")

@@ -31,7 +31,7 @@ import bootstrap
 import handler
 from bootstrap._build import check_cuda, uv_binary
 from errors import BootstrapFailed, InvalidInput
-from models import registry
+from models import jobs, registry
 from models.profiles import KOKORO
 from runners import kokoro
 from runtime.machine import CPU, Machine
@@ -53,12 +53,32 @@ ROOT = Path(__file__).resolve().parents[2]
         ("af_bella:3, af_sky:1", [("af_bella", 0.75), ("af_sky", 0.25)]),
         ("af_bella,af_sky", [("af_bella", 0.5), ("af_sky", 0.5)]),
         ("bm_george", [("bm_george", 1.0)]),
+        # Kokoro-FastAPI's blends and OpenAI's names read as this worker's own forms
+        ("af_bella(7)+af_sky(3)", [("af_bella", 0.7), ("af_sky", 0.3)]),
+        ("af_bella+af_sky", [("af_bella", 0.5), ("af_sky", 0.5)]),
+        ("nova", [("af_nova", 1.0)]),
+        ("alloy(1)+nova(3)", [("af_alloy", 0.25), ("af_nova", 0.75)]),
     ],
 )
 def test_parse_voice(spec, expected):
     got = kokoro.parse_voice(spec)
     assert [n for n, _ in got] == [n for n, _ in expected]
     assert [round(w, 6) for _, w in got] == [round(w, 6) for _, w in expected]
+
+
+def test_an_openai_speech_body_is_a_kokoro_tts_job():
+    body = {"task": "tts", "model": "kokoro", "input": "Hello there.", "voice": "nova",
+            "response_format": "opus", "return_timestamps": True}  # fmt: skip
+    job = jobs.parse_job(body)
+    assert (job.text, job.format, job.timestamps, job.voice) == (
+        "Hello there.",
+        "opus",
+        True,
+        "nova",
+    )
+    assert kokoro.parse_voice(job.voice) == [("af_nova", 1.0)]
+    dumped = job.model_dump(mode="json")  # what the runner reads: this worker's names
+    assert dumped["text"] == "Hello there." and "input" not in dumped
 
 
 @pytest.mark.parametrize(
@@ -71,6 +91,9 @@ def test_parse_voice(spec, expected):
         ("af_bella;af_sky", "not a voice name or name:weight"),
         ("af_bella,af_bella", "named twice"),
         ("af_bella,bm_george", "one language"),
+        ("coral", "OpenAI's 'coral' has no Kokoro voice; Kokoro has alloy, echo, fable, nova"),
+        ("af_bella(0)+af_sky", "weight 0"),
+        ("af_bella+", "not a voice name or name:weight"),
     ],
 )
 def test_bad_voices_are_invalid_input_naming_the_field(spec, fragment):
