@@ -706,8 +706,7 @@ class WhisperRunner(Runner):
                 if now - last_report >= PROGRESS_EVERY_S:
                     last_report = now
                     _report(ctx, offset + seg.end, total_s)
-            if segments and job.get("condition_on_previous_text", True):
-                prompt = " ".join(s.text for s in segments[-8:])[-PROMPT_TAIL_CHARS:]
+            prompt = next_prompt(job, segments, prompt)
         _report(ctx, done_s, total_s or done_s)
         return _Transcript(segments, language, probability, total_s or done_s)
 
@@ -739,6 +738,16 @@ def transcribe_options(
         "condition_on_previous_text": job.get("condition_on_previous_text", True),
         "suppress_tokens": job.get("suppress_tokens", [-1]),
     }
+
+
+def next_prompt(job: dict[str, Any], segments: list[Segment], prompt: str | None) -> str | None:
+    """The prompt for the window after ``segments``: the tail of the text heard so far
+    (faster-whisper conditions on it within a window; this carries it across windows),
+    or ``prompt`` unchanged when nothing was heard or the job sets
+    ``condition_on_previous_text`` to false. Pure."""
+    if segments and job.get("condition_on_previous_text", True):
+        return " ".join(s.text for s in segments[-8:])[-PROMPT_TAIL_CHARS:]
+    return prompt
 
 
 # faster-whisper's (and openai-whisper's) fallback ladder.

@@ -487,11 +487,13 @@ def _model_dir(checkpoint: dict[str, bytes], root: Path) -> Path:
 # on the faster-whisper object it calls (the model, or the batched pipeline), which
 # records each call's keyword arguments and forwards them to the real method.
 _SPY_SCRIPT = """
-import json, sys
+import json, os, sys
 from pathlib import Path
 from runners import whisper
 from runtime.runner import RunContext
 model, audio, scratch, jobs = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+if "SPY_WINDOW_S" in os.environ:  # short windows, so a few seconds make several
+    whisper.WINDOW_S, whisper.CUT_SEARCH_S = float(os.environ["SPY_WINDOW_S"]), 1.0
 runner = whisper.WhisperRunner()
 runner.setup({"micro": model})
 target = runner.batched if runner.batched is not None else runner.model
@@ -591,6 +593,53 @@ def test_the_job_reaches_faster_whisper_as_its_own_arguments(
         "condition_on_previous_text": False,
         "suppress_tokens": [-1, 50364],
     }
+
+
+@pytest.mark.slow
+def test_condition_on_previous_text_decides_what_the_next_window_is_prompted_with(
+    whisper_env, whisper_checkpoint, tmp_path
+):
+    model = _model_dir(whisper_checkpoint, tmp_path)
+    audio = tmp_path / "bursts.flac"
+    soundfile.write(audio, _bursts(12.0), SR)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    runner_inputs = [
+        jobs.parse_job(
+            _transcribe_job(initial_prompt="Glossary.", condition_on_previous_text=c)["input"]
+        ).model_dump(mode="json")
+        for c in (True, False)
+    ]
+    done = subprocess.run(
+        [str(whisper_env.python), "-c", _SPY_SCRIPT, str(model), str(audio), str(scratch),
+         json.dumps(runner_inputs)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "MEDIA_WORKER_WHISPER_BATCH_SIZE": "0", "SPY_WINDOW_S": "4.0"},
+    )  # fmt: skip
+    carried, fresh = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(carried) == len(fresh) >= 3  # 12 s in windows of at most 4 s
+    # the first window of both: the job's prompt
+    assert carried[0]["initial_prompt"] == fresh[0]["initial_prompt"] == "Glossary."
+    # later windows: the text heard so far, or the job's prompt again
+    assert all(call["initial_prompt"] == "Glossary." for call in fresh)
+    assert all(call["condition_on_previous_text"] is False for call in fresh)
+    assert all(call["condition_on_previous_text"] is True for call in carried)
+    # What the carried windows were prompted with depends on what the random model
+    # heard (often nothing on a tone); next_prompt's own test pins the rule.
+
+
+def test_the_next_window_is_prompted_with_the_text_so_far_unless_the_job_says_not():
+    heard = [Segment(0.0, 1.0, " Hello"), Segment(1.0, 2.0, " there.")]
+    assert whisper.next_prompt({}, heard, "Glossary.") == " Hello  there."
+    assert whisper.next_prompt({"condition_on_previous_text": False}, heard, "Glossary.") == (
+        "Glossary."
+    )
+    assert whisper.next_prompt({}, [], "Glossary.") == "Glossary."  # nothing heard yet
+    long = [Segment(0.0, 1.0, "x" * 300)] * 9
+    assert len(whisper.next_prompt({}, long, None)) == whisper.PROMPT_TAIL_CHARS
 
 
 @pytest.mark.slow
