@@ -6,6 +6,7 @@ table is the registry's, the CLI reference is the CLI's own help, no page is orp
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -138,3 +139,37 @@ def test_the_contract_references_knob_table_is_each_runners_knobs():
             honoured[model] = set(re.findall(r"`(\w+)`", knobs))
     served = {s.model: set(s.knobs) for s in registry.RUNNERS if s.task != "transcribe"}
     assert honoured == served
+
+
+def _migration_rows() -> list[tuple[str, str, object, str]]:
+    text = (ROOT / "docs" / "guides" / "migrate.md").read_text()
+    rows = []
+    for section in text.split("\n## ")[1:]:
+        title = section.splitlines()[0]
+        for line in section.splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) == 3 and (m := re.fullmatch(r"`(\w+)`", cells[0])):
+                example = json.loads(cells[1].strip("`"))
+                rows.append((title, m[1], example, cells[2]))
+    return rows
+
+
+@pytest.mark.parametrize(("peer", "field", "example", "here"), _migration_rows())
+def test_the_migration_guide_says_what_each_peer_field_gets(peer, field, example, here):
+    """Every row of docs/guides/migrate.md, through the worker's validation and the
+    runner's pre-flight check (no model runs): accepted or refused, as the row says."""
+    from errors import InvalidInput
+    from models import jobs
+
+    job = {"task": "tts", "model": "kokoro", "text": "Hello there.", field: example}
+    if field == "input":
+        del job["text"]
+    if field == "model":
+        job["model"] = example
+    assert here.split(":")[0] in ("accepted", "refused"), here
+    if here.startswith("accepted"):
+        registry.resolve(jobs.parse_job(job))
+    else:
+        with pytest.raises(InvalidInput) as refused:
+            registry.resolve(jobs.parse_job(job))
+        assert refused.value.field == field or refused.value.message.startswith(f"{field}:")
