@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from runtime import atomic
 
@@ -439,6 +439,27 @@ def write_captions(segments: Iterable[Segment], path: Path, fmt: CaptionFormat) 
     Raises:
         ValueError: an unknown format.
     """
+    subs = _caption_file(segments, fmt)
+    path = Path(path)
+    with atomic.atomic_path(path) as tmp:
+        subs.save(str(tmp), format_=fmt, encoding="utf-8", **_save_options(fmt))
+    return path
+
+
+def captions_text(segments: Iterable[Segment], fmt: CaptionFormat) -> str:
+    """The file `write_captions` would write, as a string (for a result that carries
+    its captions inline)."""
+    return _caption_file(segments, fmt).to_string(fmt, **_save_options(fmt))
+
+
+def _save_options(fmt: CaptionFormat) -> dict[str, bool]:
+    # keep_ssa_tags: pysubs2 would otherwise read "{...}" in plain SRT/VTT text as
+    # override tags and drop it; our text has no tags to convert.
+    return {} if fmt == "ass" else {"keep_ssa_tags": True}
+
+
+def _caption_file(segments: Iterable[Segment], fmt: CaptionFormat) -> Any:
+    """A pysubs2 SSAFile of the caption events."""
     import pysubs2  # lazily: profiles that write captions pin it, the handler does not
 
     if fmt not in _ESCAPE:
@@ -461,11 +482,4 @@ def write_captions(segments: Iterable[Segment], path: Path, fmt: CaptionFormat) 
             start, end = round(seg.start_s * 1000), round(seg.end_s * 1000)
             text = r"\N".join(_ESCAPE[fmt](line) for line in seg.text.split("\n"))
         subs.append(pysubs2.SSAEvent(start=start, end=max(start, end), text=text))
-
-    path = Path(path)
-    with atomic.atomic_path(path) as tmp:
-        # keep_ssa_tags: pysubs2 would otherwise read "{...}" in plain SRT/VTT text as
-        # override tags and drop it; our text has no tags to convert.
-        extra = {} if fmt == "ass" else {"keep_ssa_tags": True}
-        subs.save(str(tmp), format_=fmt, encoding="utf-8", **extra)
-    return path
+    return subs

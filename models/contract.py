@@ -20,7 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from storage import MAX_PRESIGN_S, MIN_PRESIGN_S
 
 # "<major>.<minor>": a new field or task bumps the minor (docs/changelog.md).
-CONTRACT_VERSION = "1.10"
+CONTRACT_VERSION = "1.11"
 
 _MEDIA_SCHEMES = ("https://", "s3://", "data:")
 
@@ -174,7 +174,8 @@ class ResultBase(StrictModel):
     A result carries only its task's fields (``extra="forbid"``: the schema says
     ``additionalProperties: false``, and a runner reporting another task's field is
     a worker bug, not a null in the caller's result). Fields named in ``_OMITTED``
-    are left out when they are None: they exist only when the job asked for them.
+    are left out when they are None: they exist only when the job asked for them
+    (a result with another rule overrides :meth:`omitted`).
     """
 
     _OMITTED: ClassVar[frozenset[str]] = frozenset()
@@ -184,11 +185,14 @@ class ResultBase(StrictModel):
     timings: Timings
     cold: bool = Field(description="True when this job started the runner process.")
 
+    def omitted(self) -> set[str]:
+        """The fields the caller does not see: those of ``_OMITTED`` that are None."""
+        return {name for name in self._OMITTED if getattr(self, name) is None}
+
 
 def result_dict(result: ResultBase) -> dict[str, Any]:
     """``result`` as the caller receives it: its task's fields, absent extras left out."""
-    omit = {name for name in result._OMITTED if getattr(result, name) is None}
-    return result.model_dump(mode="json", exclude=omit or None)
+    return result.model_dump(mode="json", exclude=result.omitted() or None)
 
 
 class StreamChunk(BaseModel):

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Field, TypeAdapter, ValidationError, create_model
 
 from errors import InvalidInput
-from models import registry
+from models import dialects, registry
 from models.contract import CONTRACT_VERSION, ErrorEnvelope, Job, ResultBase, StreamChunk
 from models.tasks.clone import CloneFinal
 from models.tasks.tts import TtsFinal
@@ -111,18 +111,22 @@ def _invalid(details: list[dict[str, str]]) -> InvalidInput:
 
 
 def parse_job(raw: Any) -> Job:
-    """Validate a job's ``input`` object.
+    """Validate a job's ``input`` object (a job without ``task`` may be another
+    worker's: ``models.dialects``).
 
     Raises:
         InvalidInput: the input is not an object, or a field is missing, unknown,
-            mistyped or out of range. ``details`` lists every problem by field.
+            mistyped or out of range. ``details`` lists every problem by field, as
+            the caller named it.
     """
     if not isinstance(raw, dict):
         raise InvalidInput("input: must be a JSON object", field="input")
+    reading = dialects.read(raw)
     try:
-        return _job_adapter().validate_python(raw)
+        return _job_adapter().validate_python(reading.job)
     except ValidationError as exc:
-        raise _invalid(_details(exc)) from None
+        details = [{**d, "field": reading.caller_field(d["field"])} for d in _details(exc)]
+        raise _invalid(details) from None
 
 
 def json_schema() -> dict[str, Any]:

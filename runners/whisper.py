@@ -254,7 +254,8 @@ def check_job(job: Any, model: str) -> None:
                 f"multilingual model (large-v3-turbo, small...) for {job.language!r}",
                 field="language",
             )
-        if job.translate:
+        reply = getattr(job, "faster_whisper", None)
+        if job.translate or (reply is not None and reply.translation is not None):
             raise InvalidInput(
                 f"translate: model {model!r} is English only and cannot translate; use "
                 "a multilingual model (large-v3-turbo, small...)",
@@ -349,6 +350,18 @@ def quiet_clips(samples: Any) -> list[dict[str, float]]:
     ]
 
 
+def time_key(segment: Segment) -> tuple[float, float]:
+    """The order :func:`tidy_segments` puts segments in (a stable sort by it)."""
+    return (segment.start_s, segment.end_s)
+
+
+def in_time_order(segments: list[Segment], items: list[Any]) -> list[Any]:
+    """``items`` (one per segment) in the order :func:`tidy_segments` puts ``segments``
+    in. Pure."""
+    order = sorted(range(len(segments)), key=lambda i: time_key(segments[i]))
+    return [items[i] for i in order]
+
+
 def tidy_segments(segments: list[Segment], duration_s: float) -> list[Segment]:
     """Segments in time order, inside [0, duration], each spanning its words.
 
@@ -362,7 +375,7 @@ def tidy_segments(segments: list[Segment], duration_s: float) -> list[Segment]:
         return min(max(t, 0.0), duration_s)
 
     out = []
-    for seg in sorted(segments, key=lambda s: (s.start_s, s.end_s)):
+    for seg in sorted(segments, key=time_key):
         words = tuple(
             Word(w.text, clamp(w.start_s), max(clamp(w.start_s), clamp(w.end_s)), w.probability)
             for w in sorted(seg.words, key=lambda w: w.start_s)
@@ -388,15 +401,20 @@ def captions_from(
     return wrap_segments(segments, max_chars_per_line=max_chars_per_line, max_lines=max_lines)
 
 
-def segment_dicts(segments: list[Segment], *, with_words: bool) -> list[dict[str, Any]]:
-    """The contract's TranscriptSegment shape."""
+def segment_dicts(
+    segments: list[Segment], *, with_words: bool, details: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """The contract's TranscriptSegment shape; with ``details`` (one per segment, in the
+    same order), also worker-faster_whisper's fields."""
     out = []
-    for seg in segments:
+    for i, seg in enumerate(segments):
         item: dict[str, Any] = {
             "start_s": round(seg.start_s, 3),
             "end_s": round(seg.end_s, 3),
             "text": seg.text,
         }
+        if details is not None:
+            item.update(id=i + 1, start=item["start_s"], end=item["end_s"], **details[i])
         if with_words:
             item["words"] = [
                 {
@@ -623,7 +641,7 @@ class WhisperRunner(Runner):
         )
         segments = tidy_segments(transcript.segments, transcript.duration_s)
         text = " ".join(s.text for s in segments if s.text)
-        listed = segment_dicts(segments, with_words=with_words)
+        listed = segment_dicts(segments, with_words=with_words, details=transcript.details)
         inline = len(json.dumps(listed)) <= INLINE_SEGMENTS_MAX_BYTES
         ctx.result.update(
             language=transcript.language,
@@ -632,6 +650,10 @@ class WhisperRunner(Runner):
             text=text,
             segments=listed if inline else None,
         )
+        if reply := job.get("faster_whisper"):
+            ctx.result.update(
+                self._faster_whisper_keys(path, job, ctx, reply, transcript, segments, info)
+            )
 
         outputs = []
         if "json" in formats or not inline:
@@ -656,6 +678,47 @@ class WhisperRunner(Runner):
             outputs.append(OutputFile(str(file), CAPTION_CONTENT_TYPES[fmt]))
         return outputs
 
+    def _faster_whisper_keys(
+        self,
+        path: Path,
+        job: dict[str, Any],
+        ctx: RunContext,
+        reply: dict[str, Any],
+        transcript: _Transcript,
+        segments: list[Segment],
+        info: AudioInfo,
+    ) -> dict[str, Any]:
+        """worker-faster_whisper's result keys; its ``translation`` is a second pass
+        over the audio with ``task="translate"``, as that worker makes it."""
+        translation = None
+        if reply.get("translation"):
+            again = {**job, "translate": True, "language": transcript.language}
+            translated = self._transcribe(
+                path,
+                again,
+                ctx,
+                total_s=info.duration_s,
+                max_s=config.MAX_AUDIO_S.get(),
+                words=False,
+            )
+            translation = inline_text(
+                tidy_segments(translated.segments, translated.duration_s),
+                reply["translation"],
+            )
+        keys: dict[str, Any] = {
+            "transcription": inline_text(segments, reply.get("transcription", "plain_text")),
+            "translation": translation,
+            "detected_language": transcript.language,
+            "device": self.device,
+        }
+        if job.get("timestamps"):
+            keys["word_timestamps"] = [
+                {"word": w.text, "start": round(w.start_s, 3), "end": round(w.end_s, 3)}
+                for seg in segments
+                for w in seg.words
+            ]
+        return keys
+
     def _transcribe(
         self,
         path: Path,
@@ -674,6 +737,7 @@ class WhisperRunner(Runner):
         probability = 1.0 if language else None
         prompt = job.get("initial_prompt")
         segments: list[Segment] = []
+        details: list[dict[str, Any]] | None = [] if job.get("faster_whisper") else None
         done_s = 0.0
         last_report = 0.0
         for offset, samples in decode_windows(path, max_s=max_s):
@@ -702,13 +766,17 @@ class WhisperRunner(Runner):
                         ),
                     )
                 )
+                if details is not None:
+                    details.append(decoder_details(seg, offset))
                 now = time.monotonic()
                 if now - last_report >= PROGRESS_EVERY_S:
                     last_report = now
                     _report(ctx, offset + seg.end, total_s)
             prompt = next_prompt(job, segments, prompt)
         _report(ctx, done_s, total_s or done_s)
-        return _Transcript(segments, language, probability, total_s or done_s)
+        if details is not None:
+            details = in_time_order(segments, details)
+        return _Transcript(segments, language, probability, total_s or done_s, details)
 
 
 def transcribe_options(
@@ -779,6 +847,33 @@ class _Transcript:
     language: str | None
     language_probability: float | None
     duration_s: float
+    # worker-faster_whisper's per-segment fields, in tidy_segments' order.
+    details: list[dict[str, Any]] | None = None
+
+
+def decoder_details(segment: Any, offset_s: float) -> dict[str, Any]:
+    """A faster-whisper segment's decoder fields, ``seek`` counted from the start of
+    the audio (a window decoded from ``offset_s`` counts its own from 0). Pure."""
+    return {
+        "seek": int(segment.seek) + round(offset_s * 100),  # 10 ms mel frames
+        "tokens": [int(t) for t in segment.tokens],
+        "temperature": segment.temperature,
+        "avg_logprob": segment.avg_logprob,
+        "compression_ratio": segment.compression_ratio,
+        "no_speech_prob": segment.no_speech_prob,
+    }
+
+
+def inline_text(segments: list[Segment], fmt: str) -> str:
+    """The transcript as worker-faster_whisper's ``transcription`` carries it: plain_text
+    (segments joined by spaces), formatted_text (one per line), srt or vtt (one cue per
+    segment). Pure."""
+    from media.subtitles import captions_text
+
+    if fmt in ("srt", "vtt"):
+        return captions_text(segments, fmt)  # type: ignore[arg-type]
+    spoken = [s.text for s in segments if s.text]
+    return ("\n" if fmt == "formatted_text" else " ").join(spoken)
 
 
 def _report(ctx: RunContext, done_s: float, total_s: float | None) -> None:

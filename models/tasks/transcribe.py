@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
-from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 import config
-from models.contract import JobBase, MediaRefField, ResultBase, WordTiming
+from models.contract import JobBase, MediaRefField, ResultBase, StrictModel, WordTiming
 from models.tasks.base import TaskSpec
 
 TranscriptFormat = Literal["json", "txt", "srt", "vtt", "ass"]
 TRANSCRIPT_FORMATS: tuple[str, ...] = get_args(TranscriptFormat)
+# worker-faster_whisper's inline formats (models.dialects.TEXT_FORMATS).
+TextFormat = Literal["plain_text", "formatted_text", "srt", "vtt"]
+
+
+class FasterWhisperReply(StrictModel):
+    """Answer in worker-faster_whisper's keys too (docs/guides/migrate.md)."""
+
+    transcription: TextFormat = Field(
+        default="plain_text",
+        description="The format of `transcription`, the transcript inline: plain_text "
+        "(segments joined by spaces), formatted_text (one per line), srt or vtt (one "
+        "cue per segment).",
+    )
+    translation: TextFormat | None = Field(
+        default=None,
+        description="Also translate to English in a second pass, inline in this format "
+        "as `translation`; null: no translation (`translation` is null).",
+    )
 
 
 class TranscribeJob(JobBase):
@@ -105,6 +130,13 @@ class TranscribeJob(JobBase):
         description="Prompt each window with the text before it (false: only with "
         "`initial_prompt`; avoids a repetition loop carrying over).",
     )
+    faster_whisper: FasterWhisperReply | None = Field(
+        default=None,
+        description="Also answer in worker-faster_whisper's keys: `transcription`, "
+        "`translation`, `detected_language`, `device`, `word_timestamps`, and segments "
+        "with that worker's fields. A job without `task` in that worker's fields gets "
+        "it set (docs/guides/migrate.md).",
+    )
     suppress_tokens: list[int] = Field(
         default_factory=lambda: [-1],
         max_length=1000,
@@ -145,7 +177,24 @@ class TranscriptWord(WordTiming):
 
 
 class TranscriptSegment(BaseModel):
-    """One stretch of recognised speech, as the model segmented it."""
+    """One stretch of recognised speech, as the model segmented it.
+
+    With ``faster_whisper`` it also has that worker's fields (faster-whisper's own
+    Segment: ``id`` from 1, ``seek`` in 10 ms frames, ``start``/``end`` in seconds and
+    the decoder's statistics); without, they are absent, not null.
+    """
+
+    _DETAILS: ClassVar[tuple[str, ...]] = (
+        "id",
+        "seek",
+        "start",
+        "end",
+        "tokens",
+        "temperature",
+        "avg_logprob",
+        "compression_ratio",
+        "no_speech_prob",
+    )
 
     start_s: float = Field(ge=0)
     end_s: float = Field(ge=0)
@@ -153,6 +202,31 @@ class TranscriptSegment(BaseModel):
     words: list[TranscriptWord] | None = Field(
         default=None, description="With timestamps: its words, in order."
     )
+    id: int | None = Field(default=None, ge=1)
+    seek: int | None = Field(default=None, ge=0)
+    start: float | None = Field(default=None, ge=0)
+    end: float | None = Field(default=None, ge=0)
+    tokens: list[int] | None = None
+    temperature: float | None = None
+    avg_logprob: float | None = None
+    compression_ratio: float | None = None
+    no_speech_prob: float | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_details(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        for name in self._DETAILS:
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
+
+
+class FasterWhisperWord(BaseModel):
+    """One word in worker-faster_whisper's ``word_timestamps`` list."""
+
+    word: str
+    start: float = Field(ge=0)
+    end: float = Field(ge=0)
 
 
 class TranscribeResult(ResultBase):
@@ -171,6 +245,31 @@ class TranscribeResult(ResultBase):
         description="The segments ([] for silence). null when they would make the result "
         "too big: then they are in the transcript.json output.",
     )
+    # worker-faster_whisper's keys, present only with `faster_whisper`.
+    transcription: str | None = Field(
+        default=None, description="The transcript inline, in `faster_whisper.transcription`."
+    )
+    translation: str | None = Field(
+        default=None,
+        description="The English translation inline, when `faster_whisper.translation` "
+        "asked for it; else null.",
+    )
+    detected_language: str | None = Field(default=None, description="Same as `language`.")
+    device: Literal["cuda", "cpu"] | None = Field(default=None, description="Where the model ran.")
+    word_timestamps: list[FasterWhisperWord] | None = Field(
+        default=None, description="With timestamps: every word, in order."
+    )
+
+    _COMPAT: ClassVar[frozenset[str]] = frozenset(
+        {"transcription", "translation", "detected_language", "device", "word_timestamps"}
+    )
+
+    def omitted(self) -> set[str]:
+        # That worker's keys come as a set (`device` is always one of them), with
+        # `translation` null when not asked for, as that worker gives it.
+        if self.device is None:
+            return set(self._COMPAT)
+        return {"word_timestamps"} if self.word_timestamps is None else set()
 
 
 TASKS = (

@@ -93,6 +93,54 @@ def test_tidy_segments_orders_clamps_and_spans_words():
     ]
 
 
+def test_worker_faster_whisper_text_formats_are_one_per_segment():
+    segments = [Segment(0.11, 3.11, "Hello and welcome!"), Segment(4.0, 5.5, "Bye {now}.")]
+    assert whisper.inline_text(segments, "plain_text") == "Hello and welcome! Bye {now}."
+    assert whisper.inline_text(segments, "formatted_text") == "Hello and welcome!\nBye {now}."
+    for fmt in ("srt", "vtt"):
+        cues = pysubs2.SSAFile.from_string(whisper.inline_text(segments, fmt), keep_ssa_tags=True)
+        assert cues.format == fmt
+        assert [(c.start, c.end, c.text) for c in cues] == [
+            (110, 3110, "Hello and welcome!"),
+            (4000, 5500, "Bye {now}."),
+        ]
+
+
+def test_decoder_details_count_seek_from_the_start_of_the_audio():
+    found = type(
+        "FoundSegment",
+        (),
+        {
+            "seek": 300,
+            "tokens": (50364, 2421, 50414),
+            "temperature": 0.2,
+            "avg_logprob": -0.5,
+            "compression_ratio": 1.1,
+            "no_speech_prob": 0.02,
+        },
+    )()
+    details = whisper.decoder_details(found, offset_s=600.0)
+    assert details == {
+        "seek": 60_300,
+        "tokens": [50364, 2421, 50414],
+        "temperature": 0.2,
+        "avg_logprob": -0.5,
+        "compression_ratio": 1.1,
+        "no_speech_prob": 0.02,
+    }
+
+
+def test_segment_details_follow_their_segments_into_time_order():
+    later, first = Segment(5.0, 6.0, "later"), Segment(1.0, 2.0, "first")
+    tidy = whisper.tidy_segments([later, first], duration_s=10.0)
+    details = whisper.in_time_order([later, first], [{"seek": 500}, {"seek": 100}])
+    listed = whisper.segment_dicts(tidy, with_words=False, details=details)
+    assert [(s["id"], s["text"], s["seek"], s["start"]) for s in listed] == [
+        (1, "first", 100, 1.0),
+        (2, "later", 500, 5.0),
+    ]
+
+
 def test_captions_come_from_words_when_every_segment_has_them():
     words = (Word("Hello", 0.0, 0.4), Word("there.", 0.5, 0.9), Word("Bye.", 3.0, 3.4))
     segments = [Segment(0.0, 3.4, "Hello there. Bye.", words)]

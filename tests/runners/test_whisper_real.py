@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import difflib
 import io
+import json
 import re
 import statistics
 import urllib.request
@@ -29,6 +30,7 @@ import soundfile
 import handler
 from bootstrap import _weights
 from models import registry
+from tests.fixtures.origin import hosted
 from tests.fixtures.whisper import real_whisper_base
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_weights]
@@ -37,6 +39,7 @@ FIRST = "The quick brown fox jumps over the lazy dog near the old mill."
 SECOND = "Every worker reads the text aloud and writes the sound to a bucket."
 TEXT = f"{FIRST} {SECOND}"
 MAX_WER = 0.10
+PEER = Path(__file__).resolve().parents[1] / "fixtures" / "peers" / "worker_faster_whisper"
 MIME = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "mp3": "audio/mpeg"}
 
 
@@ -182,3 +185,24 @@ def test_piper_word_timestamps_agree_with_whispers_on_the_same_audio(real_worker
     print(f"piper vs whisper word starts: median {median:.3f} s, max {max(gaps):.3f} s, "
           f"{len(pairs)} of {len(said_words)} words matched")  # fmt: skip
     assert median <= 0.25
+
+
+def test_worker_faster_whispers_test_input_hears_the_speech(real_worker, tmp_path, monkeypatch):
+    """That worker's own test_input.json, its model set to base (the one real
+    Whisper this suite has; it asks for turbo), its URL's host serving Piper's speech."""
+    job = json.loads((PEER / "test_input.json").read_text())
+    job["input"] |= {"model": "base", "translate": True, "translation": "srt"}
+    audio, _ = _speak("say-peer", TEXT)
+    with hosted(job["input"]["audio"], tmp_path, monkeypatch) as origin:
+        origin.body, origin.content_type = audio, "audio/wav"
+        result = handler.handler({"id": "hear-peer", **job})
+    assert "error" not in result, result
+    wer = _wer(TEXT, result["transcription"])
+    translated = " ".join(e.plaintext for e in pysubs2.SSAFile.from_string(result["translation"]))
+    translation_wer = _wer(TEXT, translated)
+    print(f"real whisper base, worker-faster_whisper's test_input.json: WER {wer:.3f}; "
+          f"its translation (srt) of English speech: WER {translation_wer:.3f}")  # fmt: skip
+    assert (result["detected_language"], result["device"]) == ("en", "cpu")
+    assert wer <= MAX_WER and translation_wer <= MAX_WER, result
+    assert [s["id"] for s in result["segments"]] == list(range(1, len(result["segments"]) + 1))
+    assert all(-1.5 < s["avg_logprob"] <= 0 for s in result["segments"])

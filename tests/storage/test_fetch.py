@@ -10,8 +10,6 @@ including when reached by a redirect from the "public" origin.
 from __future__ import annotations
 
 import base64
-import datetime
-import ipaddress
 import logging
 import socket
 import ssl
@@ -28,10 +26,10 @@ import pytest
 from errors import FetchFailed, InvalidInput, StorageFailed, UnsupportedMedia
 from storage import MediaRef, fetch, parse_media_ref, scratch
 from storage._fetch import _fetch_url
+from tests.fixtures.origin import PUBLIC_IP, self_signed_cert
 from tests.fixtures.s3 import settings_for
 from tests.fixtures.tiers import skip_tier, small_tmpfs
 
-PUBLIC_IP = "127.0.0.2"
 AUDIO = bytes(range(256)) * 64  # 16 KiB
 CAP = 100_000
 DRIP_BYTES = 200  # 10 s at one byte per 50 ms
@@ -160,40 +158,8 @@ def _serve(server: ThreadingHTTPServer) -> threading.Thread:
 
 
 def _self_signed_cert(directory: Path) -> tuple[Path, Path]:
-    """A one-day certificate for ``PUBLIC_IP``, made in Python (no openssl command)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, PUBLIC_IP)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(PUBLIC_IP))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    """A one-day certificate for ``PUBLIC_IP``."""
+    return self_signed_cert(directory, ip=PUBLIC_IP)
 
 
 @pytest.fixture(scope="module")
