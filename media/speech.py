@@ -40,6 +40,8 @@ ENCODINGS: dict[str, tuple[str, str, str]] = {
     "mp3": ("MP3", "MPEG_LAYER_III", "audio/mpeg"),
     "opus": ("OGG", "OPUS", "audio/ogg; codecs=opus"),
     "pcm": ("RAW", "PCM_16", "audio/pcm"),
+    # libsndfile has no AAC: PyAV (FFmpeg's native encoder) writes it, as ADTS.
+    "aac": ("ADTS", "AAC", "audio/aac"),
 }
 # The rates an Opus stream can carry (RFC 6716); libsndfile refuses any other.
 OPUS_RATES = (8_000, 12_000, 16_000, 24_000, 48_000)
@@ -57,16 +59,9 @@ def write_audio(path: Path, audio: Any, rate: int, fmt: str) -> None:
         StorageFailed: the disk holding ``path`` is full; the message names the
             directory and the setting that moves it.
     """
-    import soundfile
-
-    sf_format, subtype, _ = ENCODINGS[fmt]
     # Encode in memory, then write the bytes with Python's own I/O: libsndfile
     # reports a full disk as "System error.", Python as ENOSPC with the file name.
-    encoded = io.BytesIO()
-    # Raw PCM has no header to say its byte order: little-endian, as audio/L16 users
-    # (and every other output here) expect.
-    endian = "LITTLE" if sf_format == "RAW" else "FILE"
-    soundfile.write(encoded, audio, rate, format=sf_format, subtype=subtype, endian=endian)
+    encoded = _aac(audio, rate) if fmt == "aac" else _soundfile(audio, rate, fmt)
     try:
         atomic.write_bytes(path, encoded.getbuffer())
     except OSError as exc:
@@ -78,6 +73,37 @@ def write_audio(path: Path, audio: Any, rate: int, fmt: str) -> None:
             f"{path.parent}; free space there, or set MEDIA_WORKER_SCRATCH_DIR to a "
             "larger disk"
         ) from None
+
+
+def _soundfile(audio: Any, rate: int, fmt: str) -> io.BytesIO:
+    import soundfile
+
+    sf_format, subtype, _ = ENCODINGS[fmt]
+    encoded = io.BytesIO()
+    # Raw PCM has no header to say its byte order: little-endian, as audio/L16 users
+    # (and every other output here) expect.
+    endian = "LITTLE" if sf_format == "RAW" else "FILE"
+    soundfile.write(encoded, audio, rate, format=sf_format, subtype=subtype, endian=endian)
+    return encoded
+
+
+def _aac(audio: Any, rate: int) -> io.BytesIO:
+    """AAC-LC in ADTS frames (OpenAI's `aac`): each frame carries its own header, so
+    a streamed chunk is a file that plays on its own."""
+    import av
+    import numpy as np
+
+    encoded = io.BytesIO()
+    with av.open(encoded, "w", format="adts") as container:
+        stream = container.add_stream("aac", rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            np.asarray(audio, dtype=np.float32).reshape(1, -1), format="flt", layout="mono"
+        )
+        frame.sample_rate = rate
+        # PyAV converts to the encoder's planar format and 1024-sample frames.
+        for packet in (*stream.encode(frame), *stream.encode(None)):
+            container.mux(packet)
+    return encoded
 
 
 def content_type(fmt: str, rate: int) -> str:

@@ -20,7 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from storage import MAX_PRESIGN_S, MIN_PRESIGN_S
 
 # "<major>.<minor>": a new field or task bumps the minor (docs/changelog.md).
-CONTRACT_VERSION = "1.11"
+CONTRACT_VERSION = "1.12"
 
 _MEDIA_SCHEMES = ("https://", "s3://", "data:")
 

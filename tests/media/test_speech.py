@@ -150,3 +150,25 @@ def test_word_times_shift_by_the_piece_offset_and_make_captions(tmp_path):
     tags = [int(cs) for cs in re.findall(r"\\k(\d+)", karaoke)]
     assert sum(tags) * 10 == 1400 - 100  # the highlight spans the whole event
     assert re.findall(r"\\k\d+\}([^{\s]+)", karaoke) == ["Hello", "world."]
+
+
+def test_aac_is_adts_that_pyav_decodes_at_every_rate_a_job_may_ask_for(tmp_path):
+    import av
+
+    from models.tasks._speech import AAC_RATES
+
+    ctx, _ = _ctx(tmp_path)
+    for rate in AAC_RATES:
+        tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(rate) / rate)).astype(np.float32)
+        speech = _audio.SpeechAssembler.for_job(ctx, {"format": "aac"}, rate=rate)
+        speech.add(tone)
+        (aac,) = speech.finish(name=f"tone-{rate}")
+        assert aac.content_type == "audio/aac" and aac.path.endswith(".aac")
+        assert Path(aac.path).read_bytes()[:2] == b"\xff\xf1"  # an ADTS frame, MPEG-4
+        with av.open(aac.path) as container:
+            (stream,) = container.streams.audio
+            assert (stream.codec_context.name, stream.codec_context.sample_rate) == ("aac", rate)
+            decoded = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(stream)])
+        # The encoder's priming and padding: at most two 1024-sample frames more.
+        assert rate <= len(decoded) <= rate + 2048
+        assert 0.15 < np.sqrt(np.mean(decoded**2)) < 0.25  # the tone's level (0.3 / sqrt 2)

@@ -108,7 +108,7 @@ def test_discover_names_what_a_module_declares_wrongly(tmp_path, text, error):
         (TtsJob, contract.MEDIA, ()),
         (CloneJob, contract.MEDIA, ("reference_audio",)),
         (RestoreJob, contract.MEDIA, ("video",)),
-        (TtsJob, contract.KNOB, ("seed", "timestamps", "voice", "speed")),
+        (TtsJob, contract.KNOB, ("seed", "timestamps", "voice", "speed", "instructions")),
         (
             CloneJob,
             contract.KNOB,
