@@ -410,3 +410,25 @@ def test_cuda_profile_build_fails_in_words_when_a_visible_driver_meets_cpu_torch
     # A machine with a visible GPU (nvidia-smi answers), and a CPU-only torch built.
     with pytest.raises(BootstrapFailed, match=r"CPU-only build.*driver \(580\.159\.04\)"):
         check_cuda(KOKORO, Path(kokoro_volume["built_python"]))
+
+
+@pytest.mark.slow
+def test_kokoro_fastapi_blends_speak_exactly_as_this_workers_own_form(kokoro_env):
+    """Same blend, same seed: the same samples, so the same voice tensor was used;
+    OpenAI's speech body (input, response_format, speed 4.0) reaches Kokoro too."""
+    spoken = {}
+    for voice in ("af_bella:0.7,af_sky:0.3", "af_bella(7)+af_sky(3)", "af_bella:0.5,af_sky:0.5",
+                  "af_bella+af_sky"):  # fmt: skip
+        result = handler.handler(_job(f"k-blend-{len(spoken)}", voice=voice, seed=3))
+        assert "error" not in result, result
+        spoken[voice] = result["outputs"][0]["sha256"]
+    assert spoken["af_bella:0.7,af_sky:0.3"] == spoken["af_bella(7)+af_sky(3)"]
+    assert spoken["af_bella:0.5,af_sky:0.5"] == spoken["af_bella+af_sky"]
+    assert spoken["af_bella:0.7,af_sky:0.3"] != spoken["af_bella+af_sky"]
+
+    # The test volume has six voices, not af_nova: OpenAI's names are in test_parse_voice.
+    body = {"input": "Hello there.", "voice": "af_sky", "response_format": "aac", "speed": 4.0}
+    job = {"task": "tts", "model": "kokoro", **body}
+    result = handler.handler({"id": "k-openai", "input": job})
+    assert "error" not in result, result
+    assert result["outputs"][0]["content_type"] == "audio/aac"
