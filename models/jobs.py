@@ -13,7 +13,7 @@ import functools
 import json
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, TypeAdapter, ValidationError, create_model
+from pydantic import AliasChoices, BaseModel, Field, TypeAdapter, ValidationError, create_model
 
 from errors import InvalidInput
 from models import dialects, registry
@@ -133,6 +133,8 @@ def json_schema() -> dict[str, Any]:
     """The contract as one JSON Schema document (request, result, error)."""
     request = _job_adapter().json_schema(ref_template="#/$defs/{model}")
     defs = request.pop("$defs", {})
+    for spec in registry.TASKS.values():
+        _publish_aliases(spec.job, defs.get(spec.job.__name__))
     documents: dict[str, Any] = {"JobResult": _job_result()}
     # A task no runner serves (voices) returns its own shape, named beside JobResult.
     documents.update(
@@ -156,6 +158,33 @@ def json_schema() -> dict[str, Any]:
         **request,
         "$defs": dict(sorted(defs.items())),
     }
+
+
+def _publish_aliases(job: type[BaseModel], schema: dict[str, Any] | None) -> None:
+    """List each field's other accepted names (``input`` for ``text``...) in ``schema``.
+
+    pydantic's schema names a field by its first alias only, and a job model forbids
+    extra properties, so a validator reading the schema would refuse a job this worker
+    accepts. Each other name gets the field's schema, marked as the same field.
+    """
+    if schema is None:
+        return
+    properties = schema["properties"]
+    for name, info in job.model_fields.items():
+        if not isinstance(info.validation_alias, AliasChoices) or name not in properties:
+            continue
+        names = [name]
+        for alias in info.validation_alias.choices:
+            if isinstance(alias, str) and alias != name:
+                names.append(alias)
+                properties[alias] = {
+                    **properties[name],
+                    "title": alias,
+                    "description": f"Another name for `{name}`: give one of the two.",
+                }
+        if name in schema.get("required", ()):  # required under any of its names
+            schema["required"].remove(name)
+            schema.setdefault("allOf", []).append({"anyOf": [{"required": [n]} for n in names]})
 
 
 def json_schema_text() -> str:

@@ -148,6 +148,11 @@ def test_schema_cli_prints_a_valid_draft_2020_schema():
     assert validator.is_valid({"task": "tts", "text": "Hello."})
     assert not validator.is_valid({"task": "tts", "text": "Hello.", "bogus": 1})
     assert validator.is_valid({"task": "clone", "text": "x", "voice": "ana"})
+    # The other names a field is accepted under are in the schema too (OpenAI's body).
+    openai = {"task": "tts", "input": "Hello.", "response_format": "aac", "speed": 4.0}
+    assert validator.is_valid(openai) and jobs.parse_job(openai).text == "Hello."
+    assert not validator.is_valid({"task": "tts", "response_format": "aac"})  # no text
+    assert validator.is_valid({"task": "transcribe", "audio": "s3://b/k", "word_timestamps": True})
     assert not validator.is_valid({"task": "clone", "text": "x", "voice": "Ana B"})
     assert set(schema["$defs"]) >= {
         "TtsJob",
