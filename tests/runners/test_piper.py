@@ -179,6 +179,18 @@ def test_pcm_is_raw_little_endian_at_the_rate_its_type_names():
     data = _local(output).read_bytes()
     assert len(data) % 2 == 0
     assert abs(len(data) / 2 / 22050 - output["duration_s"]) < 1e-3
+    import av
+
+    # FFmpeg reads it given what the content type says (raw PCM has no header).
+    options = {"sample_rate": "22050", "ch_layout": "mono"}
+    with av.open(str(_local(output)), format="s16le", options=options) as container:
+        (stream,) = container.streams.audio
+        assert (stream.codec_context.name, stream.codec_context.sample_rate) == (
+            "pcm_s16le",
+            22050,
+        )
+        decoded = sum(frame.samples for frame in container.decode(stream))
+    assert decoded == len(data) // 2
     wav = handler.handler(
         {"id": "piper-pcm-wav", "input": {"task": "tts", "text": "One two three."}}
     )  # Piper's noise is unseeded: compare lengths and loudness, not samples
