@@ -9,6 +9,7 @@ every task shares. ``python -m models schema`` prints :func:`json_schema_text`.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 from typing import Annotated, Any, Literal, Union
@@ -87,13 +88,44 @@ def _task_list() -> str:
     return ", ".join(repr(t) for t in task_names())
 
 
+# Other workers' names for this worker's fields, for a job that has a task (a job
+# without one may be worker-faster_whisper's: models.dialects).
+PEER_NAMES = {
+    "enable_vad": "`vad`",
+    "audio_base64": "`audio` with a data: URI (data:audio/wav;base64,...), or leave out "
+    "`task` to send worker-faster_whisper's job",
+    "transcription": "`formats` (files), or `faster_whisper.transcription` (inline)",
+    "language_id": "`language`",
+    "voice_id": "`voice`",
+    "audio_prompt_path": "`reference_audio`",
+    "ref_audio": "`reference_audio`",
+    "ref_text": "`reference_text`",
+}
+
+
+def _unknown_field(loc: tuple[Any, ...]) -> str:
+    """The message for an unknown field: the field it may have meant, when one is close."""
+    name = str(loc[-1])
+    if name in PEER_NAMES:
+        return f"unknown field; this worker's name for it is {PEER_NAMES[name]}"
+    job = registry.TASKS[loc[0]].job if len(loc) == 2 and loc[0] in registry.TASKS else None
+    if job is not None:
+        known = set(job.model_fields)
+        for info in job.model_fields.values():
+            if isinstance(info.validation_alias, AliasChoices):
+                known.update(a for a in info.validation_alias.choices if isinstance(a, str))
+        if close := difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.7):
+            return f"unknown field; did you mean `{close[0]}`?"
+    return "unknown field (check the spelling; see the job contract)"
+
+
 def _details(exc: ValidationError) -> list[dict[str, str]]:
     details = []
     for err in exc.errors(include_url=False, include_input=False):
         field = (err.get("ctx") or {}).get("field") or _field_path(err["loc"])
         message = err["msg"]
         if err["type"] == "extra_forbidden":
-            message = "unknown field (check the spelling; see the job contract)"
+            message = _unknown_field(err["loc"])
         elif err["type"] == "union_tag_invalid":
             field, message = "task", f"must be one of {_task_list()}"
         elif err["type"] == "union_tag_not_found":
@@ -103,6 +135,9 @@ def _details(exc: ValidationError) -> list[dict[str, str]]:
 
 
 def _invalid(details: list[dict[str, str]]) -> InvalidInput:
+    # An unknown field usually explains a missing one (audio_base64 for audio), and
+    # the error line names only the first: unknown fields go first.
+    details = sorted(details, key=lambda d: not d["message"].startswith("unknown field"))
     first = details[0]
     more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
     return InvalidInput(
@@ -135,6 +170,7 @@ def json_schema() -> dict[str, Any]:
     defs = request.pop("$defs", {})
     for spec in registry.TASKS.values():
         _publish_aliases(spec.job, defs.get(spec.job.__name__))
+        _name_models(spec.name, defs.get(spec.job.__name__))
     documents: dict[str, Any] = {"JobResult": _job_result()}
     # A task no runner serves (voices) returns its own shape, named beside JobResult.
     documents.update(
@@ -185,6 +221,17 @@ def _publish_aliases(job: type[BaseModel], schema: dict[str, Any] | None) -> Non
         if name in schema.get("required", ()):  # required under any of its names
             schema["required"].remove(name)
             schema.setdefault("allOf", []).append({"anyOf": [{"required": [n]} for n in names]})
+
+
+def _name_models(task: str, schema: dict[str, Any] | None) -> None:
+    """Make ``model`` an enum of the models serving ``task`` (plugin runners found at
+    generation included), so a client reading the schema can offer them."""
+    served = [spec.model for spec in registry.RUNNERS if spec.task == task]
+    if schema is None or "model" not in schema["properties"] or not served:
+        return
+    field = schema["properties"]["model"]
+    field["anyOf"] = [{"enum": served, "type": "string"}, {"type": "null"}]
+    field["description"] = "The task's default model when absent (or null)."
 
 
 def json_schema_text() -> str:

@@ -367,6 +367,14 @@ def _copy_chunks(chunks: Iterable[bytes], out: IO[bytes]) -> None:
 def _refused(field: str, shown: str, exc: Exception) -> FetchFailed:
     # SSRFError messages name the offending URL; drop query strings (tokens).
     reason = re.sub(r"\?\S*", "", str(exc))
+    if reason.startswith("could not resolve host"):
+        # The SDK raises its SSRF error for a name that does not resolve too; that is
+        # a typo or a DNS problem, not the guard refusing an address.
+        return FetchFailed(
+            f"{field}: could not fetch {shown}: {reason}; check the URL's host name, "
+            "and that the worker can resolve names",
+            field=field,
+        )
     return FetchFailed(f"{field}: refused to fetch {shown}: {reason}", field=field)
 
 

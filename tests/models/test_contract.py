@@ -153,6 +153,13 @@ def test_schema_cli_prints_a_valid_draft_2020_schema():
     assert validator.is_valid(openai) and jobs.parse_job(openai).text == "Hello."
     assert not validator.is_valid({"task": "tts", "response_format": "aac"})  # no text
     assert validator.is_valid({"task": "transcribe", "audio": "s3://b/k", "word_timestamps": True})
+    # Each task's models are named, as the registry serves them.
+    assert validator.is_valid({**TTS, "model": "kokoro"})
+    assert not validator.is_valid({**TTS, "model": "tts-1"})
+    assert validator.is_valid(
+        {"task": "transcribe", "audio": "s3://b/k", "model": "distil-large-v3"}
+    )
+    assert not validator.is_valid({"task": "restore", "video": "s3://b/k", "model": "kokoro"})
     assert not validator.is_valid({"task": "clone", "text": "x", "voice": "Ana B"})
     assert set(schema["$defs"]) >= {
         "TtsJob",
@@ -233,3 +240,30 @@ def test_the_schema_gives_each_task_its_own_closed_result():
     assert result.is_valid({**_COMMON, "task": "tts"})
     assert not result.is_valid({**_COMMON, "task": "tts", "segments": None, "media": None})
     assert not result.is_valid({**_COMMON, "task": "restore", "media": _MEDIA})
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "says"),
+    [
+        ({**TTS, "vocie": "joe"}, "vocie", "did you mean `voice`?"),
+        ({**TTS, "formt": "wav"}, "formt", "did you mean `format`?"),
+        ({**TTS, "respose_format": "wav"}, "respose_format", "did you mean `response_format`?"),
+        ({"task": "transcribe", "audio": "s3://b/k", "enable_vad": True}, "enable_vad", "`vad`"),
+        ({"task": "transcribe", "audio_base64": "UklGRg=="}, "audio_base64", "data: URI"),
+        ({"task": "clone", "text": "x", "ref_audio": "s3://b/k"}, "ref_audio", "`reference_audio`"),
+        ({**TTS, "zzz": 1}, "zzz", "check the spelling"),
+    ],
+)
+def test_an_unknown_field_gets_the_name_it_may_have_meant(raw, field, says):
+    with pytest.raises(InvalidInput) as info:
+        jobs.parse_job(raw)
+    (detail,) = [d for d in info.value.details if d["field"] == field]
+    assert says in detail["message"]
+
+
+def test_the_error_line_names_the_unknown_field_that_explains_a_missing_one():
+    with pytest.raises(InvalidInput) as info:
+        jobs.parse_job({"task": "transcribe", "audio_base64": "UklGRg=="})
+    assert info.value.message.startswith("audio_base64: unknown field; this worker's name")
+    assert info.value.message.endswith("(and 1 more)")
+    assert [d["field"] for d in info.value.details] == ["audio_base64", "audio"]

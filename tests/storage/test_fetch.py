@@ -341,6 +341,16 @@ def test_direct_forbidden_hosts_are_refused(
     assert _files(tmp_path) == []
 
 
+def test_a_host_that_does_not_resolve_is_not_called_a_refusal(tmp_path: Path) -> None:
+    # RFC 6761: .invalid never resolves. The SDK raises its SSRF error for it too.
+    ref = parse_media_ref("https://no-such-host.invalid/voice.wav", field="audio")
+    with pytest.raises(FetchFailed) as info:
+        fetch(ref, tmp_path, s3=None, max_bytes=CAP)
+    assert info.value.field == "audio"
+    assert info.value.message.startswith("audio: could not fetch https://no-such-host.invalid/")
+    assert "refused" not in info.value.message and "host name" in info.value.message
+
+
 @pytest.mark.parametrize(
     "url", ["http://example.com/a.wav", "file:///etc/passwd", "ftp://example.com/a.wav"]
 )
