@@ -178,3 +178,15 @@ def test_the_migration_guide_says_what_each_peer_field_gets(peer, field, example
         with pytest.raises(InvalidInput) as refused:
             registry.resolve(jobs.parse_job(job))
         assert refused.value.field == field or refused.value.message.startswith(f"{field}:")
+
+
+def test_the_deploy_guides_vram_figures_are_the_runners_declared_ones():
+    """The figures the deploy guide quotes for RunnerSpec.vram_mb (one had gone stale:
+    upscale 2048 after the code declared 3072)."""
+    text = " ".join((ROOT / "docs" / "guides" / "deploy-runpod.md").read_text().split())
+    declared = {s.model: s.vram_mb for s in registry.RUNNERS}
+    quoted = re.search(r"RunnerSpec\.vram_mb`: (.+?), estimates", text)[1]
+    for name, figure in re.findall(r"(kokoro|f5tts|chatterbox|upscale) (\d+)", quoted):
+        assert declared[name] == int(figure), name
+    assert f"whisper {declared['tiny']} (tiny) to {declared['large-v3']} (large)" in quoted
+    assert f"seedvr2 {declared['seedvr2-3b']} (3b) and {declared['seedvr2-7b']} (7b)" in quoted
