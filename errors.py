@@ -49,6 +49,22 @@ class WorkerError(Exception):
         self.details = details
 
 
+def one_line(message: str) -> tuple[str, str]:
+    """``message`` as the contract's one-line ``error`` and the rest, its cause. Pure.
+
+    Many messages carry a tool's output (uv's error chain) and end with a
+    ``hint:`` paragraph that says what to do. The line is the first line and the
+    hint; the cause is everything between, for the envelope's ``details``.
+    """
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return (lines[0] if lines else message), ""
+    hints = [line.removeprefix("hint:").strip() for line in lines if line.startswith("hint:")]
+    cause = [line for line in lines[1:] if not line.startswith("hint:")]
+    head = lines[0].rstrip(":")
+    return "; ".join([head, *hints]), "\n".join(cause)
+
+
 class InvalidInput(WorkerError, ValueError):
     code = "invalid_input"
 

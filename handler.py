@@ -62,7 +62,7 @@ from runpod.serverless.modules import worker_state
 
 import config
 import storage
-from errors import InvalidInput, WorkerError
+from errors import InvalidInput, WorkerError, one_line
 from models import contract, jobs, registry
 from models.contract import Envelope
 from models.environments import Environments
@@ -273,11 +273,14 @@ def _run_job(envelope: Envelope, job_id: str, on_chunk: ChunkSink | None = None)
 
 
 def error_envelope(exc: WorkerError) -> dict[str, Any]:
-    """The contract's failure shape for a WorkerError."""
+    """The contract's failure shape for a WorkerError: ``error`` is one line (what
+    failed and what to do); a tool's error output goes in ``details`` as ``cause``."""
+    line, cause = one_line(exc.message)
+    details = [*exc.details, {"message": cause, "cause": True}] if cause else exc.details
     return contract.ErrorEnvelope(
-        error=f"{exc.code}: {exc.message}",
+        error=f"{exc.code}: {line}",
         error_code=exc.code,  # type: ignore[arg-type]
-        details=exc.details,  # type: ignore[arg-type]
+        details=details,  # type: ignore[arg-type]
     ).model_dump(mode="json", exclude_none=True)
 
 
@@ -290,7 +293,10 @@ def _serve(envelope: Envelope, job_id: str, on_chunk: ChunkSink | None = None) -
     try:
         return _run_job(envelope, job_id, on_chunk)
     except WorkerError as exc:
-        logger.warning("job=%s failed %s: %s", job_id, exc.code, exc.message)
+        line, cause = one_line(exc.message)
+        logger.warning("job=%s failed %s: %s", job_id, exc.code, line)
+        if cause:
+            logger.info("job=%s cause: %s", job_id, cause.replace("\n", " | "))
         return error_envelope(exc)
     except Exception:
         logger.exception("job=%s internal error", job_id)

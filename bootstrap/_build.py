@@ -74,7 +74,9 @@ def _build_environ() -> dict[str, str]:
     return env
 
 
-def _run(cmd: list[str], *, what: str, profile: str, timeout: float) -> str:
+def _run(
+    cmd: list[str], *, what: str, profile: str, timeout: float, indexes: tuple[str, ...] = ()
+) -> str:
     try:
         done = subprocess.run(
             cmd, capture_output=True, text=True, timeout=timeout, env=_build_environ()
@@ -84,10 +86,32 @@ def _run(cmd: list[str], *, what: str, profile: str, timeout: float) -> str:
             f"profile {profile}: {what} did not finish in {timeout:.0f} s"
         ) from None
     if done.returncode != 0:
+        hint = unreachable_index_hint(done.stderr, indexes)
         raise BootstrapFailed(
             f"profile {profile}: {what} failed (exit {done.returncode}):\n{_tail(done.stderr)}"
+            + (f"\n\nhint: {hint}" if hint else "")
         )
     return done.stdout
+
+
+def unreachable_index_hint(stderr: str, indexes: tuple[str, ...]) -> str | None:
+    """What to do when uv could not reach one of the profile's package indexes. Pure.
+
+    The common case: a machine without a GPU (a laptop, CI) and without access to
+    PyTorch's CUDA index, where PyPI's own torch would run on its CPU.
+    """
+    if "Failed to fetch" not in stderr and "error sending request" not in stderr:
+        return None
+    for url in indexes:
+        host = url.split("://", 1)[-1].split("/", 1)[0]
+        if host and host in stderr:
+            return (
+                f"the package index {url} cannot be reached from here; give the worker "
+                f"access to it, or on a machine without a GPU set "
+                f"MEDIA_WORKER_EXTRA_INDEX_URLS=https://pypi.org/simple (PyPI's torch "
+                f"runs on a CPU; docs/tasks/clone.md)"
+            )
+    return None
 
 
 def _install_args(profile: Profile) -> list[str]:
@@ -146,6 +170,7 @@ def build(
         what="installing the requirements (uv pip install)",
         profile=profile.name,
         timeout=INSTALL_TIMEOUT_S,
+        indexes=tuple(u for u in (profile.index_url, *profile.extra_index_urls) if u),
     )
     for artifact, path in local.items():
         if artifact.kind == "source":

@@ -117,6 +117,30 @@ def test_bad_jobs_get_the_contract_error_envelope(job, code, field, fragment):
     assert "zz-secret" not in json.dumps(result)
 
 
+def test_a_failure_with_a_tools_output_is_one_line_and_the_output_is_its_cause(monkeypatch, caplog):
+    from errors import BootstrapFailed
+
+    def fail(job):
+        raise BootstrapFailed(
+            "profile kokoro: installing the requirements (uv pip install) failed (exit 2):\n"
+            "error: Request failed after 3 retries\n  cause: Connection refused\n\n"
+            "hint: set MEDIA_WORKER_EXTRA_INDEX_URLS=https://pypi.org/simple"
+        )
+
+    monkeypatch.setattr(handler.registry, "resolve", fail)
+    caplog.set_level("INFO")
+    result = handler.handler(_job("uv-1"))
+    envelope = contract.ErrorEnvelope.model_validate(result)
+    assert envelope.error == (
+        "bootstrap_failed: profile kokoro: installing the requirements (uv pip install) "
+        "failed (exit 2); set MEDIA_WORKER_EXTRA_INDEX_URLS=https://pypi.org/simple"
+    )
+    (cause,) = [d for d in result["details"] if d.get("cause")]
+    assert cause["message"] == "error: Request failed after 3 retries\ncause: Connection refused"
+    lines = [r.getMessage() for r in caplog.records if "job=uv-1" in r.getMessage()]
+    assert all("\n" not in line for line in lines) and len(lines) == 2  # failure, cause
+
+
 def test_unexpected_exception_is_internal_without_traceback(monkeypatch, caplog):
     def explode(job):
         raise RuntimeError("registry exploded at /secret/path")

@@ -87,6 +87,7 @@ def test_a_ready_profile_is_served_while_another_profile_builds(held_build, capl
         held_build.release()
         thread.join(timeout=120)
     assert results["slow"]["error_code"] == "bootstrap_failed"
+    assert "\n" not in results["slow"]["error"]  # the contract's one line
 
 
 @pytest.mark.slow

@@ -509,3 +509,41 @@ def test_wheel_artifact_name_and_version_come_from_its_file_name():
     assert (wheel.name, wheel.version) == ("flash-attn", "2.7.4.post1+cu12torch2.6")
     with pytest.raises(ValueError, match="PEP 427"):
         bootstrap.Artifact("https://example.com/not-a-wheel.whl", "0123456789abcdef" * 4)
+
+
+def test_an_unreachable_package_index_says_which_setting_fixes_it(monkeypatch):
+    """uv's real error for an index nothing listens on, through the build's own runner:
+    the error line names the index and MEDIA_WORKER_EXTRA_INDEX_URLS; uv's cause chain
+    stays out of it."""
+    from bootstrap import _build
+    from errors import one_line
+
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")
+    index = "http://127.0.0.1:9/simple"
+    package = "no-such-package-for-media-worker==1.0"
+    cmd = [_build.uv_binary(), "pip", "install", "--dry-run", "--no-cache", "--python",
+           sys.executable, "--index-url", index, package]  # fmt: skip
+    with pytest.raises(BootstrapFailed) as failed:
+        _build._run(cmd, what="installing", profile="kokoro", timeout=60, indexes=(index,))
+    line, cause = one_line(failed.value.message)
+    assert "\n" not in line
+    assert line.startswith("profile kokoro: installing failed (exit ")
+    assert f"the package index {index} cannot be reached" in line
+    assert "MEDIA_WORKER_EXTRA_INDEX_URLS=https://pypi.org/simple" in line
+    assert "Connection refused" in cause and "Connection refused" not in line
+    assert _build.unreachable_index_hint(cause, ("https://download.pytorch.org/whl/cu126",)) is None
+
+
+@pytest.mark.parametrize(
+    ("message", "line", "cause"),
+    [
+        ("plain", "plain", ""),
+        ("profile x: failed (exit 2):\nerror: a\n  cause: b\n\nhint: do y",
+         "profile x: failed (exit 2); do y", "error: a\ncause: b"),
+        ("weights w: bad\n\nhint: retry", "weights w: bad; retry", ""),
+    ],
+)  # fmt: skip
+def test_an_error_is_one_line_and_its_cause(message, line, cause):
+    from errors import one_line
+
+    assert one_line(message) == (line, cause)
