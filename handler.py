@@ -41,6 +41,8 @@ import asyncio
 import atexit
 import base64
 import dataclasses
+import functools
+import json
 import logging
 import os
 import queue
@@ -68,6 +70,7 @@ from models.contract import Envelope
 from models.environments import Environments
 from models.host import RunnerHost
 from models.tasks.base import Prepared
+from runtime import atomic
 from runtime import protocol as p
 
 logger = logging.getLogger("handler")
@@ -153,8 +156,9 @@ def sdk_config(*, streaming: bool = False, test_input: bool = False) -> dict[str
     object>`` and "completed successfully" without running the job), so a
     streaming endpoint gets :func:`drained_stream_handler` there instead.
     """
-    if streaming and test_input:
-        return {"handler": drained_stream_handler, "concurrency_modifier": _concurrency}
+    if test_input:
+        run = drained_stream_handler if streaming else handler
+        return {"handler": functools.partial(local_run, run), "concurrency_modifier": _concurrency}
     if streaming:
         return {
             "handler": _stream_async,
@@ -162,6 +166,25 @@ def sdk_config(*, streaming: bool = False, test_input: bool = False) -> dict[str
             "concurrency_modifier": _concurrency,
         }
     return {"handler": _handle_async, "concurrency_modifier": _concurrency}
+
+
+def local_run(run: Callable[[Envelope], Any], envelope: Envelope) -> Any:
+    """A local run's job (``python handler.py``): ``run``'s result, also written whole
+    as JSON to ``<outputs>/last-result.json``.
+
+    The SDK's local mode prints the result as a Python dict and, for a failed job,
+    only its ``error`` line; the file keeps ``error_code`` and ``details`` (a cause
+    chain included) for a person or a script (``jq . outputs/last-result.json``).
+    """
+    result = run(envelope)
+    path = config.resolve_paths().outputs / "last-result.json"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(path, (json.dumps(result, indent=2) + "\n").encode())
+        logger.info("job=%s result written to %s", envelope.get("id") or "local", path)
+    except OSError as exc:  # the job's own result matters more than this copy of it
+        logger.warning("job=%s result not written to %s: %s", envelope.get("id"), path, exc)
+    return result
 
 
 def _run_job(envelope: Envelope, job_id: str, on_chunk: ChunkSink | None = None) -> dict[str, Any]:
@@ -474,8 +497,35 @@ def _checked_settings() -> tuple[str, ...]:
     return profiles
 
 
+def expand_test_input(argv: list[str]) -> list[str]:
+    """``argv`` with ``--test_input @job.json`` replaced by the file's text.
+
+    The SDK takes the job inline, and a job with a few hundred KB of base64 media is
+    over the shell's argument limit ("Argument list too long"); read here, the text
+    never passes through exec. The file must hold one JSON object (``{"input": ...}``).
+
+    Raises:
+        SystemExit: the file cannot be read (exit 2, the message names it).
+    """
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--test_input" and i + 1 < len(out) and out[i + 1].startswith("@"):
+            out[i + 1] = _read_job_file(out[i + 1][1:])
+        elif arg.startswith("--test_input=@"):
+            out[i] = "--test_input=" + _read_job_file(arg.removeprefix("--test_input=@"))
+    return out
+
+
+def _read_job_file(name: str) -> str:
+    try:
+        return Path(name).read_text(encoding="utf-8")
+    except OSError as exc:
+        sys.exit(f"--test_input @{name}: cannot read the job file: {exc.strerror}")
+
+
 def main() -> None:
     _configure_logging("INFO")  # the level is a setting, and settings are checked next
+    sys.argv = expand_test_input(sys.argv)
     try:
         profiles = _checked_settings()
     except config.ConfigError as exc:
@@ -487,9 +537,11 @@ def main() -> None:
         _prepare_in_background(profiles)
     if config.STREAMING.get():
         logger.info("streaming endpoint: generator handler, aggregate stream")
-    runpod.serverless.start(
-        sdk_config(streaming=config.STREAMING.get(), test_input=_is_test_input_run(sys.argv))
-    )
+    local = _is_test_input_run(sys.argv)
+    # Only a one-job local run reads media from this machine's disk: a path or
+    # file:// there is the user's own file; on an endpoint it would be the worker's.
+    storage.allow_local_files(local)
+    runpod.serverless.start(sdk_config(streaming=config.STREAMING.get(), test_input=local))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypedDict, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from storage import MAX_PRESIGN_S, MIN_PRESIGN_S
+from storage import MAX_PRESIGN_S, MIN_PRESIGN_S, local_file_uri
 
 # "<major>.<minor>": a new field or task bumps the minor (docs/changelog.md).
 CONTRACT_VERSION = "1.12"
@@ -30,9 +30,13 @@ class StrictModel(BaseModel):
 
 
 def _check_media_ref(value: str) -> str:
-    if not value.startswith(_MEDIA_SCHEMES):
-        raise ValueError("must be an https:// URL, an s3://bucket/key reference or a data: URI")
-    return value
+    if value.startswith(_MEDIA_SCHEMES):
+        return value
+    # A path or file:// in a local run becomes an absolute file:// URI (refused, in
+    # words, anywhere else: storage.local_file_uri).
+    if local := local_file_uri(value):
+        return local
+    raise ValueError("must be an https:// URL, an s3://bucket/key reference or a data: URI")
 
 
 class _Mark:

@@ -2,7 +2,8 @@
 
 Inputs: :func:`parse_media_ref` (pure) then :func:`fetch` into the job's
 :func:`scratch` directory: https via RunPod's SSRF-safe fetch, ``s3://`` with the
-job's credentials, base64 ``data:`` URIs, all size-capped and content-type checked.
+job's credentials, base64 ``data:`` URIs, all size-capped and content-type checked;
+local files in local runs only (:func:`allow_local_files`).
 
 Outputs: :func:`publish` uploads a runner's output files to S3-compatible storage
 with presigned URLs (lifetime ``MIN_PRESIGN_S..MAX_PRESIGN_S``), or copies them into
@@ -28,6 +29,8 @@ _EXPORTS = {
     "Published": "storage._publish",
     "publish": "storage._publish",
     "MediaRef": "storage._refs",
+    "allow_local_files": "storage._refs",
+    "local_file_uri": "storage._refs",
     "parse_media_ref": "storage._refs",
     "validate_prefix": "storage._refs",
     "S3Settings": "storage._s3",
@@ -49,10 +52,12 @@ __all__ = [
     "Published",
     "S3Settings",
     "VoiceInfo",
+    "allow_local_files",
     "delete_voice",
     "fetch",
     "list_voices",
     "load_voice",
+    "local_file_uri",
     "parse_media_ref",
     "publish",
     "s3_settings",

@@ -18,6 +18,7 @@ import errno
 import logging
 import mimetypes
 import re
+import shutil
 import socket
 import threading
 import time
@@ -117,8 +118,18 @@ def fetch(
         path = _fetch_s3(ref, dest_dir, settings=s3, max_bytes=max_bytes)
     elif ref.kind == "data":
         path = _fetch_data(ref, dest_dir, max_bytes=max_bytes)
+    elif ref.kind == "file":
+        path = _copy_file(ref, dest_dir, max_bytes=max_bytes)
     else:  # pragma: no cover - MediaRef.kind is a closed set
         raise ValueError(f"unknown media kind {ref.kind!r}")
+    with path.open("rb") as head:
+        reason = not_media(head.read(SNIFF_BYTES), path.stat().st_size)
+    if reason:
+        path.unlink(missing_ok=True)
+        raise UnsupportedMedia(
+            f"{ref.field}: {ref.describe()} {reason}; send an audio, video or image file",
+            field=ref.field,
+        )
     logger.info(
         "job=%s fetch ok kind=%s field=%s bytes=%d s=%.2f",
         current_job_id(),
@@ -304,6 +315,57 @@ def _fetch_data(ref: MediaRef, dest_dir: Path, *, max_bytes: int) -> Path:
         )
     name = _file_name(ref.field, suffix_from="", content_type=content_type)
     return _write_atomically(dest_dir, name, lambda out: out.write(payload), field=ref.field)
+
+
+SNIFF_BYTES = 512
+# Under this no audio, video or image container has room for its header (a WAV
+# header alone is 44 bytes, the smallest PNG 67).
+MIN_MEDIA_BYTES = 16
+
+
+def not_media(head: bytes, size: int) -> str | None:
+    """Why a fetched input is certainly not media, from its size and first bytes, or
+    None. Pure.
+
+    Only the certain cases: an input this rejects would fail in the runner anyway,
+    after an environment build and a model load; anything else, an unknown binary
+    format included, is left to the runner's decoder.
+    """
+    if size < MIN_MEDIA_BYTES:
+        return f"holds {size} bytes, too few for any audio, video or image file"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not a character cut at the sniff's end
+            return None
+        text = head[: exc.start].decode("utf-8")
+    if "\x00" in text or not all(c.isprintable() or c in "\t\r\n" for c in text):
+        return None
+    first = text.lstrip("\ufeff \t\r\n")[:1]
+    kind = "HTML or XML" if first == "<" else "JSON" if first in "{[" else "text"
+    return f"is {kind}, not media"
+
+
+def _copy_file(ref: MediaRef, dest_dir: Path, *, max_bytes: int) -> Path:
+    """A local run's own file, copied into scratch like any other input (the runner
+    may write beside its inputs; the user's file is never touched)."""
+    source = Path(ref.path)
+    if not source.is_file():
+        raise InvalidInput(f"{ref.field}: no such file {source}", field=ref.field)
+    size = source.stat().st_size
+    if size > max_bytes:
+        raise FetchFailed(
+            f"{ref.field}: {source} holds {size} bytes, over the {max_bytes} byte cap "
+            "(MEDIA_WORKER_MAX_MEDIA_BYTES)",
+            field=ref.field,
+        )
+    name = _file_name(ref.field, suffix_from=source.name, content_type=None)
+
+    def copy(out: IO[bytes]) -> None:
+        with source.open("rb") as src:
+            shutil.copyfileobj(src, out)
+
+    return _write_atomically(dest_dir, name, copy, field=ref.field)
 
 
 def _check_content_type(raw: str | None, *, field: str) -> str | None:

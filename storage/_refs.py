@@ -9,18 +9,53 @@ raises :class:`errors.InvalidInput` naming the field; fetching happens in ``_fet
     https://host/path?query      kind="https"  (SSRF checks happen when fetched)
     s3://bucket/some/key.wav     kind="s3"     (read with the configured credentials)
     data:audio/wav;base64,UklG.. kind="data"   (standard base64, no whitespace)
+    file:///home/me/talk.wav     kind="file"   (local runs only: allow_local_files)
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from errors import InvalidInput
 
-MediaKind = Literal["https", "s3", "data"]
+MediaKind = Literal["https", "s3", "data", "file"]
+
+# A local run (python handler.py with test_input.json or --test_input) reads media
+# from the user's own disk; a deployed endpoint never does: a job there could read
+# any file the worker can. The handler turns this on for local runs only.
+_local_files = False
+
+
+def allow_local_files(allowed: bool) -> None:
+    """Accept local paths and ``file://`` URLs as media (local runs only)."""
+    global _local_files
+    _local_files = allowed
+
+
+def local_file_uri(value: str) -> str | None:
+    """``value`` as an absolute ``file://`` URI when it names a local file and local
+    files are allowed; None when it is not local (a URL, s3://, data:). Pure but for
+    the switch and the working directory a relative path is resolved against.
+
+    Raises:
+        ValueError: ``value`` is local but local files are not allowed here.
+    """
+    scheme = urlsplit(value).scheme.lower()
+    if scheme and scheme != "file":
+        return None  # a URL of some scheme: parse_media_ref judges it
+    if not _local_files:
+        raise ValueError(
+            "a local file (a path or file://) is read only in a local run (python "
+            "handler.py with test_input.json or --test_input); a deployed endpoint takes "
+            "an https:// URL, an s3://bucket/key reference or a data: URI"
+        )
+    path = Path(unquote(urlsplit(value).path)) if scheme == "file" else Path(value)
+    return (Path.cwd() / path.expanduser()).resolve().as_uri()
+
 
 MAX_URL_CHARS = 8192
 """Longest https:// or s3:// reference accepted (a data: URI is capped by size at fetch)."""
@@ -54,6 +89,7 @@ class MediaRef:
         key: the object key (kind ``s3``).
         media_type: the declared media type of a data: URI, ``""`` when absent.
         data: the base64 payload of a data: URI (left out of ``repr``: it can be huge).
+        path: the local file (kind ``file``, local runs only).
     """
 
     kind: MediaKind
@@ -63,6 +99,7 @@ class MediaRef:
     key: str = ""
     media_type: str = ""
     data: str = field(default="", repr=False)
+    path: str = ""
 
     def describe(self) -> str:
         """A short form for log lines and messages: no query string, no payload."""
@@ -70,6 +107,8 @@ class MediaRef:
             return _without_query(self.url)
         if self.kind == "s3":
             return f"s3://{self.bucket}/{self.key}"
+        if self.kind == "file":
+            return self.path
         return f"data:{self.media_type or '-'} ({len(self.data)} base64 chars)"
 
 
@@ -101,6 +140,10 @@ def parse_media_ref(value: str, *, field: str) -> MediaRef:
         raise _invalid(field, f"reference longer than {MAX_URL_CHARS} characters")
     if _CONTROL.search(value) or " " in value:
         raise _invalid(field, "reference contains spaces or control characters")
+    if scheme == "file":
+        if not _local_files:
+            raise _invalid(field, "file:// is read only in a local run (python handler.py)")
+        return MediaRef(kind="file", field=field, path=unquote(urlsplit(value).path))
     if scheme == "https":
         return _parse_https(value, field=field)
     if scheme == "s3":

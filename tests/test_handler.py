@@ -456,6 +456,72 @@ def test_test_input_flag_reports_a_bad_job_and_exits_1(tmp_path):
     assert "Traceback" not in out
 
 
+@pytest.mark.slow
+def test_a_local_run_reads_the_job_from_a_file_and_media_from_the_disk(tmp_path):
+    """--test_input @job.json (no argument-length limit), a local path as the media,
+    refused at once for what it is (no environment is built for it), and the whole
+    result, error_code and details included, in outputs/last-result.json."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Meeting notes, not a recording.\n" * 20)
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps({"input": {"task": "transcribe", "audio": str(notes)}}))
+    env = _worker_env(tmp_path, MEDIA_WORKER_HOME=str(tmp_path / "home"))
+    proc = subprocess.run(
+        [sys.executable, "handler.py", "--test_input", f"@{job_file}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert f"unsupported_media: audio: {notes} is text, not media" in out
+    assert "building" not in out and not (tmp_path / "home" / "envs").exists()
+    recorded = json.loads((tmp_path / "outputs" / "last-result.json").read_text())
+    assert recorded["error_code"] == "unsupported_media"
+    assert recorded["details"] == [
+        {"field": "audio", "message": recorded["error"].removeprefix("unsupported_media: ")}
+    ]
+
+    job_file.write_text(json.dumps({"input": {"task": "tts", "text": "Hello there."}}))
+    proc = subprocess.run(
+        [sys.executable, "handler.py", "--test_input", f"@{job_file}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    recorded = json.loads((tmp_path / "outputs" / "last-result.json").read_text())
+    assert recorded["task"] == "tts" and recorded["outputs"][0]["key"].endswith("speech.wav")
+
+
+def test_a_job_file_is_read_in_place_of_the_inline_job(tmp_path):
+    job = tmp_path / "job.json"
+    job.write_text('{"input": {"task": "tts", "text": "Hi."}}')
+    argv = ["handler.py", "--test_input", f"@{job}", "--rp_log_level", "INFO"]
+    assert handler.expand_test_input(argv)[2] == job.read_text()
+    assert handler.expand_test_input([f"--test_input=@{job}"]) == [
+        "--test_input=" + job.read_text()
+    ]
+    assert handler.expand_test_input(["--test_input", '{"input": {}}']) == [
+        "--test_input",
+        '{"input": {}}',
+    ]
+    with pytest.raises(SystemExit, match="cannot read the job file"):
+        handler.expand_test_input(["--test_input", f"@{tmp_path / 'missing.json'}"])
+
+
+def test_a_deployed_endpoint_never_reads_a_local_path(tmp_path):
+    local = tmp_path / "speech.wav"
+    local.write_bytes(b"RIFF" + bytes(60))
+    result = handler.handler({"id": "path-1", "input": {"task": "transcribe", "audio": str(local)}})
+    assert result["error_code"] == "invalid_input"
+    assert "only in a local run" in result["error"] and result["details"][0]["field"] == "audio"
+
+
 def _serve_api(
     env: dict[str, str],
     port: int,

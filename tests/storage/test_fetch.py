@@ -25,6 +25,7 @@ import pytest
 
 from errors import FetchFailed, InvalidInput, StorageFailed, UnsupportedMedia
 from storage import MediaRef, fetch, parse_media_ref, scratch
+from storage import _refs as storage_refs
 from storage._fetch import _fetch_url
 from tests.fixtures.origin import PUBLIC_IP, self_signed_cert
 from tests.fixtures.s3 import settings_for
@@ -410,8 +411,73 @@ def test_data_uri(tmp_path: Path) -> None:
 
 
 def test_data_uri_without_media_type(tmp_path: Path) -> None:
-    ref = parse_media_ref("data:;base64," + base64.b64encode(b"abc").decode(), field="ref")
+    ref = parse_media_ref("data:;base64," + base64.b64encode(AUDIO[:64]).decode(), field="ref")
     assert fetch(ref, tmp_path, s3=None).name == "ref.bin"
+
+
+@pytest.mark.parametrize(
+    ("payload", "says"),
+    [
+        (b"abc", "holds 3 bytes, too few"),
+        (b"\x00" * 8, "holds 8 bytes, too few"),
+        (b"<!DOCTYPE html><html><body>Not found</body></html>", "is HTML or XML, not media"),
+        (b'{"error": "expired signature"}', "is JSON, not media"),
+        ("Meeting notes: é, ü, 日本語\n".encode() * 40, "is text, not media"),
+    ],
+)
+def test_what_is_certainly_not_media_is_refused_when_fetched(tmp_path, payload, says):
+    ref = parse_media_ref(_data(payload, "application/octet-stream"), field="audio")
+    with pytest.raises(UnsupportedMedia) as refused:
+        fetch(ref, tmp_path, s3=None)
+    assert refused.value.field == "audio" and says in refused.value.message
+    assert _files(tmp_path) == []  # nothing left that looks fetched
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(32),
+        b"\x00\x00\x00\x18ftypmp42" + bytes(64),
+        b"ID3\x04\x00" + bytes(40),
+        b"#!AMR\n" + bytes(range(200, 256)),
+        AUDIO[:16],  # unknown binary: the runner's decoder decides
+    ],
+)
+def test_binary_inputs_are_left_to_the_decoder(tmp_path, payload):
+    ref = parse_media_ref(_data(payload, "application/octet-stream"), field="audio")
+    assert fetch(ref, tmp_path, s3=None).read_bytes() == payload
+
+
+def test_a_local_file_is_read_only_in_a_local_run(tmp_path, monkeypatch):
+    from models import jobs
+
+    audio = tmp_path / "my talk.wav"
+    audio.write_bytes(AUDIO)
+    job = {"task": "transcribe", "audio": str(audio)}
+    # A deployed endpoint: refused, the error says where a path works.
+    for value in (str(audio), audio.as_uri(), "talk.wav"):
+        with pytest.raises(InvalidInput) as refused:
+            jobs.parse_job({**job, "audio": value})
+        assert refused.value.field == "audio" and "only in a local run" in refused.value.message
+    with pytest.raises(InvalidInput, match="only in a local run"):
+        parse_media_ref(audio.as_uri(), field="audio")
+
+    monkeypatch.setattr(storage_refs, "_local_files", True)
+    monkeypatch.chdir(tmp_path)
+    for value in (str(audio), audio.as_uri(), "my talk.wav", "./my talk.wav"):
+        parsed = jobs.parse_job({**job, "audio": value})
+        assert parsed.audio == audio.as_uri()
+        ref = parse_media_ref(parsed.audio, field="audio")
+        (scratch_dir := tmp_path / "scratch").mkdir(exist_ok=True)
+        copied = fetch(ref, scratch_dir, s3=None)
+        assert copied == scratch_dir / "audio.wav" and copied.read_bytes() == AUDIO
+    assert audio.read_bytes() == AUDIO  # the user's file is read, never moved
+    with pytest.raises(InvalidInput, match="no such file"):
+        fetch(parse_media_ref((tmp_path / "gone.wav").as_uri(), field="audio"), tmp_path, s3=None)
+    with pytest.raises(FetchFailed, match="MEDIA_WORKER_MAX_MEDIA_BYTES"):
+        fetch(
+            parse_media_ref(audio.as_uri(), field="audio"), tmp_path / "s2", s3=None, max_bytes=10
+        )
 
 
 @pytest.mark.parametrize(
