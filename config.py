@@ -498,6 +498,13 @@ PRESIGN_SECONDS = declare(
 )
 
 # --- Hugging Face ---------------------------------------------------------------------
+HUB_TIMEOUT_S = declare(
+    "MEDIA_WORKER_HUB_TIMEOUT_S",
+    10.0,
+    parse_seconds,
+    "How long a weights download waits for the Hugging Face hub (HF_ENDPOINT) to answer "
+    "before it fails (seconds); the hub client's own retries take 23 s.",
+)
 HF_TOKEN = declare(
     "HF_TOKEN", "", str, "Token for gated Hugging Face repos (never logged).", secret=True
 )

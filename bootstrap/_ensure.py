@@ -14,14 +14,17 @@ steps are ``_in_place``, ``_restore`` and ``_publish``.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import config
 from bootstrap import _build, _cuda, _disk, _pack, _weights
@@ -44,6 +47,8 @@ from errors import BootstrapFailed
 from runtime import machine
 
 logger = logging.getLogger(__name__)
+_A = TypeVar("_A")
+_B = TypeVar("_B")
 
 LEASE_POLL_S = 5.0  # how long one attempt to take a held lease blocks
 PROGRESS_EVERY_S = 15.0
@@ -91,6 +96,28 @@ def for_this_machine(
     )
 
 
+def side_by_side(first: Callable[[], _A], second: Callable[[], _B], *, name: str) -> tuple[_A, _B]:
+    """Run ``first`` and ``second`` at the same time (the environment and the weights:
+    the slower sets the pace, not their sum) and return both results.
+
+    The first to fail raises at once: an unreachable hub is reported in seconds, not
+    after a build of minutes. What still runs goes on in the background and keeps
+    what it finishes (a published environment, whole weight files), so the next
+    attempt starts further on. Each runs in a copy of the caller's context, so its
+    log lines carry the job id.
+    """
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"ensure-{name}")
+    jobs = [pool.submit(contextvars.copy_context().run, fn) for fn in (first, second)]
+    try:
+        wait(jobs, return_when=FIRST_EXCEPTION)
+    finally:
+        pool.shutdown(wait=False)
+    for job in sorted(jobs, key=lambda j: not j.done()):
+        if job.done() and job.exception() is not None:
+            raise job.exception()  # type: ignore[misc]
+    return jobs[0].result(), jobs[1].result()
+
+
 def ensure(
     profile: Profile,
     *,
@@ -136,42 +163,47 @@ def ensure(
     progress = on_progress or (lambda _message: None)
     target = current_target()
     digest = spec_hash(profile, target)
-    if in_place and not force and is_served_in_place(profile):
-        # With MEDIA_WORKER_IN_PLACE the interpreter is the operator's (a baked image, a
-        # GPU machine's own torch), so a pin it misses is theirs to judge: logged only.
-        warn_unmet(profile)
-        python, source, manifest, root = (
-            Path(sys.executable),
-            "in-place",
-            in_place_attention(profile),
-            None,
-        )
-    else:
-        layout = Layout.of(profile.name, digest, paths)
-        try:
-            source, manifest = _ensure_environment(
-                profile,
-                layout,
-                target=target,
-                force=force,
-                verify=verify,
-                progress=progress,
-                max_wait_s=config.BUILD_WAIT_S.get() if max_wait_s is None else max_wait_s,
+
+    def environment() -> tuple[Path, str, dict[str, Any], Path | None]:
+        if in_place and not force and is_served_in_place(profile):
+            # With MEDIA_WORKER_IN_PLACE the interpreter is the operator's (a baked image, a
+            # GPU machine's own torch), so a pin it misses is theirs to judge: logged only.
+            warn_unmet(profile)
+            python, source, manifest, root = (
+                Path(sys.executable),
+                "in-place",
+                in_place_attention(profile),
+                None,
             )
-        except OSError as exc:
-            if _disk.is_disk_full(exc):
-                _disk.raise_disk_full(
-                    Path(exc.filename or paths.home),
-                    need=None,
-                    free=None,
-                    what=f"the {profile.name} environment",
+        else:
+            layout = Layout.of(profile.name, digest, paths)
+            try:
+                source, manifest = _ensure_environment(
+                    profile,
+                    layout,
+                    target=target,
+                    force=force,
+                    verify=verify,
+                    progress=progress,
+                    max_wait_s=config.BUILD_WAIT_S.get() if max_wait_s is None else max_wait_s,
                 )
-            raise BootstrapFailed(
-                f"profile {profile.name}: environment failed: {exc}\n\n"
-                f"hint: python -m models doctor"
-            ) from exc
-        python, root = layout.local / "bin" / "python", layout.local
-    weights = _weights.ensure_weights(
+            except OSError as exc:
+                if _disk.is_disk_full(exc):
+                    _disk.raise_disk_full(
+                        Path(exc.filename or paths.home),
+                        need=None,
+                        free=None,
+                        what=f"the {profile.name} environment",
+                    )
+                raise BootstrapFailed(
+                    f"profile {profile.name}: environment failed: {exc}\n\n"
+                    f"hint: python -m models doctor"
+                ) from exc
+            python, root = layout.local / "bin" / "python", layout.local
+        return python, source, manifest, root
+
+    weights_ready = functools.partial(
+        _weights.ensure_weights,
         profile.weights,
         hf_home=paths.home / "hf",
         cached_models=(
@@ -179,6 +211,10 @@ def ensure(
         ),
         on_progress=progress,
         image_weights=Path(config.IMAGE_WEIGHTS_DIR.get()),
+        profile=profile.name,
+    )
+    (python, source, manifest, root), weights = side_by_side(
+        environment, weights_ready, name=profile.name
     )
     seconds = time.perf_counter() - started
     logger.info(

@@ -237,8 +237,11 @@ def ensure_weights(
     cached_models: Path,
     on_progress: Callable[[str], None],
     image_weights: Path | None = None,
+    profile: str | None = None,
 ) -> dict[str, Path]:
     """Local snapshot paths for ``weights``, downloading what is missing.
+
+    ``profile`` (the one they are for) is named in what an error says to do.
 
     Looks in RunPod's ``cached_models``, then ``image_weights`` (an HF home baked
     into the image, read only), then ``hf_home`` (the volume's), then downloads
@@ -255,6 +258,7 @@ def ensure_weights(
             cached_models=cached_models,
             image_weights=image_weights,
             on_progress=on_progress,
+            profile=profile,
         )
         for w in weights
     }
@@ -267,6 +271,7 @@ def _ensure_one(
     cached_models: Path,
     image_weights: Path | None,
     on_progress: Callable[[str], None],
+    profile: str | None = None,
 ) -> Path:
     if w.revision is None:
         known = (
@@ -281,11 +286,15 @@ def _ensure_one(
                 cached_models=cached_models,
                 image_weights=image_weights,
                 on_progress=on_progress,
+                profile=profile,
             )
         endpoint = os.environ.get("HF_ENDPOINT") or None
         token: str | bool = config.HF_TOKEN.get() or False
+        _require_hub(f"{w.repo_id}@main", endpoint, profile=profile)
         latest = _resolve_remote(w, endpoint=endpoint, token=token)
-        path = _download(latest, cache=hf_home / "hub", hf_home=hf_home, on_progress=on_progress)
+        path = _download(
+            latest, cache=hf_home / "hub", hf_home=hf_home, on_progress=on_progress, profile=profile
+        )
         write_json_atomic(
             record_path(hf_home, w),
             {"repo_id": w.repo_id, "revision": latest.revision, "sha256": dict(w.sha256)},
@@ -312,7 +321,7 @@ def _ensure_one(
         )
         remove_files(snap, [p.split(":", 1)[0] for p in problems])
         record_path(hf_home, w).unlink(missing_ok=True)
-    return _download(w, cache=cache, hf_home=hf_home, on_progress=on_progress)
+    return _download(w, cache=cache, hf_home=hf_home, on_progress=on_progress, profile=profile)
 
 
 def _check_pins(w: Weights, remote: list[RemoteFile]) -> None:
@@ -334,7 +343,12 @@ def _check_pins(w: Weights, remote: list[RemoteFile]) -> None:
 
 
 def _download(
-    w: Weights, *, cache: Path, hf_home: Path, on_progress: Callable[[str], None]
+    w: Weights,
+    *,
+    cache: Path,
+    hf_home: Path,
+    on_progress: Callable[[str], None],
+    profile: str | None = None,
 ) -> Path:
     from huggingface_hub import snapshot_download
 
@@ -349,6 +363,7 @@ def _download(
     token: str | bool = config.HF_TOKEN.get() or False  # False: never read ~/.cache tokens
     where = f"{w.repo_id}@{w.revision[:8]}"
     hub = redact_url(endpoint or DEFAULT_ENDPOINT)
+    _require_hub(where, endpoint, profile=profile)
     try:
         remote = _list_remote(w, endpoint=endpoint, token=token)
         _check_pins(w, remote)
@@ -403,7 +418,28 @@ def _download(
     return path
 
 
-def _hub_failure(where: str, hub: str, exc: Exception, *, token: bool) -> str:
+def _require_hub(where: str, endpoint: str | None, *, profile: str | None) -> None:
+    """Fail at once when the hub does not answer within MEDIA_WORKER_HUB_TIMEOUT_S.
+
+    The hub client retries a refused or timed-out connection five times with
+    backoff (23 s, each retry logged twice) before it gives up; one HEAD request
+    with a bounded timeout tells the same in at most that timeout. Any HTTP answer
+    counts as reachable: what it means is the client's to judge.
+    """
+    import httpx  # huggingface_hub's own HTTP library
+
+    hub = endpoint or DEFAULT_ENDPOINT
+    try:
+        httpx.head(hub, timeout=config.HUB_TIMEOUT_S.get(), follow_redirects=False)
+    except httpx.TransportError as exc:
+        raise BootstrapFailed(
+            _hub_failure(where, redact_url(hub), exc, token=False, profile=profile)
+        ) from None
+
+
+def _hub_failure(
+    where: str, hub: str, exc: Exception, *, token: bool, profile: str | None = None
+) -> str:
     """The message for a hub that failed or could not be reached, with what to do next.
 
     The client's own messages name the URL, never the token.
@@ -416,7 +452,7 @@ def _hub_failure(where: str, hub: str, exc: Exception, *, token: bool) -> str:
             f"({type(exc).__name__}: {first})\n\n"
             "hint: give the worker network access to the hub (HF_ENDPOINT names a mirror), "
             "or prepare the weights on the volume from a machine that has it "
-            "(python -m models prepare)"
+            f"(python -m models prepare {profile or '<profile>'})"
         )
     if status in (401, 403):
         hint = (

@@ -547,3 +547,51 @@ def test_an_error_is_one_line_and_its_cause(message, line, cause):
     from errors import one_line
 
     assert one_line(message) == (line, cause)
+
+
+def test_the_environment_and_the_weights_are_prepared_at_the_same_time():
+    import contextvars
+    import threading
+
+    from bootstrap._ensure import side_by_side
+
+    both = threading.Barrier(2, timeout=10)  # passes only while both run at once
+    job = contextvars.ContextVar("job", default="-")
+    job.set("job-7")
+
+    def environment():
+        both.wait()
+        return "env", job.get()
+
+    def weights():
+        both.wait()
+        return {"repo": "snapshot"}
+
+    assert side_by_side(environment, weights, name="kokoro") == (
+        ("env", "job-7"),  # each side runs in the caller's context: its logs name the job
+        {"repo": "snapshot"},
+    )
+
+
+def test_the_first_failure_is_reported_without_waiting_for_the_other_side():
+    import threading
+    import time
+
+    from bootstrap._ensure import side_by_side
+
+    release = threading.Event()
+
+    def slow_build():
+        release.wait(30)
+        return "env"
+
+    def hub_down():
+        raise BootstrapFailed("weights x@1: the hub could not be reached")
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(BootstrapFailed, match="could not be reached"):
+            side_by_side(slow_build, hub_down, name="kokoro")
+        assert time.monotonic() - started < 5  # not after the build
+    finally:
+        release.set()  # the build goes on in the background; let it end

@@ -80,13 +80,15 @@ def test_a_runner_package_is_listed_by_the_schema_and_the_operator_cli(shout_env
 
 @pytest.mark.slow
 def test_a_runner_package_is_validated_and_served_through_the_handler(shout_env, tmp_path):
-    source = "data:application/octet-stream;base64," + base64.b64encode(b"and again").decode()
+    # Media (a WAV header and silence): the worker refuses text as a media input.
+    wav = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(52)
+    source = "data:audio/wav;base64," + base64.b64encode(wav).decode()
     job = {"input": {"task": "shout", "text": "hello", "source": source, "marks": 3}}
     served = _run(shout_env, "handler.py", "--test_input", json.dumps(job))
     log = served.stdout + served.stderr
     assert served.returncode == 0, log
     (out,) = (tmp_path / "outputs" / "jobs").glob("local_test*/shout.txt")
-    assert out.read_text() == "HELLO AND AGAIN!!!"
+    assert out.read_text() == f"HELLO AND {len(wav)} BYTES!!!"
     assert "accepted task=shout model=loud" in log  # the default: its runner's rule
 
     bad = {"input": {"task": "shout", "text": "hello", "marks": 9}}
