@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -353,22 +354,39 @@ def _cmd_gc(args: argparse.Namespace, paths: config.Paths) -> int:
     return 0
 
 
-def _cmd_doctor(args: argparse.Namespace, paths: config.Paths) -> int:
+def _cmd_doctor(
+    args: argparse.Namespace, paths: config.Paths, probe: _doctor.Probe | None = None
+) -> int:
     cli = _cli(args)
     status = _status(paths, args.cached_models, cli)
-    facts = _doctor.gather(paths.home, paths.envs, paths.on_volume, status["profiles"])
+    made, _ = _profiles()
+    needed = _doctor.endpoints(
+        {name: for_this_machine(profile)[0] for name, profile in made.items()},
+        status["profiles"],
+        # what uv and the hub client fall back to when a profile names nothing
+        default_index=os.environ.get("UV_DEFAULT_INDEX")
+        or os.environ.get("UV_INDEX_URL")
+        or _doctor.PYPI,
+        hub=os.environ.get("HF_ENDPOINT") or _weights.DEFAULT_ENDPOINT,
+    )
+    facts = _doctor.gather(
+        paths.home, paths.envs, paths.on_volume, status["profiles"], needed, probe
+    )
     findings = _doctor.diagnose(facts, cli=cli)
-    for rel in _gc_plan(paths, keep=1):
+    if leftovers := [str(paths.home / rel) for rel in _gc_plan(paths, keep=1)]:
+        s = "s" if len(leftovers) > 1 else ""
         findings.append(
             _doctor.Finding(
-                "warn", f"leftover {paths.home / rel} (expired or abandoned)", f"{cli} gc"
+                "warn", f"leftover{s} (expired or abandoned): {', '.join(leftovers)}", f"{cli} gc"
             )
         )
     print(_doctor.render(findings))
     return 1 if any(f.level == "fail" for f in findings) else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, probe: _doctor.Probe | None = None) -> int:
+    """The CLI; ``probe`` asks whether a server answers (default ``_doctor.head``)."""
+
     # The global options are accepted before or after the subcommand: each subparser
     # gets them too, defaulting to SUPPRESS so an absent one keeps the main value.
     def global_options(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -431,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         "prepare": _cmd_prepare,
         "verify": _cmd_verify,
         "gc": _cmd_gc,
-        "doctor": _cmd_doctor,
+        "doctor": lambda args, paths: _cmd_doctor(args, paths, probe),
     }
     try:
         return handlers[args.command](args, paths)

@@ -128,8 +128,17 @@ def test_status_doctor_gc_and_verify_on_a_broken_volume(vocos, tmp_path):
     assert f"FAIL profile piper: archive {archive} is truncated" in doctor.stdout
     assert f"fix: {cli} prepare piper --force" in doctor.stdout
     assert f"FAIL profile chatterbox: {layout('chatterbox').manifest}" in doctor.stdout
-    assert f"WARN leftover {temp}" in doctor.stdout and f"fix: {cli} gc" in doctor.stdout
-    assert f"WARN profile f5tts: weights {VOCOS.repo_id} partial" in doctor.stdout
+    assert re.search(
+        f"^WARN leftovers \\(expired or abandoned\\): .*{re.escape(str(temp))}", doctor.stdout, re.M
+    )
+    assert f"fix: {cli} gc" in doctor.stdout
+    assert f"WARN weights partial for profile f5tts: {VOCOS.repo_id}" in doctor.stdout
+    # (how many problems depends on which servers this machine reaches)
+    summary = doctor.stdout.splitlines()[-1]
+    assert (
+        summary.startswith("doctor: ")
+        and "profile piper: archive on the volume unusable" in summary
+    )
 
     verify = _cli(tmp_path, "verify", "--volume", str(vol))
     assert verify.returncode == 1
@@ -229,7 +238,7 @@ def test_status_and_doctor_tell_served_in_place_from_missing(tmp_path, monkeypat
     doctor = _cli(tmp_path, "doctor", "--volume", str(vol)).stdout
     assert f"ok   profile piper: served in place by this interpreter ({sys.executable})" in doctor
     assert "profile piper: no environment yet" not in doctor
-    assert "profile kokoro: no environment yet (the first job builds it)" in doctor
+    assert re.search(r"^WARN no environment yet for profiles .*\bkokoro\b", doctor, re.M)
 
     # MEDIA_WORKER_IN_PLACE: every profile runs in this interpreter, and status says so.
     monkeypatch.setenv("MEDIA_WORKER_IN_PLACE", "1")
