@@ -19,7 +19,7 @@ from typing import Any
 import config
 from bootstrap import _doctor, _gc, _layers, _pack, _weights
 from bootstrap._ensure import ensure, for_this_machine
-from bootstrap._in_place import is_served_in_place
+from bootstrap._in_place import in_place_attention, is_served_in_place
 from bootstrap._layout import Layout, local_manifest
 from bootstrap._lease import lease_state, volume_now
 from bootstrap._manifest import env_is_ready, read_manifest
@@ -95,14 +95,18 @@ def _status(
         local = local_manifest(layout)
         problems: list[dict[str, str]] = []
         rebuild = f"{cli} prepare {name} --force"
-        if is_served_in_place(profile):  # what a job gets first (ensure's in-place path)
-            env, manifest = "in-place", None
-        elif env_is_ready(local, digest):
+        # The archive (or its unpacked copy) is shown whenever one exists, also when a
+        # job here is served in place: `prepare` publishes one for other workers anyway.
+        if env_is_ready(local, digest):
             env, manifest = "local", local
         elif env_is_ready(volume, digest):
             env, manifest = "volume", volume
         else:
             env, manifest = "missing", None
+        attention = manifest["attention"] if manifest else None
+        if is_served_in_place(profile):  # what a job gets first (ensure's in-place path)
+            env, attention = "in-place", in_place_attention(profile)["attention"]
+        published = layout.archive_of(volume) if env_is_ready(volume, digest) else None  # type: ignore[arg-type]
         if env_is_ready(volume, digest):
             if problem := _archive_problem(layout, volume):  # type: ignore[arg-type]
                 problems.append({"problem": problem, "fix": rebuild})
@@ -127,7 +131,8 @@ def _status(
             "archive_mb": round(manifest["archive_bytes"] / 2**20, 1) if manifest else None,
             "layers": [r["archive"] for r in manifest.get("layers", ())] if manifest else [],
             "unpacked_mb": round(manifest["unpacked_bytes"] / 2**20, 1) if manifest else None,
-            "attention": manifest["attention"] if manifest else None,
+            "archive": str(published) if published else None,
+            "attention": attention,
             "attention_reason": manifest["attention_reason"] if manifest else None,
             "lease": lease,
             "problems": problems,
@@ -142,36 +147,53 @@ def _status(
     return out
 
 
+def _status_lines(status: dict[str, Any], cli: str) -> list[str]:
+    """``status`` as text: one line per profile, its details indented below. Pure.
+
+    The name column is as wide as the longest name. Profiles whose packages are the
+    same (one spec hash: every Whisper model) say so, naming the first of them.
+    """
+    profiles, unavailable = status["profiles"], status["unavailable"]
+    width = max((len(n) for n in (*profiles, *unavailable)), default=0)
+    pad = " " * width
+    first_of_spec: dict[str, str] = {}
+    lines = [f"home {status['home']}  local envs {status['envs']}"]
+    for name, p in profiles.items():
+        parts = [f"{name:{width}} env={p['env']:8} spec={p['spec_hash']}"]
+        if p["env"] == "in-place":
+            parts.append(f"served in place by this interpreter ({p['python']})")
+        if p["archive_mb"] is not None:
+            parts.append(f"archive={p['archive_mb']}MB unpacked={p['unpacked_mb']}MB")
+        if p["attention"] is not None:  # unknown until an environment exists
+            parts.append(f"attention={p['attention']}")
+        parts.append(f"lease={p['lease']}")
+        lines.append(" ".join(parts))
+        first = first_of_spec.setdefault(p["spec_hash"], name)
+        if first != name:
+            lines.append(f"{pad} same packages as {first} (each profile has its own archive)")
+        if p.get("archive"):
+            lines.append(f"{pad} archive {p['archive']}")
+        for layer in p["layers"]:
+            lines.append(f"{pad} shared layer {layer}")
+        for repo, state in p["weights"].items():
+            fix = f"  fix: {cli} prepare {name}" if state != "present" else ""
+            lines.append(f"{pad} weights {repo}: {state}{fix}")
+        for problem in p["problems"]:
+            lines.append(f"{pad} problem: {problem['problem']}  fix: {problem['fix']}")
+    for name, why in unavailable.items():
+        lines.append(f"{name:{width}} unavailable: {why}")
+    home = Path(status["home"])
+    lines.extend(f"leftover {home / rel}  fix: {cli} gc" for rel in status["leftovers"])
+    return lines
+
+
 def _cmd_status(args: argparse.Namespace, paths: config.Paths) -> int:
     status = _status(paths, args.cached_models, _cli(args))
     status["leftovers"] = _gc_plan(paths, keep=1)
     if args.json:
         print(json.dumps(status, indent=1, sort_keys=True))
         return 0
-    print(f"home {status['home']}  local envs {status['envs']}")
-    for name, p in status["profiles"].items():
-        size = (
-            f" archive={p['archive_mb']}MB unpacked={p['unpacked_mb']}MB"
-            if p["archive_mb"] is not None
-            else ""
-        )
-        if p["env"] == "in-place":
-            size = f" (served in place by this interpreter, {p['python']})"
-        print(
-            f"{name:12} env={p['env']:8} spec={p['spec_hash']}{size} "
-            f"attention={p['attention']} lease={p['lease']}"
-        )
-        for layer in p["layers"]:
-            print(f"{'':12} shared layer {layer}")
-        for repo, state in p["weights"].items():
-            fix = f"  fix: {_cli(args)} prepare {name}" if state != "present" else ""
-            print(f"{'':12} weights {repo}: {state}{fix}")
-        for problem in p["problems"]:
-            print(f"{'':12} problem: {problem['problem']}  fix: {problem['fix']}")
-    for name, why in status["unavailable"].items():
-        print(f"{name:12} unavailable: {why}")
-    for rel in status["leftovers"]:
-        print(f"leftover {paths.home / rel}  fix: {_cli(args)} gc")
+    print("\n".join(_status_lines(status, _cli(args))))
     return 0
 
 

@@ -119,6 +119,9 @@ def test_status_doctor_gc_and_verify_on_a_broken_volume(vocos, tmp_path):
         f"{manifest['archive_bytes']} bytes)  fix: {cli} prepare piper --force" in out
     )
     assert f"{layout('chatterbox').manifest} is not a valid manifest for spec" in out
+    # piper is served in place by this interpreter; the archive prepare wrote is shown too
+    assert re.search(r"^piper +env=in-place .* archive=[0-9.]+MB ", out, re.M), out
+    assert re.search(rf"^ +archive {re.escape(str(archive))}$", out, re.M), out
     assert f"weights {VOCOS.repo_id}: partial  fix: {cli} prepare f5tts" in out
     assert f"leftover {temp}  fix: {cli} gc" in out
     assert f"leftover {lease}  fix: {cli} gc" in out
@@ -232,7 +235,7 @@ def test_status_and_doctor_tell_served_in_place_from_missing(tmp_path, monkeypat
     (piper,) = [line for line in text.splitlines() if line.startswith("piper ")]
     assert (
         "env=in-place" in piper
-        and f"served in place by this interpreter, {sys.executable}" in piper
+        and f"served in place by this interpreter ({sys.executable})" in piper
     )
 
     doctor = _cli(tmp_path, "doctor", "--volume", str(vol)).stdout

@@ -1,0 +1,78 @@
+"""What ``python -m models`` prints, from its pure parts and from commands that need
+no build (the commands on a real, prepared volume: tests/models/test_cli.py)."""
+
+from __future__ import annotations
+
+import re
+
+from models import cli
+
+
+def _profile(env: str, spec: str, **changes) -> dict:
+    p = {
+        "env": env,
+        "python": None,
+        "spec_hash": spec,
+        "archive": None,
+        "archive_mb": None,
+        "unpacked_mb": None,
+        "layers": [],
+        "attention": None,
+        "lease": "free",
+        "problems": [],
+        "weights": {},
+    }
+    p.update(changes)
+    return p
+
+
+def test_status_shows_the_archive_sizes_columns_and_shared_specs():
+    status = {
+        "home": "/v/media-worker",
+        "envs": "/local",
+        "profiles": {
+            "piper": _profile(
+                "in-place",
+                "b131583e231f6bc6",
+                python="/venv/bin/python",
+                archive="/v/media-worker/envs/piper-b131583e231f6bc6-0123456789ab.tar.zst",
+                archive_mb=131.2,
+                unpacked_mb=402.5,
+                attention="none",
+            ),
+            "whisper_base": _profile("missing", "0d455932c3e324de"),
+            "whisper_distil_large_v3_5": _profile(
+                "missing", "0d455932c3e324de", weights={"o/large": "missing"}
+            ),
+        },
+        "unavailable": {"seedvr2": "set MEDIA_WORKER_SEEDVR2_REVISION"},
+        "leftovers": ["envs/.tmp-x"],
+    }
+    lines = cli._status_lines(status, "mw")
+    width = len("whisper_distil_large_v3_5")
+    assert lines == [
+        "home /v/media-worker  local envs /local",
+        f"{'piper':{width}} env=in-place spec=b131583e231f6bc6 served in place by this "
+        "interpreter (/venv/bin/python) archive=131.2MB unpacked=402.5MB attention=none "
+        "lease=free",
+        f"{'':{width}} archive /v/media-worker/envs/piper-b131583e231f6bc6-0123456789ab.tar.zst",
+        f"{'whisper_base':{width}} env=missing  spec=0d455932c3e324de lease=free",
+        "whisper_distil_large_v3_5 env=missing  spec=0d455932c3e324de lease=free",
+        f"{'':{width}} same packages as whisper_base (each profile has its own archive)",
+        f"{'':{width}} weights o/large: missing  fix: mw prepare whisper_distil_large_v3_5",
+        f"{'seedvr2':{width}} unavailable: set MEDIA_WORKER_SEEDVR2_REVISION",
+        "leftover /v/media-worker/envs/.tmp-x  fix: mw gc",
+    ]
+    # one spelling: an unknown attention (no environment yet) is not printed at all
+    assert not any("attention=None" in line for line in lines)
+
+
+def test_status_reads_the_volume_and_never_prints_attention_none(tmp_path, capsys):
+    assert cli.main(["--volume", str(tmp_path / "vol"), "status"]) == 0
+    out = capsys.readouterr().out
+    assert "attention=None" not in out
+    names = re.findall(r"^(\w+) +env=", out, re.M)
+    assert "piper" in names and "whisper_tiny" in names
+    # every env= starts in one column, however long the longest name
+    columns = {line.index(" env=") for line in out.splitlines() if " env=" in line}
+    assert columns == {max(len(n) for n in names)}, out
