@@ -197,23 +197,35 @@ def _cmd_status(args: argparse.Namespace, paths: config.Paths) -> int:
     return 0
 
 
-def _verify_archive(layout: Layout, digest: str) -> str | None:
-    """None when the published archive and the layers it names are complete and their
-    sha256 match, else the problem."""
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MB"
+
+
+def _verify_archive(
+    layout: Layout, digest: str, seen: set[Path] | None = None
+) -> tuple[list[str], str | None]:
+    """What was re-hashed (one line per archive and layer) and the problem, or None when
+    the published archive and the layers it names are complete and their sha256 match.
+    Nothing to check (no manifest) is ([], None). A path in ``seen`` (a layer another
+    profile already named) is not read again; each path read is added to it."""
     manifest = read_manifest(layout.manifest)
     archive = layout.archive_of(manifest) if env_is_ready(manifest, digest) else None  # type: ignore[arg-type]
     if archive is None:
         if layout.manifest.exists():
-            return f"{layout.manifest}: not a valid manifest for spec {digest}"
-        return None
+            return [], f"{layout.manifest}: not a valid manifest for spec {digest}"
+        return [], None
     import tempfile
 
-    archives = [(archive, manifest)] + [  # type: ignore[list-item]
-        (layout.volume_envs / ref["archive"], ref)
+    seen = set() if seen is None else seen
+    archives = [("archive", archive, manifest)] + [  # type: ignore[list-item]
+        ("layer", layout.volume_envs / ref["archive"], ref)
         for ref in manifest.get("layers", ())  # type: ignore[union-attr]
     ]
+    checked = []
     with tempfile.TemporaryDirectory(dir=layout.local_envs) as tmp:
-        for i, (path, record) in enumerate(archives):
+        for i, (what, path, record) in enumerate(archives):
+            if path in seen:
+                continue
             try:
                 _pack.restore(
                     path,
@@ -223,10 +235,12 @@ def _verify_archive(layout: Layout, digest: str) -> str | None:
                     python=Path(sys.executable),
                 )
             except (_pack.CorruptArchive, OSError) as exc:
-                return str(exc)
+                return checked, str(exc)
             finally:
                 shutil.rmtree(Path(tmp) / f"check{i}", ignore_errors=True)
-    return None
+            seen.add(path)
+            checked.append(f"{what} {path} ({_mb(record['archive_bytes'])})")
+    return checked, None
 
 
 def _cmd_prepare(args: argparse.Namespace, paths: config.Paths) -> int:
@@ -252,7 +266,7 @@ def _cmd_prepare(args: argparse.Namespace, paths: config.Paths) -> int:
         if env.source == "local":
             layout = Layout.of(name, env.spec_hash, paths)
             paths.envs.mkdir(parents=True, exist_ok=True)
-            if problem := _verify_archive(layout, env.spec_hash):
+            if problem := _verify_archive(layout, env.spec_hash)[1]:
                 print(f"{name}: published archive is bad ({problem}); run prepare --force")
                 return 1
         print(f"{name}: ready ({env.source}) spec={env.spec_hash} attention={env.attention}")
@@ -276,21 +290,57 @@ def _recorded_weights(hf_home: Path) -> list[tuple[Weights, dict[str, Any]]]:
     return found
 
 
+def _verify_summary(
+    archives: int, profiles: int, snapshots: int, files: int, size: int, problems: int
+) -> str:
+    """The last line of ``verify``: what was read, and whether it was all good. Pure."""
+
+    def n(count: int, what: str) -> str:
+        return f"{count} {what}{'' if count == 1 else 's'}"
+
+    read = (
+        f"{n(archives, 'archive')} of {n(profiles, 'profile')}, "
+        f"{n(snapshots, 'weights snapshot')} ({n(files, 'file')}, {_mb(size)})"
+    )
+    if not problems:
+        return f"verify: ok: {read} re-hashed"
+    return f"verify: {n(problems, 'problem')} in {read}"
+
+
 def _cmd_verify(args: argparse.Namespace, paths: config.Paths) -> int:
     """Re-hash every archive on the volume and every byte of every downloaded snapshot."""
     target = current_target()
     problems = []
     paths.envs.mkdir(parents=True, exist_ok=True)
     profiles, _ = _profiles()
+    seen: set[Path] = set()
+    archives, with_archive, unbuilt = 0, 0, []
     for name, profile in sorted(profiles.items()):
         digest = spec_hash(for_this_machine(profile)[0], target)
         layout = Layout.of(name, digest, paths)
-        if problem := _verify_archive(layout, digest):
+        checked, problem = _verify_archive(layout, digest, seen)
+        for line in checked:
+            print(f"verified {name}: {line}")
+        archives += len(checked)
+        with_archive += bool(checked or problem)
+        if problem:
             problems.append(f"{name}: {problem}  fix: {_cli(args)} prepare {name} --force")
+        elif not checked and not layout.manifest.exists():
+            unbuilt.append(name)
+    if unbuilt:
+        print(f"no archive on the volume (nothing to verify): {', '.join(unbuilt)}")
     hf_home = paths.home / "hf"
+    snapshots, files, size = 0, 0, 0
     for w, record in _recorded_weights(hf_home):
         snap = _weights.snapshot_dir(hf_home / "hub", w)
         bad = _weights.check_files(snap, record["files"], full=True)
+        snap_size = sum(int(meta.get("size", 0)) for meta in record["files"].values())
+        snapshots, files, size = snapshots + 1, files + len(record["files"]), size + snap_size
+        if not bad:
+            print(
+                f"verified weights {w.repo_id}@{w.revision[:12]}: "
+                f"{len(record['files'])} files ({_mb(snap_size)})"
+            )
         users = [
             n
             for n, p in sorted(profiles.items())
@@ -310,7 +360,7 @@ def _cmd_verify(args: argparse.Namespace, paths: config.Paths) -> int:
             problems.append(f"weights {w.repo_id}@{w.revision[:12]}: {snap / p}  fix: {fix}")
     for p in problems:
         print(p)
-    print("verify: ok" if not problems else f"verify: {len(problems)} problem(s)")
+    print(_verify_summary(archives, with_archive, snapshots, files, size, len(problems)))
     return 1 if problems else 0
 
 

@@ -62,7 +62,10 @@ def vocos(hf_hub, tmp_path):
 def test_verify_rehashes_weights_and_names_a_same_size_corruption(vocos, tmp_path):
     vol, download = vocos
     snap = download()
-    assert _cli(tmp_path, "verify", "--volume", str(vol)).returncode == 0
+    verified = _cli(tmp_path, "verify", "--volume", str(vol))
+    assert verified.returncode == 0, verified.stdout
+    assert f"verified weights {VOCOS.repo_id}@{VOCOS.revision[:12]}: 2 files" in verified.stdout
+    assert verified.stdout.endswith("1 weights snapshot (2 files, 0.0 MB) re-hashed\n")
     blob = (snap / "pytorch_model.bin").resolve()
     data = blob.read_bytes()
     blob.write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])  # same size: only a re-hash sees it
@@ -76,7 +79,11 @@ def test_verify_rehashes_weights_and_names_a_same_size_corruption(vocos, tmp_pat
     assert f"removed; python -m models --volume {vol} prepare f5tts" in repaired.stdout
     assert not (snap / "pytorch_model.bin").exists()
     assert (download() / "pytorch_model.bin").read_bytes() == FILES["pytorch_model.bin"]
-    assert _cli(tmp_path, "verify", "--volume", str(vol)).stdout.endswith("verify: ok\n")
+    assert (
+        _cli(tmp_path, "verify", "--volume", str(vol))
+        .stdout.splitlines()[-1]
+        .startswith("verify: ok: ")
+    )
 
 
 def _age(path: Path, seconds: float = 3600) -> None:
@@ -192,7 +199,9 @@ def test_cli_prepares_lists_verifies_and_collects_the_factory_profiles(
     assert re.search(r"^upscale +env=local ", after.stdout, re.M), after.stdout
     assert "weights tests/cli-upscale: present" in after.stdout
     verified = _cli(tmp_path, "verify", "--volume", str(vol))
-    assert verified.returncode == 0 and verified.stdout.endswith("verify: ok\n"), verified.stdout
+    assert verified.returncode == 0, verified.stdout
+    assert re.search(r"^verified upscale: archive .*upscale-[0-9a-f]{16}-", verified.stdout, re.M)
+    assert verified.stdout.splitlines()[-1].startswith("verify: ok: ")
 
     # Archives of older upscale specs go (status names all but the newest, which gc
     # keeps by default); a seedvr2 one stays while its current spec is unknown.

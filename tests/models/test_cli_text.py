@@ -76,3 +76,21 @@ def test_status_reads_the_volume_and_never_prints_attention_none(tmp_path, capsy
     # every env= starts in one column, however long the longest name
     columns = {line.index(" env=") for line in out.splitlines() if " env=" in line}
     assert columns == {max(len(n) for n in names)}, out
+
+
+def test_verify_says_what_it_read():
+    assert cli._verify_summary(2, 1, 3, 12, 3 * 2**30, 0) == (
+        "verify: ok: 2 archives of 1 profile, 3 weights snapshots (12 files, 3072.0 MB) re-hashed"
+    )
+    assert cli._verify_summary(1, 1, 0, 0, 0, 1) == (
+        "verify: 1 problem in 1 archive of 1 profile, 0 weights snapshots (0 files, 0.0 MB)"
+    )
+
+
+def test_verify_on_an_empty_volume_says_there_was_nothing_to_read(tmp_path, capsys):
+    assert cli.main(["--volume", str(tmp_path / "vol"), "verify"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("no archive on the volume (nothing to verify): chatterbox, ")
+    assert out[-1] == (
+        "verify: ok: 0 archives of 0 profiles, 0 weights snapshots (0 files, 0.0 MB) re-hashed"
+    )
