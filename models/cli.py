@@ -243,8 +243,20 @@ def _verify_archive(
     return checked, None
 
 
+def _prepare_usage(usage: str, profiles: list[str], unmade: dict[str, str]) -> str:
+    """What ``prepare`` without a profile prints: the usage and every name it takes. Pure."""
+    lines = [usage.rstrip(), "prepare: name at least one profile:", f"  {' '.join(profiles)}"]
+    lines += [
+        f"  ({name}: cannot be prepared with these settings: {unmade[name]})" for name in unmade
+    ]
+    return "\n".join(lines)
+
+
 def _cmd_prepare(args: argparse.Namespace, paths: config.Paths) -> int:
     profiles, unmade = _profiles()
+    if not args.profiles:
+        print(_prepare_usage(args.usage, sorted(profiles), unmade), file=sys.stderr)
+        return 2
     unknown = [n for n in args.profiles if n not in profiles and n not in unmade]
     if unknown:
         known = ", ".join(sorted([*profiles, *unmade]))
@@ -489,8 +501,11 @@ def main(argv: list[str] | None = None, *, probe: _doctor.Probe | None = None) -
     p = command("status", "environments, weights and leftovers, with the fix for each problem")
     p.add_argument("--json", action="store_true")
     p = command("prepare", "build, pack and publish now (and download weights)")
-    p.add_argument("profiles", nargs="+")
+    # "*", not "+": without a name the command lists the profiles (argparse's own
+    # "the following arguments are required" names none of them)
+    p.add_argument("profiles", nargs="*", help="the profiles to prepare (none: list them)")
     p.add_argument("--force", action="store_true", help="rebuild even if a valid archive exists")
+    p.set_defaults(usage=p.format_usage())
     p = command("verify", "re-hash every archive and every downloaded weights file")
     p.add_argument(
         "--repair", action="store_true", help="remove damaged weights files (re-downloaded later)"

@@ -78,6 +78,23 @@ def test_status_reads_the_volume_and_never_prints_attention_none(tmp_path, capsy
     assert columns == {max(len(n) for n in names)}, out
 
 
+def test_prepare_without_a_profile_lists_them_and_fails(capsys):
+    assert cli.main(["prepare"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m models prepare ")
+    assert "prepare: name at least one profile:" in err
+    listed = err.split("prepare: name at least one profile:\n", 1)[1].split()
+    assert {"piper", "kokoro", "whisper_tiny", "upscale"} <= set(listed)
+
+
+def test_prepare_usage_names_what_these_settings_cannot_make():
+    text = cli._prepare_usage("usage: x\n", ["a", "b"], {"c": "set C"})
+    assert text == (
+        "usage: x\nprepare: name at least one profile:\n  a b\n"
+        "  (c: cannot be prepared with these settings: set C)"
+    )
+
+
 def test_verify_says_what_it_read():
     assert cli._verify_summary(2, 1, 3, 12, 3 * 2**30, 0) == (
         "verify: ok: 2 archives of 1 profile, 3 weights snapshots (12 files, 3072.0 MB) re-hashed"
