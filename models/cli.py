@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import config
 from bootstrap import _doctor, _gc, _layers, _pack, _weights
 from bootstrap._ensure import ensure, for_this_machine
-from bootstrap._in_place import is_served_in_place
+from bootstrap._in_place import in_place_attention, is_served_in_place
 from bootstrap._layout import Layout, local_manifest
 from bootstrap._lease import lease_state, volume_now
 from bootstrap._manifest import env_is_ready, read_manifest
@@ -94,14 +95,18 @@ def _status(
         local = local_manifest(layout)
         problems: list[dict[str, str]] = []
         rebuild = f"{cli} prepare {name} --force"
-        if is_served_in_place(profile):  # what a job gets first (ensure's in-place path)
-            env, manifest = "in-place", None
-        elif env_is_ready(local, digest):
+        # The archive (or its unpacked copy) is shown whenever one exists, also when a
+        # job here is served in place: `prepare` publishes one for other workers anyway.
+        if env_is_ready(local, digest):
             env, manifest = "local", local
         elif env_is_ready(volume, digest):
             env, manifest = "volume", volume
         else:
             env, manifest = "missing", None
+        attention = manifest["attention"] if manifest else None
+        if is_served_in_place(profile):  # what a job gets first (ensure's in-place path)
+            env, attention = "in-place", in_place_attention(profile)["attention"]
+        published = layout.archive_of(volume) if env_is_ready(volume, digest) else None  # type: ignore[arg-type]
         if env_is_ready(volume, digest):
             if problem := _archive_problem(layout, volume):  # type: ignore[arg-type]
                 problems.append({"problem": problem, "fix": rebuild})
@@ -126,7 +131,8 @@ def _status(
             "archive_mb": round(manifest["archive_bytes"] / 2**20, 1) if manifest else None,
             "layers": [r["archive"] for r in manifest.get("layers", ())] if manifest else [],
             "unpacked_mb": round(manifest["unpacked_bytes"] / 2**20, 1) if manifest else None,
-            "attention": manifest["attention"] if manifest else None,
+            "archive": str(published) if published else None,
+            "attention": attention,
             "attention_reason": manifest["attention_reason"] if manifest else None,
             "lease": lease,
             "problems": problems,
@@ -141,56 +147,85 @@ def _status(
     return out
 
 
+def _status_lines(status: dict[str, Any], cli: str) -> list[str]:
+    """``status`` as text: one line per profile, its details indented below. Pure.
+
+    The name column is as wide as the longest name. Profiles whose packages are the
+    same (one spec hash: every Whisper model) say so, naming the first of them.
+    """
+    profiles, unavailable = status["profiles"], status["unavailable"]
+    width = max((len(n) for n in (*profiles, *unavailable)), default=0)
+    pad = " " * width
+    first_of_spec: dict[str, str] = {}
+    lines = [f"home {status['home']}  local envs {status['envs']}"]
+    for name, p in profiles.items():
+        parts = [f"{name:{width}} env={p['env']:8} spec={p['spec_hash']}"]
+        if p["env"] == "in-place":
+            parts.append(f"served in place by this interpreter ({p['python']})")
+        if p["archive_mb"] is not None:
+            parts.append(f"archive={p['archive_mb']}MB unpacked={p['unpacked_mb']}MB")
+        if p["attention"] is not None:  # unknown until an environment exists
+            parts.append(f"attention={p['attention']}")
+        parts.append(f"lease={p['lease']}")
+        lines.append(" ".join(parts))
+        first = first_of_spec.setdefault(p["spec_hash"], name)
+        if first != name:
+            lines.append(f"{pad} same packages as {first} (each profile has its own archive)")
+        if p.get("archive"):
+            lines.append(f"{pad} archive {p['archive']}")
+        for layer in p["layers"]:
+            lines.append(f"{pad} shared layer {layer}")
+        for repo, state in p["weights"].items():
+            fix = f"  fix: {cli} prepare {name}" if state != "present" else ""
+            lines.append(f"{pad} weights {repo}: {state}{fix}")
+        for problem in p["problems"]:
+            lines.append(f"{pad} problem: {problem['problem']}  fix: {problem['fix']}")
+    for name, why in unavailable.items():
+        lines.append(f"{name:{width}} unavailable: {why}")
+    home = Path(status["home"])
+    lines.extend(f"leftover {home / rel}  fix: {cli} gc" for rel in status["leftovers"])
+    return lines
+
+
 def _cmd_status(args: argparse.Namespace, paths: config.Paths) -> int:
     status = _status(paths, args.cached_models, _cli(args))
     status["leftovers"] = _gc_plan(paths, keep=1)
     if args.json:
         print(json.dumps(status, indent=1, sort_keys=True))
         return 0
-    print(f"home {status['home']}  local envs {status['envs']}")
-    for name, p in status["profiles"].items():
-        size = (
-            f" archive={p['archive_mb']}MB unpacked={p['unpacked_mb']}MB"
-            if p["archive_mb"] is not None
-            else ""
-        )
-        if p["env"] == "in-place":
-            size = f" (served in place by this interpreter, {p['python']})"
-        print(
-            f"{name:12} env={p['env']:8} spec={p['spec_hash']}{size} "
-            f"attention={p['attention']} lease={p['lease']}"
-        )
-        for layer in p["layers"]:
-            print(f"{'':12} shared layer {layer}")
-        for repo, state in p["weights"].items():
-            fix = f"  fix: {_cli(args)} prepare {name}" if state != "present" else ""
-            print(f"{'':12} weights {repo}: {state}{fix}")
-        for problem in p["problems"]:
-            print(f"{'':12} problem: {problem['problem']}  fix: {problem['fix']}")
-    for name, why in status["unavailable"].items():
-        print(f"{name:12} unavailable: {why}")
-    for rel in status["leftovers"]:
-        print(f"leftover {paths.home / rel}  fix: {_cli(args)} gc")
+    print("\n".join(_status_lines(status, _cli(args))))
     return 0
 
 
-def _verify_archive(layout: Layout, digest: str) -> str | None:
-    """None when the published archive and the layers it names are complete and their
-    sha256 match, else the problem."""
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MB"
+
+
+def _verify_archive(
+    layout: Layout, digest: str, seen: set[Path] | None = None
+) -> tuple[list[str], str | None]:
+    """What was re-hashed (one line per archive and layer) and the problem, or None when
+    the published archive and the layers it names are complete and their sha256 match.
+    Nothing to check (no manifest) is ([], None). A path in ``seen`` (a layer another
+    profile already named) is not read again; each path read is added to it."""
     manifest = read_manifest(layout.manifest)
     archive = layout.archive_of(manifest) if env_is_ready(manifest, digest) else None  # type: ignore[arg-type]
     if archive is None:
         if layout.manifest.exists():
-            return f"{layout.manifest}: not a valid manifest for spec {digest}"
-        return None
+            return [], f"{layout.manifest}: not a valid manifest for spec {digest}"
+        return [], None
     import tempfile
 
-    archives = [(archive, manifest)] + [  # type: ignore[list-item]
-        (layout.volume_envs / ref["archive"], ref)
+    seen = set() if seen is None else seen
+    archives = [("archive", archive, manifest)] + [  # type: ignore[list-item]
+        ("layer", layout.volume_envs / ref["archive"], ref)
         for ref in manifest.get("layers", ())  # type: ignore[union-attr]
     ]
+    checked = []
     with tempfile.TemporaryDirectory(dir=layout.local_envs) as tmp:
-        for i, (path, record) in enumerate(archives):
+        for i, (what, path, record) in enumerate(archives):
+            if path in seen:
+                continue
             try:
                 _pack.restore(
                     path,
@@ -200,14 +235,28 @@ def _verify_archive(layout: Layout, digest: str) -> str | None:
                     python=Path(sys.executable),
                 )
             except (_pack.CorruptArchive, OSError) as exc:
-                return str(exc)
+                return checked, str(exc)
             finally:
                 shutil.rmtree(Path(tmp) / f"check{i}", ignore_errors=True)
-    return None
+            seen.add(path)
+            checked.append(f"{what} {path} ({_mb(record['archive_bytes'])})")
+    return checked, None
+
+
+def _prepare_usage(usage: str, profiles: list[str], unmade: dict[str, str]) -> str:
+    """What ``prepare`` without a profile prints: the usage and every name it takes. Pure."""
+    lines = [usage.rstrip(), "prepare: name at least one profile:", f"  {' '.join(profiles)}"]
+    lines += [
+        f"  ({name}: cannot be prepared with these settings: {unmade[name]})" for name in unmade
+    ]
+    return "\n".join(lines)
 
 
 def _cmd_prepare(args: argparse.Namespace, paths: config.Paths) -> int:
     profiles, unmade = _profiles()
+    if not args.profiles:
+        print(_prepare_usage(args.usage, sorted(profiles), unmade), file=sys.stderr)
+        return 2
     unknown = [n for n in args.profiles if n not in profiles and n not in unmade]
     if unknown:
         known = ", ".join(sorted([*profiles, *unmade]))
@@ -229,7 +278,7 @@ def _cmd_prepare(args: argparse.Namespace, paths: config.Paths) -> int:
         if env.source == "local":
             layout = Layout.of(name, env.spec_hash, paths)
             paths.envs.mkdir(parents=True, exist_ok=True)
-            if problem := _verify_archive(layout, env.spec_hash):
+            if problem := _verify_archive(layout, env.spec_hash)[1]:
                 print(f"{name}: published archive is bad ({problem}); run prepare --force")
                 return 1
         print(f"{name}: ready ({env.source}) spec={env.spec_hash} attention={env.attention}")
@@ -253,21 +302,57 @@ def _recorded_weights(hf_home: Path) -> list[tuple[Weights, dict[str, Any]]]:
     return found
 
 
+def _verify_summary(
+    archives: int, profiles: int, snapshots: int, files: int, size: int, problems: int
+) -> str:
+    """The last line of ``verify``: what was read, and whether it was all good. Pure."""
+
+    def n(count: int, what: str) -> str:
+        return f"{count} {what}{'' if count == 1 else 's'}"
+
+    read = (
+        f"{n(archives, 'archive')} of {n(profiles, 'profile')}, "
+        f"{n(snapshots, 'weights snapshot')} ({n(files, 'file')}, {_mb(size)})"
+    )
+    if not problems:
+        return f"verify: ok: {read} re-hashed"
+    return f"verify: {n(problems, 'problem')} in {read}"
+
+
 def _cmd_verify(args: argparse.Namespace, paths: config.Paths) -> int:
     """Re-hash every archive on the volume and every byte of every downloaded snapshot."""
     target = current_target()
     problems = []
     paths.envs.mkdir(parents=True, exist_ok=True)
     profiles, _ = _profiles()
+    seen: set[Path] = set()
+    archives, with_archive, unbuilt = 0, 0, []
     for name, profile in sorted(profiles.items()):
         digest = spec_hash(for_this_machine(profile)[0], target)
         layout = Layout.of(name, digest, paths)
-        if problem := _verify_archive(layout, digest):
+        checked, problem = _verify_archive(layout, digest, seen)
+        for line in checked:
+            print(f"verified {name}: {line}")
+        archives += len(checked)
+        with_archive += bool(checked or problem)
+        if problem:
             problems.append(f"{name}: {problem}  fix: {_cli(args)} prepare {name} --force")
+        elif not checked and not layout.manifest.exists():
+            unbuilt.append(name)
+    if unbuilt:
+        print(f"no archive on the volume (nothing to verify): {', '.join(unbuilt)}")
     hf_home = paths.home / "hf"
+    snapshots, files, size = 0, 0, 0
     for w, record in _recorded_weights(hf_home):
         snap = _weights.snapshot_dir(hf_home / "hub", w)
         bad = _weights.check_files(snap, record["files"], full=True)
+        snap_size = sum(int(meta.get("size", 0)) for meta in record["files"].values())
+        snapshots, files, size = snapshots + 1, files + len(record["files"]), size + snap_size
+        if not bad:
+            print(
+                f"verified weights {w.repo_id}@{w.revision[:12]}: "
+                f"{len(record['files'])} files ({_mb(snap_size)})"
+            )
         users = [
             n
             for n, p in sorted(profiles.items())
@@ -287,7 +372,7 @@ def _cmd_verify(args: argparse.Namespace, paths: config.Paths) -> int:
             problems.append(f"weights {w.repo_id}@{w.revision[:12]}: {snap / p}  fix: {fix}")
     for p in problems:
         print(p)
-    print("verify: ok" if not problems else f"verify: {len(problems)} problem(s)")
+    print(_verify_summary(archives, with_archive, snapshots, files, size, len(problems)))
     return 1 if problems else 0
 
 
@@ -353,22 +438,39 @@ def _cmd_gc(args: argparse.Namespace, paths: config.Paths) -> int:
     return 0
 
 
-def _cmd_doctor(args: argparse.Namespace, paths: config.Paths) -> int:
+def _cmd_doctor(
+    args: argparse.Namespace, paths: config.Paths, probe: _doctor.Probe | None = None
+) -> int:
     cli = _cli(args)
     status = _status(paths, args.cached_models, cli)
-    facts = _doctor.gather(paths.home, paths.envs, paths.on_volume, status["profiles"])
+    made, _ = _profiles()
+    needed = _doctor.endpoints(
+        {name: for_this_machine(profile)[0] for name, profile in made.items()},
+        status["profiles"],
+        # what uv and the hub client fall back to when a profile names nothing
+        default_index=os.environ.get("UV_DEFAULT_INDEX")
+        or os.environ.get("UV_INDEX_URL")
+        or _doctor.PYPI,
+        hub=os.environ.get("HF_ENDPOINT") or _weights.DEFAULT_ENDPOINT,
+    )
+    facts = _doctor.gather(
+        paths.home, paths.envs, paths.on_volume, status["profiles"], needed, probe
+    )
     findings = _doctor.diagnose(facts, cli=cli)
-    for rel in _gc_plan(paths, keep=1):
+    if leftovers := [str(paths.home / rel) for rel in _gc_plan(paths, keep=1)]:
+        s = "s" if len(leftovers) > 1 else ""
         findings.append(
             _doctor.Finding(
-                "warn", f"leftover {paths.home / rel} (expired or abandoned)", f"{cli} gc"
+                "warn", f"leftover{s} (expired or abandoned): {', '.join(leftovers)}", f"{cli} gc"
             )
         )
     print(_doctor.render(findings))
     return 1 if any(f.level == "fail" for f in findings) else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, probe: _doctor.Probe | None = None) -> int:
+    """The CLI; ``probe`` asks whether a server answers (default ``_doctor.head``)."""
+
     # The global options are accepted before or after the subcommand: each subparser
     # gets them too, defaulting to SUPPRESS so an absent one keeps the main value.
     def global_options(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -399,8 +501,11 @@ def main(argv: list[str] | None = None) -> int:
     p = command("status", "environments, weights and leftovers, with the fix for each problem")
     p.add_argument("--json", action="store_true")
     p = command("prepare", "build, pack and publish now (and download weights)")
-    p.add_argument("profiles", nargs="+")
+    # "*", not "+": without a name the command lists the profiles (argparse's own
+    # "the following arguments are required" names none of them)
+    p.add_argument("profiles", nargs="*", help="the profiles to prepare (none: list them)")
     p.add_argument("--force", action="store_true", help="rebuild even if a valid archive exists")
+    p.set_defaults(usage=p.format_usage())
     p = command("verify", "re-hash every archive and every downloaded weights file")
     p.add_argument(
         "--repair", action="store_true", help="remove damaged weights files (re-downloaded later)"
@@ -431,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         "prepare": _cmd_prepare,
         "verify": _cmd_verify,
         "gc": _cmd_gc,
-        "doctor": _cmd_doctor,
+        "doctor": lambda args, paths: _cmd_doctor(args, paths, probe),
     }
     try:
         return handlers[args.command](args, paths)

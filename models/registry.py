@@ -195,7 +195,13 @@ _DEFAULTS: dict[str, str | None] = {}
 
 
 def decide_default(task: str) -> str | None:
-    """Decide (once per process) and log ``task``'s default model; later calls return it."""
+    """Decide (once per process) and log ``task``'s default model; later calls return it.
+
+    A task the worker serves itself (``voices``: no runner) has no model to decide, and
+    nothing is logged for it: "default voices model=None" read as a missing model.
+    """
+    if TASKS[task].serve is not None:
+        return None
     if task not in _DEFAULTS:
         setting = TASKS[task].default_setting
         value = setting.get() if setting is not None else ""

@@ -205,26 +205,39 @@ def test_ensure_refuses_in_words_before_touching_the_volume(rtx5090_on_575, tmp_
     assert not paths.home.exists() and not paths.envs.exists()
 
 
+def _answers(url: str) -> None:
+    """Every server answers: these tests are about the CUDA choice (reachability:
+    tests/bootstrap/test_doctor.py, against servers on loopback)."""
+
+
 def test_the_doctor_says_which_build_and_why(gpu_machine, tmp_path, capsys):
-    rc = cli.main(["--volume", str(tmp_path / "vol"), "doctor"])
+    rc = cli.main(["--volume", str(tmp_path / "vol"), "doctor"], probe=_answers)
     out = capsys.readouterr().out
+    # chatterbox's own torch 2.6.0 pin is overridden: it shares kokoro's torch and build,
+    # so one line says it for both (and the other torch profiles)
     assert (
-        "ok   profile kokoro: NVIDIA H200 (compute capability 9.0), driver 580.159.04 "
-        "(CUDA 13.0): torch 2.13.0 cu130; the newest build, and the driver runs it"
+        "ok   profiles chatterbox, f5tts, kokoro, seedvr2, upscale: NVIDIA H200 (compute "
+        "capability 9.0), driver 580.159.04 (CUDA 13.0): torch 2.13.0 cu130; the newest "
+        "build, and the driver runs it"
     ) in out
-    # chatterbox's own torch 2.6.0 pin is overridden: it shares kokoro's torch and build
-    assert (
-        "ok   profile chatterbox: NVIDIA H200 (compute capability 9.0), driver 580.159.04 "
-        "(CUDA 13.0): torch 2.13.0 cu130"
-    ) in out
-    assert "profile piper: NVIDIA" not in out  # no torch, no choice
+    assert "piper: NVIDIA" not in out  # no torch, no choice
+    # the index asked is the one this machine's build reads
+    assert "ok   package index https://download.pytorch.org/whl/cu130 answers" in out
+    assert out.endswith("doctor: no problems (2 warnings)\n")
     assert rc == 0  # an empty volume only warns: the first job builds what is missing
 
 
 def test_the_doctor_refuses_in_words(rtx5090_on_575, tmp_path, capsys):
-    assert cli.main(["--volume", str(tmp_path / "vol"), "doctor"]) == 1
+    assert cli.main(["--volume", str(tmp_path / "vol"), "doctor"], probe=_answers) == 1
     out = capsys.readouterr().out
-    assert "FAIL profile kokoro: NVIDIA GeForce RTX 5090 (compute capability 12.0)" in out
+    assert (
+        "FAIL profiles chatterbox, f5tts, kokoro, seedvr2, upscale: NVIDIA GeForce RTX 5090 "
+        "(compute capability 12.0)"
+    ) in out
+    assert out.splitlines()[-1].startswith(
+        "doctor: 1 problem: profiles chatterbox, f5tts, kokoro, seedvr2, upscale: "
+        "no CUDA build of torch 2.13.0 runs here"
+    )
     assert "     fix: choose hosts whose driver supports CUDA 13.0 or newer" in out
 
 

@@ -172,3 +172,16 @@ def test_a_task_without_a_shipped_model_is_unavailable(monkeypatch):
     shipped = registry.RunnerSpec("restore", "seedvr3", "x:Y", "piper", default="always")
     monkeypatch.setattr(registry, "RUNNERS", (shipped,))
     assert registry.resolve(job) is shipped
+
+
+def test_start_logs_a_default_model_only_for_tasks_a_runner_serves(monkeypatch, caplog):
+    """Every start logged "default voices model=None": voices has no runner to choose."""
+    monkeypatch.setattr(registry, "_DEFAULTS", {})
+    caplog.set_level("INFO", logger="models.registry")
+    for task in registry.TASKS:
+        registry.decide_default(task)
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("default ")]
+    assert not any(m.startswith("default voices ") for m in logged), logged
+    served = [t for t, spec in registry.TASKS.items() if spec.serve is None]
+    assert sorted(m.split()[1] for m in logged) == sorted(served)
+    assert registry.decide_default("voices") is None
