@@ -268,8 +268,9 @@ EXTRA_INDEX_URLS = declare(
     "MEDIA_WORKER_EXTRA_INDEX_URLS",
     (),
     _url_list(*_INDEX_SCHEMES),
-    "Comma-separated; replaces every profile's extra indexes (e.g. the CPU torch index "
-    "https://download.pytorch.org/whl/cpu on a machine with no GPU). Part of the spec hash.",
+    "Comma-separated; replaces every profile's extra indexes (e.g. https://pypi.org/simple "
+    "on a machine with no GPU: PyPI's torch runs on a CPU, and PyPI's torchaudio and "
+    "torchcodec load only beside it, not beside a +cpu torch). Part of the spec hash.",
 )
 ARTIFACT_OVERRIDES = declare(
     "MEDIA_WORKER_ARTIFACT_OVERRIDES",

@@ -190,3 +190,12 @@ def test_the_deploy_guides_vram_figures_are_the_runners_declared_ones():
         assert declared[name] == int(figure), name
     assert f"whisper {declared['tiny']} (tiny) to {declared['large-v3']} (large)" in quoted
     assert f"seedvr2 {declared['seedvr2-3b']} (3b) and {declared['seedvr2-7b']} (7b)" in quoted
+
+
+def test_the_restore_page_gives_resolutions_range_as_the_contract_has_it():
+    from models.tasks.restore import RestoreJob
+
+    bounds = {type(m).__name__: m for m in RestoreJob.model_fields["resolution"].metadata}
+    low, high = bounds["Ge"].ge, bounds["Le"].le
+    page = " ".join((ROOT / "docs" / "tasks" / "restore.md").read_text().split())
+    assert f"is {low} to {high} pixels" in page
