@@ -157,7 +157,7 @@ def sdk_config(*, streaming: bool = False, test_input: bool = False) -> dict[str
     streaming endpoint gets :func:`drained_stream_handler` there instead.
     """
     if test_input:
-        run = drained_stream_handler if streaming else handler
+        run = drained_stream_handler if streaming else _local_job
         return {"handler": functools.partial(local_run, run), "concurrency_modifier": _concurrency}
     if streaming:
         return {
@@ -166,6 +166,15 @@ def sdk_config(*, streaming: bool = False, test_input: bool = False) -> dict[str
             "concurrency_modifier": _concurrency,
         }
     return {"handler": _handle_async, "concurrency_modifier": _concurrency}
+
+
+def _local_job(envelope: Envelope) -> Any:
+    """One local job on a plain endpoint: a ``"stream": true`` job is run as a
+    streaming endpoint would run it (its items, drained), not refused for the
+    endpoint's setting, which a local run has no reason to know."""
+    job_input = envelope.get("input")
+    streams = isinstance(job_input, dict) and job_input.get("stream") is True
+    return (drained_stream_handler if streams else handler)(envelope)
 
 
 def local_run(run: Callable[[Envelope], Any], envelope: Envelope) -> Any:

@@ -220,3 +220,22 @@ def test_test_input_on_a_streaming_endpoint_runs_the_job_as_the_platform_would(t
     # head, the final result's tail; the handler logs each chunk it sent
     assert "Job result: {'output': [{'type': 'chunk', 'index': 0," in out
     assert "job=local_test chunk 2 sent" in out and "'task': 'tts'" in out
+
+
+@pytest.mark.slow
+def test_a_local_run_streams_a_stream_job_on_a_plain_endpoint_too(tmp_path):
+    """A local run has no endpoint setting to honour: its stream job runs drained."""
+    job = {"input": {"task": "tts", "text": TEXT, "stream": True}}
+    done = subprocess.run(
+        [sys.executable, "handler.py", "--test_input", json.dumps(job)],
+        cwd=ROOT,
+        env=_worker_env(tmp_path),  # MEDIA_WORKER_STREAMING unset: a plain endpoint
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    items = json.loads((tmp_path / "outputs" / "last-result.json").read_text())
+    *chunks, final = items
+    assert chunks and all(c["type"] == "chunk" for c in chunks)
+    assert final["type"] == "result" and final["task"] == "tts"
