@@ -16,6 +16,7 @@ from pydantic import (
 import config
 from models.contract import JobBase, MediaRefField, ResultBase, StrictModel, WordTiming
 from models.tasks.base import TaskSpec
+from runners.whisper import LANGUAGES
 
 TranscriptFormat = Literal["json", "txt", "srt", "vtt", "ass"]
 TRANSCRIPT_FORMATS: tuple[str, ...] = get_args(TranscriptFormat)
@@ -49,6 +50,9 @@ class TranscribeJob(JobBase):
         min_length=2,
         max_length=3,
         pattern=r"^[a-z]{2,3}$",
+        # The schema lists Whisper's codes so clients can offer them; the handler's
+        # check (runners.whisper.check_job) refuses any other with a readable message.
+        json_schema_extra={"enum": [*sorted(LANGUAGES), None]},
         description="Spoken language as a Whisper code ('en', 'de', 'yue'...); detected "
         "and reported with its probability when absent.",
         examples=["en"],

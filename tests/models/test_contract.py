@@ -160,6 +160,11 @@ def test_schema_cli_prints_a_valid_draft_2020_schema():
         {"task": "transcribe", "audio": "s3://b/k", "model": "distil-large-v3"}
     )
     assert not validator.is_valid({"task": "restore", "video": "s3://b/k", "model": "kokoro"})
+    # Whisper's language codes are listed (a finite set).
+    heard = {"task": "transcribe", "audio": "s3://b/k"}
+    assert validator.is_valid({**heard, "language": "yue"})
+    assert validator.is_valid({**heard, "language": None})
+    assert not validator.is_valid({**heard, "language": "xx"})
     assert not validator.is_valid({"task": "clone", "text": "x", "voice": "Ana B"})
     assert set(schema["$defs"]) >= {
         "TtsJob",
