@@ -197,7 +197,7 @@ def test_no_half_restored_env_is_served_when_the_layer_archive_is_bad(shared, tm
     digest = spec_hash(alpha, current_target())
     layout = Layout.of("alpha", digest, machine)
     machine.envs.mkdir()
-    problem = cli._verify_archive(layout, digest)  # `verify` re-hashes the layers too
+    _checked, problem = cli._verify_archive(layout, digest)  # `verify` re-hashes the layers too
     assert problem and ref["archive"] in problem and "sha256" in problem
     with pytest.raises(_pack.CorruptArchive):
         _restore.restore(alpha, layout, _manifest(machine, "alpha"), lambda m: None)
