@@ -199,3 +199,64 @@ def test_the_restore_page_gives_resolutions_range_as_the_contract_has_it():
     low, high = bounds["Ge"].ge, bounds["Le"].le
     page = " ".join((ROOT / "docs" / "tasks" / "restore.md").read_text().split())
     assert f"is {low} to {high} pixels" in page
+
+
+def _job_examples() -> list[tuple[str, dict]]:
+    """Every job the docs show (a JSON block or a shell-quoted one with an ``input``
+    holding a ``task``), test_input.json and the Hub's test jobs."""
+    found = []
+    for page in [ROOT / "README.md", *PAGES]:
+        text = page.read_text()
+        for raw in re.findall(r"```json\n(.*?)```", text, re.S) + re.findall(r"'(\{.*?\})'", text):
+            try:
+                example = json.loads(raw)
+            except json.JSONDecodeError:
+                continue  # a sketch with "..." in it, not a job
+            if isinstance(example.get("input"), dict) and "task" in example["input"]:
+                found.append((str(page.relative_to(ROOT)), example["input"]))
+    found.append(("test_input.json", json.loads((ROOT / "test_input.json").read_text())["input"]))
+    for test in json.loads((ROOT / ".runpod" / "tests.json").read_text())["tests"]:
+        found.append((f".runpod/tests.json {test['name']}", test["input"]))
+    return found
+
+
+def test_every_job_the_docs_show_is_accepted_by_the_schema_and_the_worker():
+    from jsonschema import Draft202012Validator
+
+    from models import jobs
+
+    validator = Draft202012Validator(jobs.json_schema())
+    examples = _job_examples()
+    assert len(examples) >= 10, examples  # the extraction itself still finds them
+    for where, job in examples:
+        errors = [e.message for e in validator.iter_errors(job)]
+        assert not errors, (where, errors)
+        jobs.parse_job(job)
+
+
+def test_every_field_the_task_pages_document_is_in_the_schema():
+    """The other way round: a field a task page's tables name (a `| field |` table, or
+    a model's knobs column) is a property of that task's job in the published schema."""
+    from models import jobs, registry
+
+    defs = jobs.json_schema()["$defs"]
+    checked = 0
+    for task, spec in registry.TASKS.items():
+        page = ROOT / "docs" / "tasks" / f"{task}.md"
+        if not page.exists():
+            continue
+        properties = defs[spec.job.__name__]["properties"]
+        column = None
+        for line in page.read_text().splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not line.startswith("|") or set(cells[0]) <= {"-", " "}:
+                column = None if not line.startswith("|") else column
+                continue
+            if "field" in cells[:1] or "knobs" in cells:
+                column = 0 if cells[0] == "field" else cells.index("knobs")
+                continue
+            if column is not None:
+                for name in re.findall(r"`(\w+)`", cells[column]):
+                    assert name in properties, (task, name)
+                    checked += 1
+    assert checked >= 20, checked
