@@ -260,3 +260,15 @@ def test_every_field_the_task_pages_document_is_in_the_schema():
                     assert name in properties, (task, name)
                     checked += 1
     assert checked >= 20, checked
+
+
+def test_the_readmes_test_counts_are_what_pytest_collects():
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+         "-m", "not slow"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    fast, total = map(int, re.search(r"(\d+)/(\d+) tests collected", done.stdout).groups())
+    readme = (ROOT / "README.md").read_text()
+    assert f"the whole suite ({total:,} tests" in readme, total
+    assert f"the fast tier ({fast:,} tests)" in readme, fast
