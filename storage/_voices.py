@@ -53,7 +53,11 @@ _PREFIX = "voices/clone"
 _ORPHAN_GRACE_S = 3600.0
 _DELETED = ".deleted-"
 _REMOVE_TRIES = 20
-_SAVE_TRIES = 5
+# A save starts again each time a delete of the same name renames its folder away
+# mid-save. Each try lost means another delete landed in that window, so the tries
+# are bounded by the deletes racing it. Five were lost in a row once, in a CI run on
+# a loaded machine (three processes saving and deleting one name, a fourth loading).
+_SAVE_TRIES = 50
 
 
 @dataclass(frozen=True)
