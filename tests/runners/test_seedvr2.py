@@ -307,7 +307,10 @@ def test_the_cli_prepares_lists_verifies_and_collects_seedvr2(seedvr2_world, wor
     assert re.search(r"^seedvr2 +env=(local|volume) ", status.stdout, re.M), status.stdout
     assert f"weights {REPO}: present" in status.stdout
     verified = cli("verify")
-    assert verified.returncode == 0 and verified.stdout.endswith("verify: ok\n"), verified.stdout
+    assert verified.returncode == 0, verified.stdout
+    lines = verified.stdout.splitlines()
+    assert lines[-1].startswith("verify: ok: 2 archives of 1 profile"), lines  # env + torch layer
+    assert any(line.startswith(f"verified weights {REPO}@") for line in lines), lines
     collected = cli("gc")
     assert collected.returncode == 0, collected.stderr
     home = Path(seedvr2_world["MEDIA_WORKER_HOME"])
