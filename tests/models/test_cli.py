@@ -256,3 +256,28 @@ def test_status_and_doctor_tell_served_in_place_from_missing(tmp_path, monkeypat
     monkeypatch.setenv("MEDIA_WORKER_IN_PLACE", "1")
     forced = json.loads(_cli(tmp_path, "status", "--json", "--volume", str(vol)).stdout)
     assert forced["profiles"]["kokoro"]["env"] == "in-place"
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "MEDIA_WORKER_CUDA_BUILD=cu128",
+        "MEDIA_WORKER_LOG_LEVEL=LOUD",
+        "MEDIA_WORKER_ENVS_DIR=relative/envs",
+        "MEDIA_WORKER_IN_PLACE=maybe",
+    ],
+)
+def test_an_invalid_setting_is_one_line_and_exit_2_not_a_traceback(setting, tmp_path):
+    name, value = setting.split("=")
+    env = {**os.environ, "MEDIA_WORKER_HOME": str(tmp_path / "home"), name: value}
+    done = subprocess.run(
+        [sys.executable, "-m", "models", "status"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"configuration: {name}={value!r} is invalid: "), line
