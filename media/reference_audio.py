@@ -152,7 +152,14 @@ def decode(path: Path, *, sample_rate: int) -> Any:
             raise _not_audio(f"its audio could not be decoded ({_reason(exc)})") from None
     if not chunks:
         raise _not_audio("its audio stream holds no samples")
-    return np.concatenate(chunks).astype(np.float32, copy=False)
+    samples = np.concatenate(chunks).astype(np.float32, copy=False)
+    if not np.isfinite(samples).all():
+        # A float WAV can hold NaN or infinity: the loudness that trims silence
+        # becomes NaN (every comparison false: an IndexError) or infinite (a 4 s clip
+        # read as 0.2 s of speech). No recording has them: the file is damaged.
+        bad = int(np.count_nonzero(~np.isfinite(samples)))
+        raise _not_audio(f"{bad} of its samples are NaN or infinite (a damaged float file)")
+    return samples
 
 
 def speech_bounds(samples: Any, sample_rate: int) -> tuple[int, int]:

@@ -119,6 +119,15 @@ def _write(tmp_path, name, data):
     return path
 
 
+def _float_wav_with(tmp_path, name, value):
+    """4 s of voice-like sound as a 32-bit float WAV, one sample of it ``value``."""
+    samples = voice_like(4.0, RATE).astype(np.float32)
+    samples[len(samples) // 2] = value
+    path = tmp_path / name
+    soundfile.write(path, samples, RATE, subtype="FLOAT")
+    return path
+
+
 def _video_only(tmp_path):
     path = tmp_path / "video.mp4"
     with av.open(str(path), "w") as out:
@@ -142,6 +151,19 @@ BAD = [
     ),
     ("empty file", lambda p: _write(p, "empty.mp3", b""), UnsupportedMedia, "not usable as audio"),
     ("video without audio", _video_only, UnsupportedMedia, "no audio stream"),
+    # An IndexError in speech_bounds before (issue 33); infinity read as 0.2 s of speech.
+    (
+        "a NaN sample",
+        lambda p: _float_wav_with(p, "nan.wav", np.nan),
+        UnsupportedMedia,
+        "1 of its samples are NaN or infinite",
+    ),
+    (
+        "an infinite sample",
+        lambda p: _float_wav_with(p, "inf.wav", np.inf),
+        UnsupportedMedia,
+        "NaN or infinite",
+    ),
     (
         "digital silence",
         lambda p: _write(p, "silent.wav", np.zeros(3 * RATE, np.float32)),
