@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import config
+from errors import InvalidInput
 from runtime import machine
 from runtime.protocol import OutputFile
 from runtime.runner import RunContext
@@ -37,6 +38,24 @@ def limits() -> Any:
 
 def _given(value: Any, default: Any) -> Any:
     return default if value is None else value
+
+
+def check_overlap(overlap: int | None, batch: int, frames: int | None) -> None:
+    """A job's ``temporal_overlap`` must be smaller than the batch really used: the
+    job's ``batch_size`` or the default, as the model rounds it, capped to the clip
+    (the handler's pre-flight check cannot know the clip). Pure.
+
+    Raises:
+        InvalidInput: naming ``temporal_overlap``, with the batch and why it is that.
+    """
+    if overlap is None or overlap < batch:
+        return
+    why = f"; the clip has {frames} frames" if frames is not None and frames <= batch else ""
+    raise InvalidInput(
+        f"temporal_overlap: {overlap} must be smaller than the batch this job uses "
+        f"({batch} frames{why}); leave it out or lower it",
+        field="temporal_overlap",
+    )
 
 
 def run_restore(
@@ -86,12 +105,14 @@ def run_restore(
         content_type = "image/png"
     else:
         facts = machine.probe()
+        batch_frames = (
+            batch_of(job.get("batch_size"), info.frames)
+            if batch_of
+            else job.get("batch_size") or default_batch
+        )
+        check_overlap(job.get("temporal_overlap"), batch_frames, info.frames)
         options = video.PipelineOptions(
-            batch_frames=(
-                batch_of(job.get("batch_size"), info.frames)
-                if batch_of
-                else job.get("batch_size") or default_batch
-            ),
+            batch_frames=batch_frames,
             overlap=_given(job.get("temporal_overlap"), overlap),
             crf=_given(job.get("crf"), config.RESTORE_CRF.get()),
             color_correction=color,

@@ -81,10 +81,14 @@ _REFUSED_ARCHS = {"LaMa", "RestoreFormer", "GFPGAN", "CodeFormer"}
 
 def check_job(job: Any) -> None:
     """Pre-flight check in the handler: the knobs make sense together."""
-    batch, overlap = job.batch_size, job.temporal_overlap
-    if batch is not None and overlap is not None and overlap >= batch:
+    # The batch really used: the job's, or MEDIA_WORKER_UPSCALE_BATCH_FRAMES (a job
+    # with only temporal_overlap 8 against the default 4 crashed in the pipeline).
+    batch, overlap = job.batch_size or BATCH_FRAMES.get(), job.temporal_overlap
+    if overlap is not None and overlap >= batch:
+        source = "batch_size" if job.batch_size else "MEDIA_WORKER_UPSCALE_BATCH_FRAMES"
         raise InvalidInput(
-            f"temporal_overlap: {overlap} must be smaller than batch_size ({batch})",
+            f"temporal_overlap: {overlap} must be smaller than the batch ({batch} frames, "
+            f"{source})",
             field="temporal_overlap",
         )
 

@@ -261,6 +261,9 @@ def test_a_batch_boundary_with_overlap_blends_and_keeps_every_frame(worker, tmp_
     [
         ({"resolution": 144}, {}, "resolution", "at most x4"),
         ({"batch_size": 5, "temporal_overlap": 5}, {}, "temporal_overlap", "4n+1"),
+        # The batch is capped to the 5-frame clip: a runner_crashed before (issue 33).
+        ({"batch_size": 17, "temporal_overlap": 8}, {}, "temporal_overlap",
+         "the clip has 5 frames"),
         ({}, {"MEDIA_WORKER_RESTORE_MAX_FRAMES": "4"}, "video", "MEDIA_WORKER_RESTORE_MAX_FRAMES"),
         ({}, {"MEDIA_WORKER_RESTORE_MAX_SOURCE_SIDE": "16"}, "video",
          "MEDIA_WORKER_RESTORE_MAX_SOURCE_SIDE"),

@@ -184,6 +184,9 @@ def test_resolution_below_the_model_scale_is_reached_by_a_final_resize(worker, t
         ({}, {"MEDIA_WORKER_RESTORE_MAX_TARGET_SIDE": "200"}, "invalid_input", "resolution", "cap"),
         ({"temporal_overlap": 4, "batch_size": 4}, {}, "invalid_input", "temporal_overlap",
          "smaller"),
+        # Against the default batch of 4: a runner_crashed before (issue 33).
+        ({"temporal_overlap": 8}, {}, "invalid_input", "temporal_overlap",
+         "MEDIA_WORKER_UPSCALE_BATCH_FRAMES"),
     ],
 )  # fmt: skip
 def test_limits_and_unreachable_targets_fail_with_the_field(
