@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE_TESTS: dict[str, tuple[str, ...]] = {
     "bootstrap.py": ("tests/test_bench.py::test_bootstrap_bench_runs",),
     "concurrency.py": ("tests/test_bench.py::test_concurrency_bench_runs_small",),
+    "hub_unreachable.py": ("tests/test_bench.py::test_hub_unreachable_bench_runs",),
     "g2p.py": ("tests/runners/test_kokoro.py::test_g2p_bench_runs_with_the_profile_interpreter",),
     "gpu.py": (
         "tests/runners/test_kokoro.py::test_gpu_bench_cpu_path_runs_with_the_profile_interpreter",
@@ -151,3 +152,10 @@ def test_bootstrap_bench_runs(uv_cache):
     lines = run_bench(["bootstrap.py", "--reps", "1"], env={"UV_CACHE_DIR": str(uv_cache)})
     assert any(line.startswith("warm ensure()") for line in lines), lines
     last_ratio(lines, "restore_ratio")
+
+
+@pytest.mark.slow
+def test_hub_unreachable_bench_runs():
+    lines = run_bench(["hub_unreachable.py"], env={"MEDIA_WORKER_HUB_TIMEOUT_S": "1"})
+    assert lines[0].startswith("refused hub: raw ") and lines[1].startswith("silent hub:  ours")
+    last_ratio(lines, "hub_fail_ratio")

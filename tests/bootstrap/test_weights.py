@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -201,7 +200,7 @@ def _closed_port() -> int:
 
 
 def test_an_unreachable_hub_fails_the_job_as_bootstrap_failed_naming_repo_and_endpoint(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, caplog
 ):
     """What every user without hub access got as ``internal``: the client's transport
     error (ConnectError) is neither an HfHubHTTPError nor an OSError. Through the
@@ -215,17 +214,16 @@ def test_an_unreachable_hub_fails_the_job_as_bootstrap_failed_naming_repo_and_en
     pin = Weights("tests/unreachable-model", "c" * 40, ("*.safetensors",))
     monkeypatch.setitem(profiles.PROFILES, "piper", dataclasses.replace(PIPER, weights=(pin,)))
     with handler.Worker().installed():  # whose environments know nothing ready yet
-        started = time.monotonic()
         result = handler.handler(
             {"id": "hub-down", "input": {"task": "tts", "model": "piper", "text": "Hi."}}
         )
-        took = time.monotonic() - started
     assert result["error_code"] == "bootstrap_failed", result
     assert "tests/unreachable-model@cccccccc" in result["error"]
     assert f"the hub at {endpoint} could not be reached" in result["error"]
     assert "ConnectError" in result["error"]
-    # At once, not after the hub client's five retries (23 s); what to do, in one line.
-    assert took < 5, took
+    # At once, not after the hub client's five retries (bench/hub_unreachable.py times
+    # both); what to do, in one line.
+    assert "Retrying" not in caplog.text
     assert "\n" not in result["error"] and "python -m models prepare piper" in result["error"]
     hf = Path(os.environ["MEDIA_WORKER_HOME"]) / "hf"
     assert not [p for p in hf.rglob("*") if p.is_file()]  # nothing was kept
@@ -233,14 +231,14 @@ def test_an_unreachable_hub_fails_the_job_as_bootstrap_failed_naming_repo_and_en
 
 def test_a_hub_that_does_not_answer_fails_within_the_setting(tmp_path, monkeypatch):
     """A hub that accepts the connection and says nothing (a black-holed proxy): the
-    download gives up after MEDIA_WORKER_HUB_TIMEOUT_S."""
+    download gives up after MEDIA_WORKER_HUB_TIMEOUT_S, on its one connection (the
+    hub client would have retried five times; bench/hub_unreachable.py times both)."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
-        silent.listen()
+        silent.listen(16)  # connections wait in the backlog, never answered
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{silent.getsockname()[1]}")
         monkeypatch.setenv("MEDIA_WORKER_HUB_TIMEOUT_S", "1")
         pin = Weights("tests/silent-model", "d" * 40, ("*.safetensors",))
-        started = time.monotonic()
         with pytest.raises(BootstrapFailed) as failed:
             _weights.ensure_weights(
                 [pin],
@@ -249,8 +247,13 @@ def test_a_hub_that_does_not_answer_fails_within_the_setting(tmp_path, monkeypat
                 on_progress=lambda _m: None,
                 profile="kokoro",
             )
-        took = time.monotonic() - started
-    assert 0.9 < took < 4, took
+        silent.setblocking(False)
+        connections = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                silent.accept()[0].close()
+                connections += 1
+    assert connections == 1
     assert "could not be reached (ReadTimeout" in failed.value.message
     assert "python -m models prepare kokoro" in failed.value.message
 
