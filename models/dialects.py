@@ -72,7 +72,6 @@ class Reading:
     """A job in this worker's terms, and how to name its fields in an error."""
 
     job: dict[str, Any]
-    dialect: str | None = None
     field_names: dict[str, str] | None = None
 
     def caller_field(self, field: str) -> str:
@@ -145,7 +144,7 @@ def _faster_whisper(raw: dict[str, Any]) -> Reading:
         "transcription": transcription,
         "translation": translation if translate else None,
     }
-    return Reading(job, dialect="worker-faster_whisper", field_names=names)
+    return Reading(job, field_names=names)
 
 
 def text_format(value: Any, field: str) -> str:

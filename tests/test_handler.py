@@ -466,14 +466,18 @@ def test_a_local_run_reads_the_job_from_a_file_and_media_from_the_disk(tmp_path)
     job_file = tmp_path / "job.json"
     job_file.write_text(json.dumps({"input": {"task": "transcribe", "audio": str(notes)}}))
     env = _worker_env(tmp_path, MEDIA_WORKER_HOME=str(tmp_path / "home"))
-    proc = subprocess.run(
-        [sys.executable, "handler.py", "--test_input", f"@{job_file}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+
+    def run_job_file() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "handler.py", "--test_input", f"@{job_file}"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    proc = run_job_file()
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     assert f"unsupported_media: audio: {notes} is text, not media" in out
@@ -485,14 +489,7 @@ def test_a_local_run_reads_the_job_from_a_file_and_media_from_the_disk(tmp_path)
     ]
 
     job_file.write_text(json.dumps({"input": {"task": "tts", "text": "Hello there."}}))
-    proc = subprocess.run(
-        [sys.executable, "handler.py", "--test_input", f"@{job_file}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_job_file()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     recorded = json.loads((tmp_path / "outputs" / "last-result.json").read_text())
     assert recorded["task"] == "tts" and recorded["outputs"][0]["key"].endswith("speech.wav")
